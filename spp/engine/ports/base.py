@@ -1,0 +1,70 @@
+"""The one small interface every port driver implements, and the context drivers are opened in.
+
+A port moves *bursts*: ``rx_burst`` returns a numpy array of buffer indices (the caller now owns
+them), ``tx_burst`` takes an array and returns how many it accepted (it owns those; the caller
+frees the rest and counts them as ``tx_drop``). That is DPDK's ``rte_eth_rx_burst`` /
+``rte_eth_tx_burst`` contract, and it is what lets a forwarder do a fixed amount of Python work
+per burst whatever the burst size.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from spp.engine.pool import BufferPool
+from spp.engine.portid import PortId
+from spp.engine.shm import RX, RX_DROP, TX, TX_DROP, Segment
+
+__all__ = ["RX", "RX_DROP", "TX", "TX_DROP", "Port", "PortContext", "PortError"]
+
+
+class PortError(Exception):
+    """A port that cannot be opened or used; the message says why, for the user."""
+
+
+@dataclass
+class PortContext:
+    """What a driver may use: the shared segment, this thread's pool handle, and options."""
+
+    seg: Segment
+    pool: BufferPool
+    client_id: int = 0  # the counter row this process writes
+    vhost_client: bool = False
+    options: dict[str, str] = field(default_factory=dict)
+
+
+class Port(abc.ABC):
+    """A port as the forwarder sees it."""
+
+    #: Whether the port makes its own packets appear without a kernel file to wait on (rings,
+    #: null sources): an idle worker must then poll it on a timer instead of sleeping in poll().
+    needs_polling = True
+
+    def __init__(self, uid: PortId, ctx: PortContext) -> None:
+        self.uid = uid
+        self.ctx = ctx
+        self.pool = ctx.pool
+        # rx, rx_drop, tx, tx_drop. Drivers bind phy and ring ports to the shared rows that the
+        # primary reports; other types keep private counters, reported by the owning process.
+        self.counters = np.zeros(4, np.uint64)
+
+    @abc.abstractmethod
+    def rx_burst(self, max_n: int) -> np.ndarray:
+        """Receive up to ``max_n`` packets; return their buffer indices (uint32)."""
+
+    @abc.abstractmethod
+    def tx_burst(self, bufs: np.ndarray) -> int:
+        """Transmit ``bufs`` in order; return how many were accepted (always a prefix)."""
+
+    def fileno(self) -> int | None:
+        """A descriptor that becomes readable when rx has packets, if the port has one."""
+        return None
+
+    def close(self) -> None:  # noqa: B027 - most ports hold nothing to release
+        """Release what the port holds. Buffers it owns go back to the pool."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.uid}>"

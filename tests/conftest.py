@@ -1,0 +1,56 @@
+"""Shared fixtures: a private shared segment per test, and a per-test pool handle."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from spp.engine.pool import BufferPool
+from spp.engine.ports.base import PortContext
+from spp.engine.shm import PhyInfo, Segment, SegmentSpec
+
+
+def unique_prefix(tag: str = "t") -> str:
+    return f"pyt{tag}{os.getpid()}{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture
+def make_segment() -> Iterator:
+    """Factory: ``make_segment(nb_rings=4, phys=[PhyInfo('veth0')])``; removed after the test."""
+    made: list[Segment] = []
+
+    def make(**kw: object) -> Segment:
+        kw.setdefault("nb_bufs", 8192)
+        kw.setdefault("nb_rings", 4)
+        spec = SegmentSpec(prefix=unique_prefix(), primary_pid=os.getpid(), **kw)  # type: ignore[arg-type]
+        seg = Segment.create(spec)
+        made.append(seg)
+        return seg
+
+    yield make
+    for seg in made:
+        seg.unlink()
+        seg.close()
+
+
+@pytest.fixture
+def segment(make_segment) -> Segment:
+    return make_segment()
+
+
+@pytest.fixture
+def pool(segment: Segment) -> Iterator[BufferPool]:
+    p = BufferPool(segment)
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def port_ctx(segment: Segment, pool: BufferPool) -> PortContext:
+    return PortContext(seg=segment, pool=pool, client_id=1)
+
+
+__all__ = ["PhyInfo", "unique_prefix"]
