@@ -25,7 +25,8 @@ def make_segment() -> Iterator:
     def make(**kw: object) -> Segment:
         kw.setdefault("nb_bufs", 8192)
         kw.setdefault("nb_rings", 4)
-        spec = SegmentSpec(prefix=unique_prefix(), primary_pid=os.getpid(), **kw)  # type: ignore[arg-type]
+        kw.setdefault("primary_pid", os.getpid())
+        spec = SegmentSpec(prefix=unique_prefix(), **kw)  # type: ignore[arg-type]
         seg = Segment.create(spec)
         made.append(seg)
         return seg

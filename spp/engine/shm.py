@@ -23,6 +23,8 @@ row has exactly one writer, and an aligned 8-byte store is atomic on x86-64.
 
 from __future__ import annotations
 
+import contextlib
+import contextlib
 import json
 import mmap
 import os
@@ -194,17 +196,22 @@ class Segment:
 
     def close(self) -> None:
         # Views must go before the mmap can close; callers drop their own references first.
-        for name in ("pool_ctl", "free_stack", "buf_len", "buf_ts", "buf_data", "phy_stats",
-                     "ring_stats", "procs"):
+        for name in (
+            "pool_ctl",
+            "free_stack",
+            "buf_len",
+            "buf_ts",
+            "buf_data",
+            "phy_stats",
+            "ring_stats",
+            "procs",
+        ):
             self.__dict__.pop(name, None)
-        try:
+        # A view may still be alive somewhere; then the mapping simply goes with the process.
+        with contextlib.suppress(BufferError):
             self._mm.close()
-        except BufferError:
-            pass  # a view is still alive somewhere; the mapping goes with the process
-        try:
+        with contextlib.suppress(OSError):
             os.close(self.fd)
-        except OSError:
-            pass
 
     def unlink(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -1,0 +1,204 @@
+"""``pcap:N``: replay ``/tmp/spp-rxN.pcap`` on receive, record to ``/tmp/spp-txN.pcap`` on transmit.
+
+As DPDK's pcap PMD in SPP: the rx file is created empty (just the global header) if missing and
+read once to its end (no looping); the tx file is overwritten when the port is added. Files are
+classic libpcap (microsecond stamps, Ethernet link type) so tcpdump and Wireshark read them.
+
+Receive maps the file and indexes records with a vectorised walk (runs of equal-length records are
+found with one numpy comparison); transmit builds the whole burst's records in one numpy array and
+writes it with a single call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import struct
+import time
+from pathlib import Path
+
+import numpy as np
+
+from spp.engine.portid import PortId
+from spp.engine.ports.base import RX_DROP, Port, PortContext, PortError
+
+PCAP_MAGIC_US = 0xA1B2C3D4
+PCAP_MAGIC_NS = 0xA1B23C4D
+LINKTYPE_ETHERNET = 1
+GLOBAL_HEADER = struct.pack("<IHHiIII", PCAP_MAGIC_US, 2, 4, 0, 0, 65535, LINKTYPE_ETHERNET)
+RECORD_HEADER = 16
+INDEX_CHUNK = 8192
+_U32 = np.arange(4)
+_HDR_BYTES = np.arange(RECORD_HEADER)
+
+
+def rx_path(n: int, directory: str = "/tmp") -> Path:
+    return Path(directory) / f"spp-rx{n}.pcap"
+
+
+def tx_path(n: int, directory: str = "/tmp") -> Path:
+    return Path(directory) / f"spp-tx{n}.pcap"
+
+
+class PcapFormatError(PortError):
+    pass
+
+
+class PcapReader:
+    """Records of a classic pcap file, handed out in bursts of (offset, length) arrays."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = open(path, "rb")  # noqa: SIM115 - lives as long as the port
+        size = os.fstat(self._file.fileno()).st_size
+        if size < 24:
+            self._file.close()
+            raise PcapFormatError(f"{path}: not a pcap file (only {size} bytes)")
+        self._mm = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+        self.buf = np.frombuffer(self._mm, np.uint8)
+        magic_le = int.from_bytes(self._mm[0:4], "little")
+        magic_be = int.from_bytes(self._mm[0:4], "big")
+        if magic_le in (PCAP_MAGIC_US, PCAP_MAGIC_NS):
+            self.order = "<"
+            magic = magic_le
+        elif magic_be in (PCAP_MAGIC_US, PCAP_MAGIC_NS):
+            self.order = ">"
+            magic = magic_be
+        else:
+            self.close()
+            raise PcapFormatError(f"{path}: not a classic pcap file (magic {magic_le:#010x})")
+        self.ns = magic == PCAP_MAGIC_NS
+        linktype = int.from_bytes(self._mm[20:24], "little" if self.order == "<" else "big")
+        if linktype & 0xFFFF != LINKTYPE_ETHERNET:
+            self.close()
+            raise PcapFormatError(f"{path}: link type {linktype} is not Ethernet")
+        self._u32 = np.dtype(self.order + "u4")
+        self.size = size
+        self.pos = 24
+        self.truncated = False
+
+    def _incl(self, offsets: np.ndarray) -> np.ndarray:
+        return self.buf[offsets[:, None] + 8 + _U32].copy().view(self._u32).ravel()
+
+    def next_records(self, max_n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Offsets of the data and lengths of up to ``max_n`` whole records after ``pos``."""
+        offs: list[np.ndarray] = []
+        got = 0
+        pos, size = self.pos, self.size
+        while got < max_n and pos + RECORD_HEADER <= size:
+            (length,) = struct.unpack_from(self.order + "I", self._mm, pos + 8)
+            stride = RECORD_HEADER + length
+            if pos + stride > size:
+                self.truncated = True
+                break
+            # Guess that the following records have the same length, check them all at once.
+            k = min(max_n - got, (size - pos) // stride)
+            cand = pos + stride * np.arange(k, dtype=np.int64)
+            same = self._incl(cand) == length if k > 1 else np.ones(1, bool)
+            run = k if same.all() else int(np.argmin(same))
+            offs.append(cand[:run])
+            got += run
+            pos += stride * run
+        self.pos = pos
+        if not offs:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        o = np.concatenate(offs)
+        return o + RECORD_HEADER, self._incl(o).astype(np.int64)
+
+    def close(self) -> None:
+        self.buf = np.empty(0, np.uint8)
+        with contextlib.suppress(BufferError, AttributeError):
+            self._mm.close()
+        self._file.close()
+
+
+class PcapWriter:
+    """Appends bursts to a classic pcap file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = open(path, "wb")  # noqa: SIM115 - lives as long as the port
+        self._file.write(GLOBAL_HEADER)
+        self._file.flush()
+
+    def write_burst(
+        self, data: np.ndarray, bufs: np.ndarray, lengths: np.ndarray, stamps: np.ndarray
+    ) -> None:
+        n = len(bufs)
+        lens = lengths.astype(np.int64)
+        rec = RECORD_HEADER + lens
+        starts = np.zeros(n, np.int64)
+        np.cumsum(rec[:-1], out=starts[1:])
+        out = np.empty(int(rec.sum()), np.uint8)
+        hdr = np.empty((n, 4), "<u4")
+        hdr[:, 0] = stamps // 1_000_000_000
+        hdr[:, 1] = (stamps // 1000) % 1_000_000
+        hdr[:, 2] = lens
+        hdr[:, 3] = lens
+        out[starts[:, None] + _HDR_BYTES] = hdr.view(np.uint8).reshape(n, RECORD_HEADER)
+        width = int(lens.max())
+        cols = np.arange(width)
+        mask = cols < lens[:, None]
+        dest = starts[:, None] + RECORD_HEADER + cols
+        out[dest[mask]] = data[bufs, :width][mask]
+        self._file.write(out.data)
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class PcapPort(Port):
+    def __init__(self, uid: PortId, ctx: PortContext) -> None:
+        super().__init__(uid, ctx)
+        directory = ctx.options.get("pcap_dir", "/tmp")
+        rxp, txp = rx_path(uid.num, directory), tx_path(uid.num, directory)
+        try:
+            if not rxp.exists():
+                rxp.write_bytes(GLOBAL_HEADER)
+            self.reader = PcapReader(rxp)
+        except OSError as e:
+            raise PortError(f"{uid}: cannot open {rxp}: {e.strerror}") from e
+        try:
+            self.writer = PcapWriter(txp)
+        except OSError as e:
+            self.reader.close()
+            raise PortError(f"{uid}: cannot create {txp}: {e.strerror}") from e
+        self.max_len = ctx.pool.buf_size
+
+    def rx_burst(self, max_n: int) -> np.ndarray:
+        offs, lens = self.reader.next_records(max_n)
+        if len(offs) == 0:
+            return np.empty(0, np.uint32)
+        too_long = lens > self.max_len
+        if too_long.any():
+            # A frame bigger than a pool buffer cannot be carried; count it rather than cut it.
+            self.counters[RX_DROP] += int(too_long.sum())
+            offs, lens = offs[~too_long], lens[~too_long]
+        bufs = self.pool.alloc(len(offs))
+        if len(bufs) < len(offs):
+            self.counters[RX_DROP] += len(offs) - len(bufs)
+            offs, lens = offs[: len(bufs)], lens[: len(bufs)]
+        if len(bufs) == 0:
+            return bufs
+        width = int(lens.max())
+        cols = np.arange(width)
+        # Reading past a record's end is harmless except past the file's end: clip there.
+        src = np.minimum(offs[:, None] + cols, self.reader.size - 1)
+        self.pool.data[bufs, :width] = self.reader.buf[src]
+        self.pool.lengths[bufs] = lens
+        self.pool.stamps[bufs] = time.time_ns()
+        return bufs
+
+    def tx_burst(self, bufs: np.ndarray) -> int:
+        try:
+            self.writer.write_burst(self.pool.data, bufs, self.pool.lengths[bufs], self.pool.stamps[bufs])
+        except OSError:
+            return 0  # disk full or gone: the caller frees the burst and counts it as tx_drop
+        self.pool.free(bufs)
+        return len(bufs)
+
+    def close(self) -> None:
+        self.reader.close()
+        self.writer.close()

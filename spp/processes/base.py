@@ -1,0 +1,64 @@
+"""What every SPP process shares: logging, signals, the segment, the control channel, shutdown."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from typing import Any
+
+from spp.engine.pool import BufferPool
+from spp.engine.shm import Segment
+from spp.processes.channel import ControlChannel
+from spp.processes.commands import Reply, failed
+
+log = logging.getLogger(__name__)
+
+
+def setup_logging(name: str, level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format=f"%(asctime)s {name}[%(process)d] %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+class SppProcess:
+    """A process hosting the engine and answering spp-ctl. Subclasses implement :meth:`handle`."""
+
+    name = "spp"
+    pad_replies = True
+
+    def __init__(self, seg: Segment, host: str, port: int) -> None:
+        self.seg = seg
+        self.pool = BufferPool(seg)  # the worker thread's handle (the control thread never allocates)
+        self.channel = ControlChannel(host, port, self.dispatch, pad=self.pad_replies, name=self.name)
+        self.exiting = False
+
+    def dispatch(self, command: str) -> Any:
+        tokens = command.split()
+        if tokens[0] == "exit":
+            self.exiting = True
+            self.channel.closing.set()
+            return {"result": "succeeded", "command": "exit"}
+        return self.handle(tokens)
+
+    def handle(self, tokens: list[str]) -> Reply | str:
+        return failed(tokens[0], f"unknown command '{tokens[0]}'")
+
+    def run(self) -> int:
+        def on_signal(signum: int, _frame: object) -> None:
+            log.info("%s: signal %d, shutting down", self.name, signum)
+            self.channel.closing.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        try:
+            self.channel.serve_forever()
+        finally:
+            self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        """Stop forwarding, release ports and buffers. Subclasses extend it."""
+        self.pool.close()

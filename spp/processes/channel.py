@@ -1,0 +1,90 @@
+"""A process's end of SPP's wire protocol: the connection to spp-ctl.
+
+SPP processes are TCP *clients*: the primary connects to spp-ctl's port 5555, secondaries to 6666.
+spp-ctl sends one bare ASCII command and waits for one reply, so one ``recv`` is one command.
+spp_primary and spp_nfv pad every reply with NULs to 32768 bytes (``MSG_SIZE``); we do the same so
+SPP's own spp-ctl can drive these processes. The connection is retried every second, so start
+order does not matter, and re-established if spp-ctl restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+MSG_SIZE = 32768
+RETRY_SECONDS = 1.0
+
+Handler = Callable[[str], Any]
+
+
+def encode_reply(reply: Any, pad: bool) -> bytes:
+    raw = reply.encode() if isinstance(reply, str) else json.dumps(reply, separators=(",", ":")).encode()
+    if pad and len(raw) < MSG_SIZE:
+        raw += b"\0" * (MSG_SIZE - len(raw))
+    return raw
+
+
+class ControlChannel:
+    def __init__(self, host: str, port: int, handler: Handler, pad: bool = True, name: str = "spp") -> None:
+        self.addr = (host, port)
+        self.handler = handler
+        self.pad = pad
+        self.name = name
+        self.closing = threading.Event()
+
+    def serve_forever(self) -> None:
+        """Connect, answer commands, reconnect on loss; return once :attr:`closing` is set."""
+        warned = False
+        while not self.closing.is_set():
+            try:
+                sock = socket.create_connection(self.addr, timeout=2)
+            except OSError as e:
+                if not warned:
+                    log.warning(
+                        "%s: cannot reach spp-ctl at %s:%d (%s); retrying every %.0f s",
+                        self.name,
+                        *self.addr,
+                        e.strerror or e,
+                        RETRY_SECONDS,
+                    )
+                    warned = True
+                self.closing.wait(RETRY_SECONDS)
+                continue
+            warned = False
+            log.info("%s: connected to spp-ctl at %s:%d", self.name, *self.addr)
+            try:
+                self._serve(sock)
+            except OSError as e:
+                log.warning("%s: connection to spp-ctl lost: %s", self.name, e)
+            finally:
+                sock.close()
+            if not self.closing.is_set():
+                time.sleep(RETRY_SECONDS)
+
+    def _serve(self, sock: socket.socket) -> None:
+        sock.settimeout(0.5)  # wake now and then to notice closing
+        while not self.closing.is_set():
+            try:
+                data = sock.recv(MSG_SIZE)
+            except TimeoutError:
+                continue
+            if not data:
+                log.info("%s: spp-ctl closed the connection", self.name)
+                return
+            command = data.decode("ascii", "replace").strip("\0").strip()
+            if not command:
+                continue
+            try:
+                reply = self.handler(command)
+            except Exception as e:  # a bug must not take the data plane down with it
+                log.exception("%s: command %r failed", self.name, command)
+                reply = {"result": "failed", "command": command.split()[0], "message": f"internal error: {e}"}
+            sock.sendall(encode_reply(reply, self.pad))

@@ -1,0 +1,161 @@
+"""Command lines of the SPP processes: ``[EAL options] -- [application options]``.
+
+SPP's processes are DPDK applications, and scripts, spp-ctl's ``launch`` and spp-runner pass them
+DPDK EAL options. We read the few that mean something here (lcores, ``--file-prefix``,
+``--vdev``) and accept and ignore the rest, so an existing command line works unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+# EAL options that take a value (so the value is not mistaken for the next option).
+EAL_WITH_VALUE = {
+    "-c",
+    "-l",
+    "--lcores",
+    "--master-lcore",
+    "--main-lcore",
+    "-s",
+    "--service-lcores",
+    "-b",
+    "--pci-blacklist",
+    "--block",
+    "-w",
+    "--pci-whitelist",
+    "-a",
+    "--allow",
+    "--vdev",
+    "-d",
+    "--proc-type",
+    "-n",
+    "-r",
+    "-m",
+    "--iova-mode",
+    "--log-level",
+    "--file-prefix",
+    "--vfio-intr",
+    "--vfio-vf-token",
+    "--base-virtaddr",
+    "--socket-mem",
+    "--socket-limit",
+    "--huge-dir",
+    "--mbuf-pool-ops-name",
+    "--trace",
+    "--trace-dir",
+    "--trace-bufsz",
+    "--trace-mode",
+    "--force-max-simd-bitwidth",
+}
+
+
+class OptionError(ValueError):
+    """A command line that cannot be used; the message names the option."""
+
+
+@dataclass
+class EalOptions:
+    lcores: list[int] = field(default_factory=lambda: [0])
+    file_prefix: str = field(default_factory=lambda: os.environ.get("SPP_FILE_PREFIX", "spp"))
+    vdevs: list[str] = field(default_factory=list)
+    proc_type: str = "auto"
+    huge_dir: str | None = None
+
+
+def split_eal(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Split at the first ``--``; without one, everything is application options."""
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1 :]
+    return [], argv
+
+
+def parse_lcore_list(text: str) -> list[int]:
+    """``0,2-4`` -> [0, 2, 3, 4]; also DPDK's ``--lcores`` plain forms."""
+    out: list[int] = []
+    try:
+        for part in text.replace("(", "").replace(")", "").split(","):
+            part = part.split("@")[0].strip()
+            if not part:
+                continue
+            if "-" in part:
+                lo, hi = (int(x) for x in part.split("-", 1))
+                if hi < lo:
+                    raise ValueError
+                out.extend(range(lo, hi + 1))
+            else:
+                out.append(int(part))
+    except ValueError:
+        raise OptionError(f"invalid lcore list '{text}'") from None
+    if not out:
+        raise OptionError(f"invalid lcore list '{text}'")
+    return sorted(set(out))
+
+
+def parse_coremask(text: str) -> list[int]:
+    try:
+        mask = int(text, 16)
+    except ValueError:
+        raise OptionError(f"invalid coremask '{text}'") from None
+    cores = [i for i in range(mask.bit_length()) if mask >> i & 1]
+    if not cores:
+        raise OptionError(f"coremask '{text}' selects no lcore")
+    return cores
+
+
+def parse_eal(args: list[str]) -> EalOptions:
+    eal = EalOptions()
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("--") and "=" in arg:
+            name, value = arg.split("=", 1)
+            i += 1
+        elif arg in EAL_WITH_VALUE:
+            if i + 1 >= len(args):
+                raise OptionError(f"EAL option {arg} needs a value")
+            name, value = arg, args[i + 1]
+            i += 2
+        else:
+            i += 1  # a flag we do not need (--no-pci, --in-memory, ...)
+            continue
+        if name == "-l" or name == "--lcores":
+            eal.lcores = parse_lcore_list(value)
+        elif name == "-c":
+            eal.lcores = parse_coremask(value)
+        elif name == "--file-prefix":
+            eal.file_prefix = value
+        elif name == "--vdev":
+            eal.vdevs.append(value)
+        elif name == "--proc-type":
+            eal.proc_type = value
+        elif name == "--huge-dir":
+            eal.huge_dir = value
+    return eal
+
+
+def parse_server(text: str, default_port: int) -> tuple[str, int]:
+    """``HOST:PORT`` (``-s``) -> (host, port)."""
+    host, _, port = text.rpartition(":")
+    if not host:
+        host, port = text, str(default_port)
+    try:
+        p = int(port)
+    except ValueError:
+        raise OptionError(f"invalid server address '{text}': expected HOST:PORT") from None
+    if not 0 < p < 65536:
+        raise OptionError(f"invalid server port in '{text}'")
+    return host, p
+
+
+def parse_vdev(text: str) -> tuple[str, dict[str, str]]:
+    """``net_af_packet0,iface=veth0`` -> ("net_af_packet0", {"iface": "veth0"})."""
+    name, *kvs = text.split(",")
+    params: dict[str, str] = {}
+    for kv in kvs:
+        k, sep, v = kv.partition("=")
+        if not sep:
+            raise OptionError(f"invalid --vdev '{text}': '{kv}' is not key=value")
+        params[k.strip()] = v.strip()
+    return name.strip(), params

@@ -1,0 +1,281 @@
+"""spp_primary: owner of the shared resources, optional forwarder, launcher of secondaries.
+
+``spp-primary [EAL] -- -n NUM_RINGS [-p PORTMASK] -s HOST:5555 [--iface NAME ...]``
+
+It creates the shared segment (pool, rings, counters, process table) and the ``phy`` ports:
+Linux interfaces named by ``--vdev net_af_packetN,iface=NAME`` (DPDK's style) or ``--iface NAME``,
+of which ``-p PORTMASK`` selects. With two or more lcores it also runs SPP's primary forwarder,
+which has spp_nfv's patch table. Counters of phy and ring ports are the sum of every process's
+row in the segment, less what was there at the last ``clear``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spp.engine.patchpanel import PatchPanel
+from spp.engine.portid import PortId
+from spp.engine.ports import PortContext
+from spp.engine.shm import RX, RX_DROP, TX, TX_DROP, PhyInfo, Segment, SegmentError, SegmentSpec
+from spp.engine.worker import DEFAULT_BURST, Worker
+from spp.processes.base import SppProcess, setup_logging
+from spp.processes.commands import PANEL_COMMANDS, Reply, failed, run_panel_command, succeeded
+from spp.processes.launcher import Launcher, LaunchError
+from spp.processes.options import OptionError, parse_eal, parse_server, parse_vdev, split_eal
+
+log = logging.getLogger(__name__)
+
+PRIMARY_ADDABLE = ("ring", "vhost", "pcap", "nullpmd", "tap")
+
+
+class Primary(SppProcess):
+    name = "spp_primary"
+
+    def __init__(
+        self,
+        seg: Segment,
+        host: str,
+        port: int,
+        lcores: list[int],
+        launcher: Launcher,
+        burst: int = DEFAULT_BURST,
+    ) -> None:
+        super().__init__(seg, host, port)
+        self.lcores = lcores
+        self.launcher = launcher
+        seg.claim_process_slot(0, "primary")
+        self.nb_phys = len(seg.spec.phys)
+        self._phy_base = np.zeros((self.nb_phys, 4), np.uint64)
+        self._ring_base = np.zeros((seg.spec.nb_rings, 4), np.uint64)
+        self.panel: PatchPanel | None = None
+        self.worker: Worker | None = None
+        if len(lcores) >= 2:
+            self.worker = Worker(self.pool, name="primary-fwd", burst=burst, lcore=lcores[1])
+            ctx = PortContext(seg=seg, pool=self.pool, client_id=0)
+            self.panel = PatchPanel(ctx, self.worker, PRIMARY_ADDABLE)
+            for n in range(self.nb_phys):
+                self.panel.register(PortId("phy", n))
+            self.worker.start()
+
+    # -- commands ------------------------------------------------------------------------------
+
+    def handle(self, tokens: list[str]) -> Reply | str:
+        cmd = tokens[0]
+        if cmd == "status":
+            return self.status()
+        if cmd == "clear":
+            self._phy_base = self._phy_totals()
+            self._ring_base = self._ring_totals()
+            return succeeded(cmd)
+        if cmd == "launch":
+            return self.launch(tokens)
+        if cmd == "flow":
+            return {
+                "result": "error",
+                "message": "Flow rules need NIC hardware offload, which this build has not",
+            }
+        if cmd in PANEL_COMMANDS:
+            if self.panel is None:
+                return failed(cmd, "no forwarder is running (start the primary with two or more lcores)")
+            return run_panel_command(self.panel, tokens)
+        return failed(cmd, f"unknown command '{cmd}'")
+
+    def launch(self, tokens: list[str]) -> Reply:
+        if len(tokens) < 3:
+            return failed("launch", "usage: launch ID PROC_NAME [EAL options] -- [app options]")
+        try:
+            client_id = int(tokens[1])
+        except ValueError:
+            return failed("launch", f"invalid secondary id '{tokens[1]}'")
+        try:
+            self.launcher.launch(client_id, tokens[2], tokens[3:])
+        except LaunchError as e:
+            return failed("launch", str(e))
+        return succeeded("launch")
+
+    # -- status --------------------------------------------------------------------------------
+
+    def _phy_totals(self) -> np.ndarray:
+        return self.seg.phy_stats[:, : self.nb_phys, :].sum(axis=0, dtype=np.uint64)
+
+    def _ring_totals(self) -> np.ndarray:
+        return self.seg.ring_stats[:, : self.seg.spec.nb_rings, :].sum(axis=0, dtype=np.uint64)
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"master-lcore": self.lcores[0], "lcores": self.lcores}
+        if self.panel is not None:
+            out["forwarder"] = {
+                "status": "running" if self.panel.forwarding else "idling",
+                "ports": self.panel.port_names(),
+                "patches": self.panel.patch_list(),
+            }
+        phy = self._phy_totals() - self._phy_base
+        out["phy_ports"] = [
+            {
+                "id": n,
+                "eth": info.mac.lower(),
+                "rx": int(phy[n, RX]),
+                "tx": int(phy[n, TX]),
+                "tx_drop": int(phy[n, TX_DROP]),
+                "rx_drop": int(phy[n, RX_DROP]),
+                "nof_queues": {"rx": 1, "tx": 1},
+                "flow": [],
+                "iface": info.iface,
+            }
+            for n, info in enumerate(self.seg.spec.phys)
+        ]
+        ring = self._ring_totals() - self._ring_base
+        out["ring_ports"] = [
+            {
+                "id": n,
+                "rx": int(ring[n, RX]),
+                "rx_drop": int(ring[n, RX_DROP]),
+                "tx": int(ring[n, TX]),
+                "tx_drop": int(ring[n, TX_DROP]),
+            }
+            for n in range(self.seg.spec.nb_rings)
+        ]
+        out["pipes"] = []
+        out["pool"] = {"size": self.seg.spec.nb_bufs, "free": int(self.seg.pool_ctl[0])}
+        return out
+
+    def shutdown(self) -> None:
+        if self.panel is not None:
+            self.panel.close()
+        if self.worker is not None:
+            self.worker.stop()
+        self.launcher.stop_all()
+        self.seg.release_process_slot(0)
+        super().shutdown()
+        self.seg.unlink()
+
+
+# -- start-up ---------------------------------------------------------------------------------
+
+
+def collect_phys(ifaces: list[str], vdevs: list[str], portmask: str | None) -> list[PhyInfo]:
+    """The phy ports, in DPDK's ethdev order (plain interfaces, then vdevs), filtered by -p."""
+    candidates: list[str] = list(ifaces)
+    for vdev in vdevs:
+        name, params = parse_vdev(vdev)
+        if name.startswith(("net_af_packet", "eth_af_packet")):
+            if "iface" not in params:
+                raise OptionError(f"--vdev {vdev}: af_packet needs iface=NAME")
+            candidates.append(params["iface"])
+        else:
+            raise OptionError(f"--vdev {vdev}: only net_af_packetN,iface=NAME devices are supported")
+    if portmask is not None:
+        try:
+            mask = int(portmask, 16)
+        except ValueError:
+            raise OptionError(f"invalid portmask '{portmask}' (expected hex, e.g. 0x03)") from None
+        if mask >> len(candidates):
+            log.warning(
+                "portmask %s selects ports beyond the %d interfaces given; ignored", portmask, len(candidates)
+            )
+        candidates = [c for i, c in enumerate(candidates) if mask >> i & 1]
+    from spp.engine import linux
+
+    phys = []
+    for iface in candidates:
+        try:
+            mac = linux.interface_mac(iface)
+        except OSError:
+            raise OptionError(f"interface '{iface}' not found") from None
+        linux.set_link_up(iface)
+        linux.set_promiscuous(iface, True)
+        phys.append(PhyInfo(iface=iface, mac=mac))
+    return phys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="spp-primary",
+        description="SPP primary: shared resources, phy ports, forwarder, launcher",
+        usage="spp-primary [EAL options] -- -n NUM_RINGS [-p PORTMASK] -s HOST:PORT [--iface NAME ...]",
+    )
+    p.add_argument("-n", "--num-rings", type=int, required=True, help="number of ring ports ring:0..N-1")
+    p.add_argument("-p", "--portmask", help="hex mask selecting the phy ports among the interfaces given")
+    p.add_argument("-s", "--server", default="127.0.0.1:5555", help="spp-ctl address for the primary")
+    p.add_argument(
+        "--iface",
+        action="append",
+        default=[],
+        help="a Linux interface to use as the next phy port (repeatable, or comma-separated)",
+    )
+    p.add_argument("--disp-stats", action="store_true", help="accepted for compatibility; no forwarder then")
+    p.add_argument(
+        "--port-num",
+        nargs=5,
+        action="append",
+        metavar=("N", "rxq", "R", "txq", "T"),
+        help="accepted for compatibility; phy ports have one queue here",
+    )
+    p.add_argument(
+        "--ring-size", type=int, default=1024, help="slots per ring, a power of two (default %(default)s)"
+    )
+    p.add_argument(
+        "--nb-bufs", type=int, default=0, help="packet buffers in the pool (default: by ring count)"
+    )
+    p.add_argument(
+        "--burst", type=int, default=DEFAULT_BURST, help="forwarder burst size (default %(default)s)"
+    )
+    p.add_argument(
+        "--log-dir", default="/tmp/spp-log", help="where launched secondaries log (default %(default)s)"
+    )
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    eal_args, app_args = split_eal(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(app_args)
+    setup_logging("spp_primary", args.log_level)
+    try:
+        eal = parse_eal(eal_args)
+        host, port = parse_server(args.server, 5555)
+        if not 0 < args.num_rings < 1024:
+            raise OptionError(f"-n {args.num_rings}: number of rings must be 1..1023")
+        if args.ring_size < 2 or args.ring_size & (args.ring_size - 1):
+            raise OptionError(f"--ring-size {args.ring_size}: must be a power of two")
+        ifaces = [i for arg in args.iface for i in arg.split(",") if i]
+        phys = collect_phys(ifaces, eal.vdevs, args.portmask)
+        nb_bufs = args.nb_bufs or max(16384, (args.num_rings + len(phys)) * 2 * args.ring_size + 8192)
+        spec = SegmentSpec(
+            prefix=eal.file_prefix,
+            nb_bufs=nb_bufs,
+            nb_rings=args.num_rings,
+            ring_size=args.ring_size,
+            phys=phys,
+            primary_pid=os.getpid(),
+        )
+        seg = Segment.create(spec)
+    except (OptionError, SegmentError) as e:
+        print(f"spp-primary: error: {e}", file=sys.stderr)
+        return 1
+    lcores = eal.lcores
+    if args.disp_stats:
+        lcores = lcores[:1]  # SPP: --disp-stats replaces the forwarder by a monitor
+    launcher = Launcher(seg, eal.file_prefix, Path(args.log_dir))
+    primary = Primary(seg, host, port, lcores, launcher, args.burst)
+    log.info(
+        "file prefix %s: %d rings of %d, %d buffers, phy ports %s, forwarder %s",
+        eal.file_prefix,
+        args.num_rings,
+        args.ring_size,
+        nb_bufs,
+        [p.iface for p in phys],
+        "on" if primary.panel else "off",
+    )
+    return primary.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
