@@ -49,7 +49,9 @@ def parse_port_uid(text: str, allowed: tuple[str, ...] = PORT_TYPES) -> PortId:
         raise PortUidError(f"invalid port '{text}': expected TYPE:ID such as 'ring:0' or 'phy:1'")
     ptype = m["type"]
     if ptype not in allowed:
-        raise PortUidError(f"invalid port '{text}': unknown type '{ptype}' (expected one of {', '.join(allowed)})")
+        raise PortUidError(
+            f"invalid port '{text}': unknown type '{ptype}' (expected one of {', '.join(allowed)})"
+        )
     queue = m["queue"]
     if queue is not None and ptype != "phy":
         raise PortUidError(f"invalid port '{text}': only phy ports have queues")

@@ -24,7 +24,6 @@ row has exactly one writer, and an aligned 8-byte store is atomic on x86-64.
 from __future__ import annotations
 
 import contextlib
-import contextlib
 import json
 import mmap
 import os

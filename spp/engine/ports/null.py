@@ -16,9 +16,7 @@ from spp.engine.ports.base import RX_DROP, Port, PortContext
 FRAME_LEN = 64
 # 02:00:00:00:00:02 <- 02:00:00:00:00:01, ethertype 0x88b5 (IEEE local experimental): a frame no
 # host will mistake for real traffic if a null source is patched onto a wire.
-TEMPLATE = np.frombuffer(
-    bytes.fromhex("020000000002" "020000000001" "88b5") + bytes(FRAME_LEN - 14), np.uint8
-)
+TEMPLATE = np.frombuffer(bytes.fromhex("02000000000202000000000188b5") + bytes(FRAME_LEN - 14), np.uint8)
 
 
 class NullPort(Port):

@@ -14,7 +14,9 @@ class RingPort(Port):
         super().__init__(uid, ctx)
         n = ctx.seg.spec.nb_rings
         if not 0 <= uid.num < n:
-            raise PortError(f"ring:{uid.num} does not exist: the primary created ring:0..ring:{n - 1} (-n {n})")
+            raise PortError(
+                f"ring:{uid.num} does not exist: the primary created ring:0..ring:{n - 1} (-n {n})"
+            )
         self.ring = Ring(ctx.seg, uid.num)
         # Ring counters are shared and survive the port (SPP's client_stats): bind to our row.
         self.counters = ctx.seg.ring_stats[ctx.client_id, uid.num]
