@@ -145,7 +145,11 @@ class Worker(threading.Thread):
             now = time.monotonic()
             if not idle_since:
                 idle_since = now
-            elif now - idle_since > SPIN_SECONDS:
+            elif now - idle_since <= SPIN_SECONDS:
+                # Spinning, but let another worker pinned to this CPU run meanwhile: on a
+                # machine with fewer cores than workers, the packets we wait for come from it.
+                os.sched_yield()
+            else:
                 if timer_needed:
                     self._sleep(poller, idle_sleep)
                     idle_sleep = min(idle_sleep * 2, self.max_idle)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from typing import Any
 
 from spp.engine.pool import BufferPool
-from spp.engine.shm import Segment
+from spp.engine.shm import Segment, pid_alive
 from spp.processes.channel import ControlChannel
 from spp.processes.commands import Reply, failed
 
@@ -32,8 +33,18 @@ class SppProcess:
     def __init__(self, seg: Segment, host: str, port: int) -> None:
         self.seg = seg
         self.pool = BufferPool(seg)  # the worker thread's handle (the control thread never allocates)
-        self.channel = ControlChannel(host, port, self.dispatch, pad=self.pad_replies, name=self.name)
+        self.channel = ControlChannel(
+            host, port, self.dispatch, pad=self.pad_replies, name=self.name, still_wanted=self.still_wanted
+        )
         self.exiting = False
+
+    def still_wanted(self) -> bool:
+        """Secondaries end with their primary: its segment is gone, so are the ports they patch."""
+        pid = self.seg.spec.primary_pid
+        if pid == os.getpid() or pid_alive(pid):
+            return True
+        log.warning("%s: primary (pid %d) is gone; exiting", self.name, pid)
+        return False
 
     def dispatch(self, command: str) -> Any:
         tokens = command.split()

@@ -33,8 +33,17 @@ def encode_reply(reply: Any, pad: bool) -> bytes:
 
 
 class ControlChannel:
-    def __init__(self, host: str, port: int, handler: Handler, pad: bool = True, name: str = "spp") -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        handler: Handler,
+        pad: bool = True,
+        name: str = "spp",
+        still_wanted: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.addr = (host, port)
+        self.still_wanted = still_wanted  # checked every half second, connected or not
         self.handler = handler
         self.pad = pad
         self.name = name
@@ -43,7 +52,7 @@ class ControlChannel:
     def serve_forever(self) -> None:
         """Connect, answer commands, reconnect on loss; return once :attr:`closing` is set."""
         warned = False
-        while not self.closing.is_set():
+        while not self._should_close():
             try:
                 sock = socket.create_connection(self.addr, timeout=2)
             except OSError as e:
@@ -56,7 +65,7 @@ class ControlChannel:
                         RETRY_SECONDS,
                     )
                     warned = True
-                self.closing.wait(RETRY_SECONDS)
+                self.closing.wait(RETRY_SECONDS / 2)
                 continue
             warned = False
             log.info("%s: connected to spp-ctl at %s:%d", self.name, *self.addr)
@@ -69,9 +78,14 @@ class ControlChannel:
             if not self.closing.is_set():
                 time.sleep(RETRY_SECONDS)
 
+    def _should_close(self) -> bool:
+        if not self.closing.is_set() and not self.still_wanted():
+            self.closing.set()
+        return self.closing.is_set()
+
     def _serve(self, sock: socket.socket) -> None:
         sock.settimeout(0.5)  # wake now and then to notice closing
-        while not self.closing.is_set():
+        while not self._should_close():
             try:
                 data = sock.recv(MSG_SIZE)
             except TimeoutError:

@@ -70,7 +70,7 @@ class Nfv(SppProcess):
             "client-id": self.client_id,
             "status": "running" if self.panel.forwarding else "idling",
             "master-lcore": self.lcores[0],
-            "lcores": self.lcores,
+            "lcores": sorted(self.lcores),
             "ports": self.panel.port_names(),
             "patches": self.panel.patch_list(),
             "stats": self.panel.port_stats(),

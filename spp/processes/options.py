@@ -57,6 +57,7 @@ class OptionError(ValueError):
 @dataclass
 class EalOptions:
     lcores: list[int] = field(default_factory=lambda: [0])
+    main_lcore: int | None = None  # default: the lowest lcore, as DPDK
     file_prefix: str = field(default_factory=lambda: os.environ.get("SPP_FILE_PREFIX", "spp"))
     vdevs: list[str] = field(default_factory=list)
     proc_type: str = "auto"
@@ -124,6 +125,11 @@ def parse_eal(args: list[str]) -> EalOptions:
             eal.lcores = parse_lcore_list(value)
         elif name == "-c":
             eal.lcores = parse_coremask(value)
+        elif name in ("--master-lcore", "--main-lcore"):
+            try:
+                eal.main_lcore = int(value)
+            except ValueError:
+                raise OptionError(f"invalid {name} '{value}'") from None
         elif name == "--file-prefix":
             eal.file_prefix = value
         elif name == "--vdev":
@@ -132,6 +138,10 @@ def parse_eal(args: list[str]) -> EalOptions:
             eal.proc_type = value
         elif name == "--huge-dir":
             eal.huge_dir = value
+    if eal.main_lcore is not None:
+        if eal.main_lcore not in eal.lcores:
+            raise OptionError(f"main lcore {eal.main_lcore} is not among the lcores {eal.lcores}")
+        eal.lcores = [eal.main_lcore] + [c for c in eal.lcores if c != eal.main_lcore]
     return eal
 
 

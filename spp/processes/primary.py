@@ -109,7 +109,7 @@ class Primary(SppProcess):
         return self.seg.ring_stats[:, : self.seg.spec.nb_rings, :].sum(axis=0, dtype=np.uint64)
 
     def status(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"master-lcore": self.lcores[0], "lcores": self.lcores}
+        out: dict[str, Any] = {"master-lcore": self.lcores[0], "lcores": sorted(self.lcores)}
         if self.panel is not None:
             out["forwarder"] = {
                 "status": "running" if self.panel.forwarding else "idling",
@@ -186,7 +186,7 @@ def collect_phys(ifaces: list[str], vdevs: list[str], portmask: str | None) -> l
     phys = []
     for iface in candidates:
         try:
-            mac = linux.interface_mac(iface)
+            mac = linux.get_mac(iface)
         except OSError:
             raise OptionError(f"interface '{iface}' not found") from None
         linux.set_link_up(iface)

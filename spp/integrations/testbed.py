@@ -1,0 +1,306 @@
+"""A whole patch panel on this host from Python: spp-ctl, the primary and secondaries as real
+processes, driven over the REST API. The demo, the end-to-end tests and the benchmarks all use it,
+so each scenario is a few readable lines (in the spirit of Mininet's topology API)::
+
+    with Testbed(ifaces=["veth0", "veth1"]) as bed:
+        bed.launch_nfv(1)
+        bed.nfv(1).patch("phy:0", "phy:1")
+        bed.nfv(1).forward()
+
+Everything started is stopped by PID on exit, and the shared segment is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from spp.engine.shm import segment_path
+
+
+class TestbedError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TestbedError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+class Secondary:
+    """REST calls of one nfv, named like the CLI's ``nfv N; ...`` sub-commands."""
+
+    def __init__(self, bed: Testbed, kind: str, client_id: int) -> None:
+        self.bed, self.kind, self.id = bed, kind, client_id
+        self.base = f"/v1/{kind}s/{client_id}"
+
+    def status(self) -> dict[str, Any]:
+        return self.bed.ok("GET", self.base).json()
+
+    def add(self, port: str) -> None:
+        self.bed.ok("PUT", f"{self.base}/ports", {"action": "add", "port": port})
+
+    def delete(self, port: str) -> None:
+        self.bed.ok("PUT", f"{self.base}/ports", {"action": "del", "port": port})
+
+    def patch(self, src: str, dst: str) -> None:
+        self.bed.ok("PUT", f"{self.base}/patches", {"src": src, "dst": dst})
+
+    def reset(self) -> None:
+        self.bed.ok("DELETE", f"{self.base}/patches")
+
+    def forward(self) -> None:
+        self.bed.ok("PUT", f"{self.base}/forward", {"action": "start"})
+
+    def stop(self) -> None:
+        self.bed.ok("PUT", f"{self.base}/forward", {"action": "stop"})
+
+    def exit(self) -> None:
+        self.bed.ok("DELETE", self.base)
+
+    def port_stats(self) -> dict[str, dict[str, int]]:
+        return {s["port"]: s for s in self.status().get("stats", [])}
+
+
+class Testbed:
+    __test__ = False  # not a pytest class, despite the name
+
+    def __init__(
+        self,
+        ifaces: list[str] | None = None,
+        nb_rings: int = 4,
+        primary_lcores: str = "0",
+        ring_size: int = 1024,
+        api_port: int | None = None,
+        pri_port: int | None = None,
+        sec_port: int | None = None,
+        log_dir: str | os.PathLike[str] | None = None,
+        prefix: str | None = None,
+        extra_primary_args: list[str] | None = None,
+    ) -> None:
+        self.ifaces = ifaces or []
+        self.nb_rings = nb_rings
+        self.primary_lcores = primary_lcores
+        self.ring_size = ring_size
+        self.api_port = api_port or free_port()
+        self.pri_port = pri_port or free_port()
+        self.sec_port = sec_port or free_port()
+        self.prefix = prefix or f"bed{os.getpid()}{uuid.uuid4().hex[:4]}"
+        self.log_dir = Path(log_dir or f"/tmp/spp-testbed-{self.prefix}")
+        self.extra_primary_args = extra_primary_args or []
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.api_port}", timeout=30)
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    def __enter__(self) -> Testbed:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_dir / f"{name}.log", "ab") as out:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.procs[name] = proc
+        return proc
+
+    def log(self, name: str) -> str:
+        path = self.log_dir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def start(self) -> None:
+        self.start_ctl()
+        self.start_primary()
+
+    def start_ctl(self) -> None:
+        self._spawn(
+            "spp-ctl",
+            [
+                sys.executable,
+                "-m",
+                "spp.control.ctl.main",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.pri_port),
+                "-s",
+                str(self.sec_port),
+                "-a",
+                str(self.api_port),
+            ],
+        )
+        wait_for(self._api_up, 15, "spp-ctl to listen")
+
+    def _api_up(self) -> bool:
+        if self.procs["spp-ctl"].poll() is not None:
+            raise TestbedError(f"spp-ctl exited: {self.log('spp-ctl')[-2000:]}")
+        try:
+            return self.http.get("/v1/processes", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def start_primary(self) -> None:
+        argv = [
+            sys.executable,
+            "-m",
+            "spp.processes.primary",
+            "-l",
+            self.primary_lcores,
+            "--file-prefix",
+            self.prefix,
+            "--",
+            "-n",
+            str(self.nb_rings),
+            "-s",
+            f"127.0.0.1:{self.pri_port}",
+            "--ring-size",
+            str(self.ring_size),
+            "--log-dir",
+            str(self.log_dir),
+        ]
+        for iface in self.ifaces:
+            argv += ["--iface", iface]
+        argv += self.extra_primary_args
+        proc = self._spawn("spp-primary", argv)
+
+        def primary_up() -> bool:
+            if proc.poll() is not None:
+                raise TestbedError(f"spp-primary exited: {self.log('spp-primary')[-2000:]}")
+            return {"type": "primary"} in self.processes()
+
+        wait_for(primary_up, 15, "the primary to register")
+
+    def launch_nfv(self, client_id: int, lcores: str = "0,1", main_lcore: int | None = None) -> Secondary:
+        """Start an nfv the SPP way: ``PUT /v1/primary/launch`` (the primary spawns it). Its worker
+        runs on the lcore after the main one; give two nfvs different ones on a 2-core machine."""
+        eal: dict[str, Any] = {"-l": lcores, "--proc-type": "secondary", "--file-prefix": self.prefix}
+        if main_lcore is not None:
+            eal["--master-lcore"] = str(main_lcore)
+        body = {
+            "proc_name": "spp_nfv",
+            "client_id": client_id,
+            "eal": eal,
+            "app": {"-n": str(client_id), "-s": f"127.0.0.1:{self.sec_port}"},
+        }
+        self.ok("PUT", "/v1/primary/launch", body)
+        return self.nfv(client_id)
+
+    def start_nfv(
+        self,
+        client_id: int,
+        lcores: str = "0,1",
+        main_lcore: int | None = None,
+        extra: list[str] | None = None,
+    ) -> Secondary:
+        """Start an nfv directly (as a script or spp-runner would) and wait for it to register."""
+        eal = ["-l", lcores, "--file-prefix", self.prefix]
+        if main_lcore is not None:
+            eal += ["--main-lcore", str(main_lcore)]
+        proc = self._spawn(
+            f"spp_nfv-{client_id}",
+            [
+                sys.executable,
+                "-m",
+                "spp.processes.nfv",
+                *eal,
+                "--",
+                "-n",
+                str(client_id),
+                "-s",
+                f"127.0.0.1:{self.sec_port}",
+                *(extra or []),
+            ],
+        )
+
+        def registered() -> bool:
+            if proc.poll() is not None:
+                raise TestbedError(f"spp_nfv {client_id} exited: {self.log(f'spp_nfv-{client_id}')[-2000:]}")
+            return {"type": "nfv", "client-id": client_id} in self.processes()
+
+        wait_for(registered, 15, f"nfv {client_id} to register")
+        return self.nfv(client_id)
+
+    def nfv(self, client_id: int) -> Secondary:
+        return Secondary(self, "nfv", client_id)
+
+    def close(self) -> None:
+        """Stop every process (secondaries first), by PID, and remove the shared segment."""
+        with contextlib.suppress(httpx.HTTPError):
+            for entry in self.processes():
+                if entry["type"] == "nfv":
+                    self.http.delete(f"/v1/nfvs/{entry['client-id']}", timeout=5)
+        with contextlib.suppress(httpx.HTTPError):
+            self.http.delete("/v1/primary", timeout=5)
+        for name in sorted(self.procs, key=lambda n: n == "spp-ctl"):  # spp-ctl last
+            proc = self.procs[name]
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(5)
+        self.http.close()
+        segment_path(self.prefix).unlink(missing_ok=True)
+
+    # -- REST ----------------------------------------------------------------------------------
+
+    def request(self, method: str, path: str, body: Any = None) -> httpx.Response:
+        return self.http.request(method, path, json=body)
+
+    def ok(self, method: str, path: str, body: Any = None) -> httpx.Response:
+        r = self.request(method, path, body)
+        if r.status_code >= 300:
+            raise TestbedError(f"{method} {path} -> {r.status_code}: {r.text}")
+        return r
+
+    def processes(self) -> list[dict[str, Any]]:
+        return self.http.get("/v1/processes", timeout=5).json()
+
+    def primary_status(self) -> dict[str, Any]:
+        return self.ok("GET", "/v1/primary/status").json()
+
+    def ring_stats(self, ring: int) -> dict[str, int]:
+        return self.primary_status()["ring_ports"][ring]
+
+    def phy_stats(self, phy: int) -> dict[str, Any]:
+        return self.primary_status()["phy_ports"][phy]
+
+    def pids(self) -> dict[str, int]:
+        return {name: p.pid for name, p in self.procs.items()}
