@@ -15,6 +15,7 @@ import os
 import statistics
 import sys
 import time
+from pathlib import Path
 
 from spp.integrations.testbed import Testbed
 
@@ -30,7 +31,7 @@ def nfv_pid(client_id: int) -> int:
         if not pid.isdigit():
             continue
         try:
-            cmd = open(f"/proc/{pid}/cmdline").read().split("\0")
+            cmd = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
         except OSError:
             continue
         if "spp.processes.nfv" in cmd and cmd[cmd.index("-n") + 1] == str(client_id):

@@ -150,7 +150,7 @@ class Segment:
             if old is not None:
                 pid = old.spec.primary_pid
                 old.close()
-                if pid and pid != os.getpid() and _pid_alive(pid):
+                if pid and pid != os.getpid() and pid_alive(pid):
                     raise SegmentError(
                         f"file prefix '{spec.prefix}' is in use by a running primary (pid {pid}); "
                         "stop it or choose another --file-prefix"
@@ -223,7 +223,7 @@ class Segment:
             raise SegmentError(f"client id {client_id} out of range 1..{MAX_PROCS - 1}")
         row = self.procs[client_id]
         pid = int(row[P_PID])
-        if pid and pid != os.getpid() and _pid_alive(pid) and int(row[P_STATE]) != STATE_FREE:
+        if pid and pid != os.getpid() and pid_alive(pid) and int(row[P_STATE]) != STATE_FREE:
             raise SegmentError(f"client id {client_id} is already used by pid {pid}")
         row[P_STATE] = STATE_STARTING
         row[P_KIND] = PROC_KINDS[kind]
@@ -240,7 +240,7 @@ class Segment:
     def process_state(self, client_id: int) -> tuple[int, int]:
         """``(pid, state)`` of a slot, with dead pids reported as free."""
         pid, state = int(self.procs[client_id, P_PID]), int(self.procs[client_id, P_STATE])
-        if pid and not _pid_alive(pid):
+        if pid and not pid_alive(pid):
             return pid, STATE_FREE
         return pid, state
 
@@ -259,7 +259,7 @@ def _address_of(arr: np.ndarray) -> int:
     return int(arr.__array_interface__["data"][0])
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
