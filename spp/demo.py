@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
@@ -20,8 +21,8 @@ import time
 from spp.integrations.netns import VethHost
 from spp.integrations.testbed import Testbed, TestbedError
 
-HOST_A = VethHost(ns="spp-demo-a", outer="spp-demo-a0", inner="spp-demo-a1", address="192.0.2.1/24")
-HOST_B = VethHost(ns="spp-demo-b", outer="spp-demo-b0", inner="spp-demo-b1", address="192.0.2.2/24")
+HOST_A = VethHost(ns="spp-demo-a", outer="spp-demo-a0", inner="spp-demo-a1", address="198.51.100.1/24")
+HOST_B = VethHost(ns="spp-demo-b", outer="spp-demo-b0", inner="spp-demo-b1", address="198.51.100.2/24")
 
 
 def say(text: str = "") -> None:
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                 nfv1.patch("phy:0", "phy:1")
                 nfv1.patch("phy:1", "phy:0")
                 nfv1.forward()
-                ping = HOST_A.run("ping", "-c", "3", "-i", "0.2", "-W", "2", "192.0.2.2")
+                ping = HOST_A.run("ping", "-c", "3", "-i", "0.2", "-W", "2", "198.51.100.2")
                 for line in ping.stdout.strip().splitlines():
                     say("  " + line)
                 pst = bed.primary_status()["phy_ports"]
@@ -131,10 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             say(f"  curl http://127.0.0.1:{bed.api_port}/v1/processes")
             if args.keep or sys.stdin.isatty():
                 say("\nEverything stays up until you press Enter (or Ctrl-C).")
-                try:
+                with contextlib.suppress(EOFError, KeyboardInterrupt):
                     input()
-                except (EOFError, KeyboardInterrupt):
-                    pass
             step("Tearing down")
         say("  all processes stopped, shared memory removed")
     except TestbedError as e:

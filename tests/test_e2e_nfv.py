@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -25,12 +26,11 @@ def cpu_seconds(pid: int) -> float:
 
 
 def nfv_pid(bed: Testbed, client_id: int) -> int:
-    for line in (
-        open(f"/proc/{bed.pids()['spp-primary']}/task/{bed.pids()['spp-primary']}/children").read().split()
-    ):
-        cmd = open(f"/proc/{line}/cmdline").read().split("\0")
-        if "spp.processes.nfv" in cmd and str(client_id) in cmd[cmd.index("-n") + 1 : cmd.index("-n") + 2]:
-            return int(line)
+    primary = bed.pids()["spp-primary"]
+    for child in Path(f"/proc/{primary}/task/{primary}/children").read_text().split():
+        cmd = Path(f"/proc/{child}/cmdline").read_text().split("\0")
+        if "spp.processes.nfv" in cmd and cmd[cmd.index("-n") + 1] == str(client_id):
+            return int(child)
     raise AssertionError(f"no nfv {client_id} child of the primary")
 
 
@@ -75,7 +75,7 @@ def test_pcap_through_a_ring_between_two_nfvs_is_byte_identical(bed, tmp_path):
         nfv1.stop()
         nfv2.stop()
         nfv2.delete(f"pcap:{n_out}")  # closes the file
-        assert read_pcap(__import__("pathlib").Path(tx_file)) == frames
+        assert read_pcap(Path(tx_file)) == frames
         ring = bed.ring_stats(0)
         assert ring["tx"] == 1000 and ring["tx_drop"] == 0
     finally:

@@ -1,0 +1,88 @@
+"""``spp-ctl`` command line: parse options, set up logging, serve until SIGINT/SIGTERM.
+
+Same options as SPP's ``spp-ctl`` (``-b``, ``-p``, ``-s``, ``-a``) plus ``--log-level`` and the
+timeouts. The default bind address is 127.0.0.1, not every interface: the REST API and the wire
+ports have no authentication.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from .server import Config, Controller
+
+LOG = logging.getLogger("spp.control.ctl")
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"port out of range: {text}")
+    return port
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {text}")
+    return value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="spp-ctl", description="SPP controller: REST API + process wire ports"
+    )
+    parser.add_argument(
+        "-b", "--bind-addr", default="127.0.0.1", help="address of all listeners (default 127.0.0.1)"
+    )
+    parser.add_argument("-p", dest="pri_port", type=_port, default=5555, help="primary port (default 5555)")
+    parser.add_argument("-s", dest="sec_port", type=_port, default=6666, help="secondary port (default 6666)")
+    parser.add_argument("-a", dest="api_port", type=_port, default=7777, help="REST API port (default 7777)")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        help="log level (default INFO)",
+    )
+    parser.add_argument(
+        "--timeout", dest="command_timeout", type=_seconds, default=10.0, metavar="SECONDS",
+        help="seconds a process gets to answer a command before it is dropped (default 10)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--launch-timeout", type=_seconds, default=20.0, metavar="SECONDS",
+        help="seconds the primary gets to answer 'launch' (default 20)",
+    )  # fmt: skip
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    config = Config(
+        bind_addr=args.bind_addr,
+        pri_port=args.pri_port,
+        sec_port=args.sec_port,
+        api_port=args.api_port,
+        command_timeout=args.command_timeout,
+        launch_timeout=args.launch_timeout,
+    )
+    try:
+        asyncio.run(Controller(config).run())
+    except OSError as exc:
+        LOG.error("cannot listen on %s: %s", args.bind_addr, exc)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
