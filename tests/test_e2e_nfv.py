@@ -188,3 +188,31 @@ def test_ring_counters_survive_port_deletion_and_clear_resets(bed):
     assert bed.ring_stats(1)["tx_drop"] > 0
     bed.ok("DELETE", "/v1/primary/status")
     assert bed.ring_stats(1) == {"id": 1, "rx": 0, "rx_drop": 0, "tx": 0, "tx_drop": 0}
+
+
+def test_primary_pipes_and_no_forwarder_with_one_lcore(bed):
+    body = {"action": "add", "port": "pipe:0", "rx": "ring:0", "tx": "ring:1"}
+    assert bed.request("PUT", "/v1/primary/ports", body).status_code == 204
+    assert bed.primary_status()["pipes"] == [{"id": 0, "rx": 0, "tx": 1}]
+    r = bed.request("PUT", "/v1/primary/ports", body)
+    assert r.status_code == 400 and "already added" in r.text
+    assert "forwarder" not in bed.primary_status()
+    r = bed.request("PUT", "/v1/primary/ports", {"action": "add", "port": "ring:0"})
+    assert r.status_code == 400 and "no forwarder" in r.text
+    assert bed.request("PUT", "/v1/primary/ports", {"action": "del", "port": "pipe:0"}).status_code == 204
+    assert bed.primary_status()["pipes"] == []
+
+
+def test_primary_forwarder_with_two_lcores():
+    with Testbed(nb_rings=2, primary_lcores="0,1") as bed:
+        st = bed.primary_status()
+        assert st["forwarder"] == {"status": "idling", "ports": [], "patches": []}
+        for port in ("nullpmd:0", "ring:0"):
+            bed.ok("PUT", "/v1/primary/ports", {"action": "add", "port": port})
+        bed.ok("PUT", "/v1/primary/patches", {"src": "nullpmd:0", "dst": "ring:0"})
+        bed.ok("PUT", "/v1/primary/forward", {"action": "start"})
+        wait_for(lambda: bed.ring_stats(0)["tx"] > 0, 5, "the primary forwarder to fill ring:0")
+        st = bed.primary_status()["forwarder"]
+        assert st["status"] == "running"
+        assert st["patches"] == [{"src": "nullpmd:0", "dst": "ring:0"}]
+        bed.ok("PUT", "/v1/primary/forward", {"action": "stop"})

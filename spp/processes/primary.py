@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from spp.engine.patchpanel import PatchPanel
-from spp.engine.portid import PortId
+from spp.engine.portid import PortId, PortUidError, parse_port_uid
 from spp.engine.ports import PortContext
 from spp.engine.shm import RX, RX_DROP, TX, TX_DROP, PhyInfo, Segment, SegmentError, SegmentSpec
 from spp.engine.worker import DEFAULT_BURST, Worker
@@ -54,6 +54,7 @@ class Primary(SppProcess):
         self.nb_phys = len(seg.spec.phys)
         self._phy_base = np.zeros((self.nb_phys, 4), np.uint64)
         self._ring_base = np.zeros((seg.spec.nb_rings, 4), np.uint64)
+        self.pipes: dict[int, tuple[int, int]] = {}
         self.panel: PatchPanel | None = None
         self.worker: Worker | None = None
         if len(lcores) >= 2:
@@ -76,6 +77,8 @@ class Primary(SppProcess):
             return succeeded(cmd)
         if cmd == "launch":
             return self.launch(tokens)
+        if cmd in ("add", "del") and len(tokens) > 1 and tokens[1].startswith("pipe:"):
+            return self.pipe_command(tokens)
         if cmd == "flow":
             return {
                 "result": "error",
@@ -99,6 +102,35 @@ class Primary(SppProcess):
         except LaunchError as e:
             return failed("launch", str(e))
         return succeeded("launch")
+
+    def pipe_command(self, tokens: list[str]) -> Reply:
+        """``add pipe:N ring:A ring:B`` / ``del pipe:N``: SPP's pipe, the pair of rings through which
+        a third-party application joins the panel (it receives from ring A and sends to ring B)."""
+        cmd, name = tokens[0], tokens[1]
+        try:
+            pid = parse_port_uid(name, ("pipe",))
+            if cmd == "del":
+                if len(tokens) != 2:
+                    return failed(cmd, "usage: del pipe:N", port=name)
+                if self.pipes.pop(pid.num, None) is None:
+                    return failed(cmd, f"port {pid} is not added", port=name)
+                return succeeded(cmd, port=str(pid))
+            if len(tokens) != 4:
+                return failed(cmd, "usage: add pipe:N ring:RX ring:TX", port=name)
+            rx, tx = (parse_port_uid(t, ("ring",)) for t in tokens[2:])
+        except PortUidError as e:
+            return failed(cmd, str(e), port=name)
+        if pid.num in self.pipes:
+            return failed(cmd, f"port {pid} is already added", port=name)
+        for ring in (rx, tx):
+            if ring.num >= self.seg.spec.nb_rings:
+                return failed(
+                    cmd,
+                    f"{ring} does not exist: the primary created {self.seg.spec.nb_rings} rings",
+                    port=name,
+                )
+        self.pipes[pid.num] = (rx.num, tx.num)
+        return succeeded(cmd, port=str(pid))
 
     # -- status --------------------------------------------------------------------------------
 
@@ -142,7 +174,7 @@ class Primary(SppProcess):
             }
             for n in range(self.seg.spec.nb_rings)
         ]
-        out["pipes"] = []
+        out["pipes"] = [{"id": n, "rx": rx, "tx": tx} for n, (rx, tx) in sorted(self.pipes.items())]
         out["pool"] = {"size": self.seg.spec.nb_bufs, "free": int(self.seg.pool_ctl[0])}
         return out
 
