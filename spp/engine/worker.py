@@ -1,4 +1,8 @@
-"""The forwarding worker: one thread that runs a *plan* (a list of routes) burst by burst.
+"""The forwarding worker: one thread that runs a *plan* (a tuple of steps) burst by burst.
+
+A step is anything with ``inputs`` (the ports it receives from) and ``run(burst) -> packets
+moved``: spp_nfv's :class:`Route` (one source, one destination; run inline, it is the hot path of
+the patch panel), or a component of spp_vf/spp_mirror (a classifier, a merge, a mirror).
 
 The control side never edits what the worker is using. It builds a new immutable plan and
 :meth:`Worker.publish` es it; the worker adopts it between two bursts and acknowledges, and only
@@ -23,6 +27,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from spp.engine.pool import BufferPool
 from spp.engine.ports.base import RX, TX, TX_DROP, Port
@@ -34,12 +39,44 @@ SPIN_SECONDS = 0.002
 MIN_IDLE = 0.0001
 
 
+class Step(Protocol):
+    """One unit of a worker's plan. ``run`` must finish each burst it receives (transmit or free
+    every buffer) so that no packet is held across a plan change."""
+
+    @property
+    def inputs(self) -> tuple[Port, ...]: ...
+
+    def run(self, burst: int) -> int: ...
+
+
 @dataclass(frozen=True)
 class Route:
     """Packets received on ``src`` are transmitted on ``dst``."""
 
     src: Port
     dst: Port
+
+    @property
+    def inputs(self) -> tuple[Port, ...]:
+        return (self.src,)
+
+    def run(self, burst: int) -> int:
+        return forward_burst(self.src, self.dst, burst)
+
+
+def forward_burst(src: Port, dst: Port, burst: int) -> int:
+    """Receive a burst on ``src``, send it on ``dst``, free and count what ``dst`` refused."""
+    bufs = src.rx_burst(burst)
+    n = len(bufs)
+    if n == 0:
+        return 0
+    src.counters[RX] += n
+    sent = dst.tx_burst(bufs)
+    dst.counters[TX] += sent
+    if sent < n:
+        src.pool.free(bufs[sent:])
+        dst.counters[TX_DROP] += n - sent
+    return n
 
 
 class Worker(threading.Thread):
@@ -59,7 +96,7 @@ class Worker(threading.Thread):
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._lock = threading.Lock()
         self._adopted = threading.Condition(self._lock)
-        self._pending: tuple[int, tuple[Route, ...] | None] = (0, None)
+        self._pending: tuple[int, tuple[Step, ...] | None] = (0, None)
         self._generation = 0
         self._running_gen = 0
         self._quit = False
@@ -67,12 +104,12 @@ class Worker(threading.Thread):
 
     # -- control side --------------------------------------------------------------------------
 
-    def publish(self, routes: Sequence[Route] | None, timeout: float = 5.0) -> None:
-        """Run ``routes`` from the next burst on (``None``: stop). Returns once adopted."""
+    def publish(self, steps: Sequence[Step] | None, timeout: float = 5.0) -> None:
+        """Run ``steps`` from the next burst on (``None``: stop). Returns once adopted."""
         with self._lock:
             self._generation += 1
             gen = self._generation
-            self._pending = (gen, tuple(routes) if routes is not None else None)
+            self._pending = (gen, tuple(steps) if steps is not None else None)
         self._wake()
         if not self.is_alive():
             return
@@ -97,7 +134,7 @@ class Worker(threading.Thread):
         if self.lcore is not None and self.lcore in os.sched_getaffinity(0):
             # DPDK pins each lcore's thread; do the same when the lcore exists on this machine.
             os.sched_setaffinity(0, {self.lcore})
-        routes: tuple[Route, ...] | None = None
+        steps: tuple[Step, ...] | None = None
         gen_seen = 0
         poller = select.poll()
         poller.register(self._wake_fd, select.POLLIN)
@@ -110,22 +147,27 @@ class Worker(threading.Thread):
         while not self._quit:
             gen, pending = self._pending
             if gen != gen_seen:
-                routes, gen_seen = pending, gen
+                steps, gen_seen = pending, gen
+                inputs = [port for step in steps or () for port in step.inputs]
                 for fd in polled_fds:
                     poller.unregister(fd)
-                polled_fds = {fd for r in routes or () if (fd := r.src.fileno()) is not None}
+                polled_fds = {fd for port in inputs if (fd := port.fileno()) is not None}
                 for fd in polled_fds:
                     poller.register(fd, select.POLLIN)
-                timer_needed = any(r.src.needs_polling for r in routes or ())
+                timer_needed = any(port.needs_polling for port in inputs)
                 with self._adopted:
                     self._running_gen = gen
                     self._adopted.notify_all()
                 idle_since = 0.0
-            if not routes:
+            if not steps:
                 self._sleep(poller, None)
                 continue
             moved = 0
-            for route in routes:
+            for route in steps:
+                if route.__class__ is not Route:
+                    moved += route.run(burst)
+                    continue
+                # Route, inlined: the patch panel's whole per-burst cost is these lines.
                 bufs = route.src.rx_burst(burst)
                 n = len(bufs)
                 if n == 0:
