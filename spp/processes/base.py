@@ -51,8 +51,11 @@ class SppProcess:
         if tokens[0] == "exit":
             self.exiting = True
             self.channel.closing.set()
-            return {"result": "succeeded", "command": "exit"}
+            return self.exit_reply()
         return self.handle(tokens)
+
+    def exit_reply(self) -> Any:
+        return {"result": "succeeded", "command": "exit"}
 
     def handle(self, tokens: list[str]) -> Reply | str:
         return failed(tokens[0], f"unknown command '{tokens[0]}'")
