@@ -1,0 +1,582 @@
+"""``phy:N``: a Linux interface driven through AF_PACKET, the role of a DPDK NIC port.
+
+Receive uses a TPACKET_V3 memory-mapped ring: the kernel writes frames into big blocks and hands
+a whole block over at once (when it is full, or after ``retire_ms`` so a lone frame is not held
+back). Transmit uses ``sendmmsg`` with iovecs pointing into the shared pool, one syscall per burst.
+Both paths do a fixed amount of Python work per burst or per block, never per packet: a block's
+frames are located with vectorised strides or a vectorised header scan (:meth:`PhyPort._walk`),
+then copied with one numpy gather and scatter per burst.
+
+Semantics, matching a DPDK port as SPP uses it:
+
+* ``rx_burst`` copies frames out of the ring into pool buffers and returns their indices, in wire
+  order. A frame whose 802.1Q/802.1ad tag the kernel moved into metadata gets it re-inserted, so
+  the bytes are those on the wire. Frames the port itself sent are never received back
+  (PACKET_IGNORE_OUTGOING), nor is anything else this host transmits on the interface.
+* If the pool is empty, frames stay in the ring (like descriptors a NIC cannot refill); they are
+  lost only if the kernel then runs out of ring, and those losses are counted in ``rx_drop``
+  from the socket's PACKET_STATISTICS. Frames too long for a pool buffer (GRO/GSO aggregates, or
+  a truncated frame) are dropped and counted there too. On veth, a peer with TSO/GSO or checksum
+  offload on sends exactly such aggregates and half-done checksums, so test beds turn them off.
+* ``tx_burst`` returns how many buffers it consumed, always a prefix; the caller frees the rest
+  and counts them as ``tx_drop``. Runts (< 14 bytes) and frames longer than the MTU allows are
+  consumed, freed and counted in ``tx_drop`` here, as DPDK's af_packet PMD drops oversized mbufs,
+  so one bad frame cannot block a queue.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import mmap
+import socket
+import struct
+import time
+
+import numpy as np
+
+from spp.engine import linux
+from spp.engine.linux import ETH_HLEN, ETH_P_8021Q, VLAN_HLEN, SendBatch
+from spp.engine.portid import PortId
+from spp.engine.ports.base import RX_DROP, TX_DROP, Port, PortContext, PortError
+from spp.engine.shm import MAX_PHYS
+
+# <linux/if_packet.h>
+SOL_PACKET = 263
+PACKET_ADD_MEMBERSHIP = 1
+PACKET_MR_PROMISC = 1
+PACKET_RX_RING = 5
+PACKET_STATISTICS = 6
+PACKET_VERSION = 10
+PACKET_QDISC_BYPASS = 20
+PACKET_IGNORE_OUTGOING = 23
+TPACKET_V3 = 2
+TP_STATUS_KERNEL = 0
+TP_STATUS_USER = 1 << 0
+TP_STATUS_VLAN_VALID = 1 << 4
+TP_STATUS_VLAN_TPID_VALID = 1 << 6
+SO_SNDBUFFORCE = 32
+
+# struct tpacket_block_desc: version, offset_to_priv, then tpacket_hdr_v1 from byte 8.
+BLK_STATUS, BLK_NUM_PKTS, BLK_FIRST, BLK_LEN = 8, 12, 16, 20
+# struct tpacket3_hdr as u32 columns: 0 next_offset, 1 sec, 2 nsec, 3 snaplen, 4 len, 5 status,
+# 6 mac|net<<16, 7 rxhash, 8 vlan_tci, 9 vlan_tpid|padding<<16.
+H_NEXT, H_SEC, H_NSEC, H_SNAP, H_LEN, H_STATUS, H_MAC, H_TCI, H_TPID = 0, 1, 2, 3, 4, 5, 6, 8, 9
+_HDR_COLS = np.arange(10, dtype=np.int64)
+V3_ALIGN = 8  # frames in a V3 block start at multiples of 8 (the kernel's V3_ALIGNMENT)
+MIN_FRAME_STRIDE = 64  # a tpacket3 header and sockaddr_ll alone take more than this
+
+EMPTY = np.empty(0, np.uint32)
+_max = np.maximum.reduce
+
+
+class PhyPort(Port):
+    """``phy:N`` over AF_PACKET. Open sockets lazily: a tx-only port must not own an rx ring that
+    fills up and counts drops, and an rx-only port needs no tx socket.
+
+    ``block_size``/``block_nr``/``retire_ms`` size the receive ring. The kernel hands a block
+    over when it is full *or* ``retire_ms`` after its first frame, so at moderate rates every
+    block holds about a millisecond of traffic, whatever its size: the ring covers roughly
+    ``block_nr`` ms of a reader's absence (a GC pause, a descheduled worker) before it drops. The
+    defaults (128 x 128 KiB = 16 MiB, 1 ms) therefore favour many small blocks: over 100 ms of
+    slack, about 1 ms of added latency for a lone frame, and a per-block cost that stays small
+    next to the ~800 minimum-size frames a full block holds.
+    """
+
+    needs_polling = False
+    BLOCK_SIZE = 128 * 1024
+    BLOCK_NR = 128
+    RETIRE_MS = 1
+    TX_SNDBUF = 4 << 20
+    DROP_POLL_S = 0.5  # how stale the kernel drop count may get while no block is released
+
+    def __init__(
+        self,
+        uid: PortId,
+        ctx: PortContext,
+        *,
+        block_size: int | None = None,
+        block_nr: int | None = None,
+        retire_ms: int | None = None,
+    ) -> None:
+        super().__init__(uid, ctx)
+        phys = ctx.seg.spec.phys
+        n = uid.num
+        if not phys:
+            raise PortError(f"phy:{n} does not exist: the primary has no phy ports")
+        if not 0 <= n < min(len(phys), MAX_PHYS):
+            raise PortError(f"phy:{n} does not exist: the primary has phy:0..phy:{len(phys) - 1}")
+        info = phys[n]
+        if info.driver != "af_packet":
+            raise PortError(
+                f"phy:{n}: driver '{info.driver}' of {info.iface} is not handled by the AF_PACKET driver"
+            )
+        self.iface = info.iface
+        try:
+            self.ifindex = linux.if_nametoindex(self.iface)
+        except (OSError, ValueError) as e:
+            raise PortError(f"phy:{n}: {e}") from None
+        self.mac = info.mac
+        if self.mac == "00:00:00:00:00:00":
+            with contextlib.suppress(OSError):
+                self.mac = linux.get_mac(self.iface)
+        # Phy counters are shared, per process row, like SPP's port_stats: the primary reports them.
+        self.counters = ctx.seg.phy_stats[ctx.client_id, n]
+        self.buf_size = ctx.seg.spec.buf_size
+        self._data_addr = ctx.seg.buf_data_addr
+        self.block_size = block_size or self.BLOCK_SIZE
+        self.block_nr = block_nr or self.BLOCK_NR
+        self.retire_ms = retire_ms or self.RETIRE_MS
+        if self.block_size % mmap.PAGESIZE or self.block_size < 16 * 1024:
+            raise PortError(f"phy:{n}: ring block size must be a multiple of {mmap.PAGESIZE} and >= 16 KiB")
+        #: blocks whose frames were found by :meth:`_scan`, and scans that payload bytes defeated
+        #: (diagnostics: a steady rise in the latter means traffic that mimics ring headers)
+        self.blocks_scanned = 0
+        self.scan_fallbacks = 0
+        #: the errno of the last tx failure (EAGAIN, ENOBUFS, ENETDOWN...), for diagnostics only
+        self.tx_error = 0
+        self._rx: socket.socket | None = None
+        self._tx: socket.socket | None = None
+        self._batch: SendBatch | None = None
+        self._reset_block()
+
+    # -- receive ---------------------------------------------------------------------------------
+
+    def _open_rx(self) -> None:
+        bs, nr = self.block_size, self.block_nr
+        # Protocol 0: the socket receives nothing until bind() names the interface, so frames of
+        # other interfaces never slip into the ring in between.
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        mm: mmap.mmap | None = None
+        try:
+            s.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
+            s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+            frame = 2048  # V3 ignores frame geometry beyond this consistency check
+            req = struct.pack("7I", bs, nr, frame, bs * nr // frame, self.retire_ms, 0, 0)
+            s.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
+            mm = mmap.mmap(s.fileno(), bs * nr, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            s.bind((self.iface, linux.ETH_P_ALL))
+            # Promiscuous for as long as the socket lives; the kernel undoes it on close.
+            s.setsockopt(
+                SOL_PACKET,
+                PACKET_ADD_MEMBERSHIP,
+                struct.pack("iHH8s", self.ifindex, PACKET_MR_PROMISC, 0, b""),
+            )
+            s.setblocking(False)
+        except OSError as e:
+            if mm is not None:
+                mm.close()
+            s.close()
+            raise PortError(
+                f"phy:{self.uid.num}: cannot open rx on {self.iface}: {e.strerror or e}"
+            ) from None
+        self._rx = s
+        self._mm = mm
+        self._ring_bytes = bs * nr
+        self._u8 = np.frombuffer(mm, np.uint8)
+        self._u32 = np.frombuffer(mm, "<u4")
+        self._u16 = np.frombuffer(mm, "<u2")
+        self._mv32 = memoryview(mm).cast("I")
+        self._arange = np.arange(bs // MIN_FRAME_STRIDE + 2, dtype=np.int64)
+        self._windows: dict[int, np.ndarray] = {}
+        self._blk = 0
+        self._last_drop_poll = time.monotonic()
+
+    def _reset_block(self) -> None:
+        self._held = False
+        self._cur = 0
+        self._cnt = 0
+        self._src: np.ndarray = EMPTY
+        self._snap: np.ndarray = EMPTY
+        self._olen: np.ndarray = EMPTY
+        self._ts: np.ndarray = EMPTY
+        self._width = 0  # the longest frame in the block
+        self._uniform = False  # every frame in the block has that length
+        self._run: np.ndarray | None = None  # the block's frames as a (frame x byte) view, if regular
+        self._vlan: np.ndarray | None = None
+        self._tags: np.ndarray | None = None
+        self._bad: np.ndarray | None = None
+
+    def _walk(self, p: int, npk: int, end: int) -> np.ndarray:
+        """Offsets of the ``npk`` frames of a block, starting at ``p``; the block's data ends at ``end``.
+
+        Frames form a chain through ``tp_next_offset``. Following it in Python costs ~0.5 us per
+        frame, so guess instead that the stride of the current frame repeats, compute a window of
+        candidate offsets at once, check all their ``tp_next_offset`` values in one gather and
+        jump to the first mismatch; the window doubles while the guess holds. Python iterations
+        are then the number of size changes. When sizes keep changing (IMIX), runs are too short
+        for that to pay, and :meth:`_scan` finds the rest of the block's frames in one pass.
+        """
+        mv32, u32, ar = self._mv32, self._u32, self._arange
+        offs = np.empty(npk, np.int64)
+        i = 0
+        window = 64
+        rounds = 0
+        scan = npk >= 32
+        while i < npk:
+            if i == npk - 1:
+                offs[i] = p
+                i += 1
+                break
+            if scan and rounds >= 3 and i < rounds * 8:  # runs average under 8 frames
+                rest = self._scan(p, npk - i, end)
+                if rest is not None:
+                    self.blocks_scanned += 1
+                    offs[i:] = rest
+                    i = npk
+                    break
+                self.scan_fallbacks += 1
+                scan = False  # something in the payload looks like a header: keep walking
+            rounds += 1
+            nxt = mv32[p >> 2]
+            if nxt < MIN_FRAME_STRIDE or p + nxt >= end:
+                break  # a chain that leaves the block: keep what was verified
+            two = p + 2 * nxt
+            if npk - i > 3 and two < end and mv32[(p + nxt) >> 2] == nxt and mv32[two >> 2] == nxt:
+                m = min(npk - i, window, (end - 1 - p) // nxt + 1)
+                cand = ar[:m] * nxt
+                cand += p
+                diff = u32[cand[:-1] >> 2] != nxt
+                j = int(diff.argmax())
+                if diff[j]:
+                    offs[i : i + j + 1] = cand[: j + 1]
+                    i += j + 1
+                    p = int(cand[j])
+                    p += mv32[p >> 2]
+                    window = 64
+                else:
+                    # The last candidate's position is proven; its own next offset is not yet.
+                    offs[i : i + m - 1] = cand[: m - 1]
+                    i += m - 1
+                    p = int(cand[m - 1])
+                    window = min(window * 2, 1 << 16)
+            else:
+                offs[i] = p
+                i += 1
+                p += nxt
+        return offs[:i]
+
+    def _scan(self, p: int, npk: int, end: int) -> np.ndarray | None:
+        """Offsets of the last ``npk`` frames of a block, from ``p``, found without walking.
+
+        Every frame header but the last satisfies ``tp_next_offset == align8(tp_mac +
+        tp_snaplen)``, with the same ``tp_mac`` throughout. Test that at every 8-byte slot from
+        ``p`` to ``end`` with three strided views and a few vector operations, then prove that
+        the candidates are exactly the chain: the first is ``p`` and each is its predecessor plus
+        its predecessor's next offset. Payload bytes that happen to look like a header break the
+        proof, and the caller walks instead.
+        """
+        if npk == 1:
+            return np.array([p], np.int64)
+        # Slots whose 28 header bytes lie inside the ring; a header never starts closer than that.
+        cnt = min((end - p) // V3_ALIGN, (self._ring_bytes - 28 - p) // V3_ALIGN + 1)
+        if cnt < npk - 1:
+            return None
+        # First the cheap filter, over every slot: tp_mac is the same for every frame of an
+        # Ethernet device (the ring layout fixes it), and few other 8-byte slots hold that value.
+        mac0 = self._mv32[(p + 24) >> 2] & 0xFFFF
+        h = (p + 24) >> 1
+        pos = np.flatnonzero(self._u16[h : h + 4 * cnt : 4] == mac0)
+        # Then the header check, on the survivors only.
+        pos *= V3_ALIGN
+        pos += p
+        w = pos >> 2
+        u32 = self._u32
+        nx = u32[w]
+        want = u32[w + 3]  # tp_snaplen
+        want += mac0 + V3_ALIGN - 1
+        want &= ~np.uint32(V3_ALIGN - 1)
+        pos = pos[nx == want]
+        if len(pos) != npk - 1 or pos[0] != p:
+            return None
+        nxc = u32[pos >> 2].astype(np.int64)
+        offs = np.empty(npk, np.int64)
+        offs[:-1] = pos
+        offs[-1] = pos[-1] + nxc[-1]
+        # The proof: each candidate is exactly where its predecessor's next offset points.
+        if (offs[1:] != offs[:-1] + nxc).any() or offs[-1] >= end:
+            return None
+        return offs
+
+    def _take_block(self) -> bool:
+        """Pick up the next block the kernel has handed over; False if there is none yet."""
+        mv32 = self._mv32
+        bs = self.block_size
+        while True:
+            base = self._blk * bs
+            if not mv32[(base + BLK_STATUS) >> 2] & TP_STATUS_USER:
+                return False
+            npk = mv32[(base + BLK_NUM_PKTS) >> 2]
+            if npk:
+                break
+            self._release_block()  # an empty retired block: nothing to read, give it back
+        first = mv32[(base + BLK_FIRST) >> 2]
+        used = mv32[(base + BLK_LEN) >> 2]
+        offs = self._walk(base + first, npk, base + (used if first < used <= bs else bs))
+        n = len(offs)
+        hdr = self._u32[(offs >> 2)[:, None] + _HDR_COLS]
+        snap = hdr[:, H_SNAP].astype(np.int64)
+        status = hdr[:, H_STATUS]
+        self._src = offs + (hdr[:, H_MAC] & 0xFFFF)
+        self._snap = snap
+        ts = hdr[:, H_SEC].astype(np.uint64)
+        ts *= np.uint64(1_000_000_000)
+        ts += hdr[:, H_NSEC]
+        self._ts = ts
+        vlan = (status & TP_STATUS_VLAN_VALID) != 0
+        if vlan.any():
+            # The kernel strips an outer 802.1Q/802.1ad tag into metadata before any packet
+            # socket sees the frame; prepare the 4 bytes to put back.
+            tpid = np.where(status & TP_STATUS_VLAN_TPID_VALID, hdr[:, H_TPID] & 0xFFFF, ETH_P_8021Q)
+            tci = hdr[:, H_TCI] & 0xFFFF
+            tags = np.empty((n, 4), np.uint8)
+            tags[:, 0] = tpid >> 8
+            tags[:, 1] = tpid & 0xFF
+            tags[:, 2] = tci >> 8
+            tags[:, 3] = tci & 0xFF
+            self._vlan, self._tags = vlan, tags
+            olen = snap + VLAN_HLEN * vlan
+        else:
+            self._vlan = self._tags = None
+            olen = snap
+        self._olen = olen
+        bad = (olen > self.buf_size) | (snap < ETH_HLEN) | (hdr[:, H_LEN] != hdr[:, H_SNAP])
+        self._bad = bad if bad.any() else None
+        if n:
+            self._width = int(snap.max())
+            self._uniform = bool(snap.min() == self._width)
+            if self._uniform and self._vlan is None and self._bad is None:
+                # Same-size frames at a fixed stride (a run): view them in place as a matrix, so a
+                # burst is one strided copy with no gather at all.
+                src = self._src
+                stride = int(src[1] - src[0]) if n > 1 else self._width
+                if n == 1 or bool((np.diff(src) == stride).all()):
+                    self._run = np.ndarray(
+                        (n, self._width), np.uint8, buffer=self._mm, offset=int(src[0]), strides=(stride, 1)
+                    )
+        if n < npk:
+            self.counters[RX_DROP] += npk - n  # frames past a broken chain cannot be found
+        self._cur, self._cnt, self._held = 0, n, True
+        return True
+
+    def _release_block(self) -> None:
+        self._mv32[(self._blk * self.block_size + BLK_STATUS) >> 2] = TP_STATUS_KERNEL
+        self._blk = (self._blk + 1) % self.block_nr
+        self._reset_block()
+        self.poll_drops()
+
+    def poll_drops(self) -> int:
+        """Add the kernel's ring-full drops since the last call to ``rx_drop``; return them."""
+        if self._rx is None:
+            return 0
+        self._last_drop_poll = time.monotonic()
+        try:
+            _pkts, drops, _freezes = struct.unpack(
+                "3I", self._rx.getsockopt(SOL_PACKET, PACKET_STATISTICS, 12)
+            )
+        except OSError:
+            return 0
+        if drops:  # the kernel clears its counters on every read
+            self.counters[RX_DROP] += drops
+        return drops
+
+    def _window(self, width: int) -> np.ndarray:
+        """The ring as a (start offset x ``width``) byte matrix: row ``o`` is the bytes at ``o``.
+
+        A zero-copy strided view, so a fancy index on rows copies each frame as one contiguous
+        run. Cached per width (a handful of distinct frame sizes in practice).
+        """
+        win = self._windows.get(width)
+        if win is None:
+            smax = self._ring_bytes - width
+            win = np.ndarray((smax + 1, width), np.uint8, buffer=self._mm, offset=0, strides=(1, 1))
+            if len(self._windows) < 64:
+                self._windows[width] = win
+        return win
+
+    def _copy_out(self, bufs: np.ndarray, sel: slice | np.ndarray) -> None:
+        """Copy the block's frames ``sel`` into ``bufs``: one gather and one scatter in numpy."""
+        pool = self.pool
+        data = pool.data
+        # intp indices: numpy would convert uint32 ones on every fancy store, at several us each.
+        bi = bufs.astype(np.intp)
+        if self._run is not None:
+            data[bi, : self._width] = self._run[sel]
+        else:
+            src = self._src[sel]
+            width = self._width if self._uniform else int(_max(self._snap[sel]))
+            smax = self._ring_bytes - width
+            if src[-1] <= smax:  # offsets grow within a block, so the last is the largest
+                data[bi, :width] = self._window(width)[src]
+            else:
+                near_end = src > smax  # only frames in the ring's last ``width`` bytes
+                data[bi[~near_end], :width] = self._window(width)[src[~near_end]]
+                u8 = self._u8
+                for b, s, ln in zip(
+                    bi[near_end].tolist(),
+                    src[near_end].tolist(),
+                    self._snap[sel][near_end].tolist(),
+                    strict=True,
+                ):
+                    data[b, :ln] = u8[s : s + ln]
+        pool.lengths[bi] = self._olen[sel]
+        pool.stamps[bi] = self._ts[sel]
+        if self._vlan is not None and self._tags is not None:
+            vm = self._vlan[sel]
+            if vm.any():
+                bv = bi[vm]
+                hi = min(self._width, self.buf_size - VLAN_HLEN)
+                data[bv, ETH_HLEN + 2 : hi + VLAN_HLEN] = data[bv, 12:hi]
+                data[bv, 12 : 12 + VLAN_HLEN] = self._tags[sel][vm]
+
+    def _deliver(self, want: int) -> tuple[np.ndarray, bool]:
+        """Up to ``want`` frames of the held block as pool buffers; ``(bufs, pool_ran_dry)``."""
+        c = self._cur
+        k = min(want, self._cnt - c)
+        pool = self.pool
+        if self._bad is None:
+            bufs = pool.alloc(k)
+            m = len(bufs)
+            if m:
+                self._copy_out(bufs, slice(c, c + m))
+                self._cur = c + m
+            return bufs, m < k
+        # Some frames of this block cannot be delivered: consume them without a buffer.
+        good = ~self._bad[c : c + k]
+        pos = np.flatnonzero(good)
+        bufs = pool.alloc(len(pos)) if len(pos) else EMPTY
+        dry = len(bufs) < len(pos)
+        if dry:
+            k = int(pos[len(bufs)])  # stop before the first good frame we have no buffer for
+            pos = pos[: len(bufs)]
+        if len(pos):
+            self._copy_out(bufs, pos + c)
+        self.counters[RX_DROP] += k - len(pos)
+        self._cur = c + k
+        return bufs, dry
+
+    def rx_burst(self, max_n: int) -> np.ndarray:
+        if self._rx is None:
+            self._open_rx()
+        got: list[np.ndarray] = []
+        total = 0
+        while total < max_n:
+            if not self._held and not self._take_block():
+                if not got and time.monotonic() - self._last_drop_poll > self.DROP_POLL_S:
+                    self.poll_drops()
+                break
+            bufs, dry = self._deliver(max_n - total)
+            if len(bufs):
+                got.append(bufs)
+                total += len(bufs)
+            if self._cur >= self._cnt:
+                self._release_block()
+            if dry:
+                break
+        if not got:
+            return EMPTY
+        return got[0] if len(got) == 1 else np.concatenate(got)
+
+    def fileno(self) -> int | None:
+        """The rx socket: readable while a retired block waits for us (opens rx on first use)."""
+        if self._rx is None:
+            self._open_rx()
+        assert self._rx is not None
+        return self._rx.fileno()
+
+    # -- transmit --------------------------------------------------------------------------------
+
+    def _open_tx(self) -> None:
+        # Protocol 0: a send-only socket, so the kernel never queues received frames on it.
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        try:
+            # Straight to the driver: no qdisc, and no copy of our frames to packet taps.
+            s.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
+            try:
+                s.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, self.TX_SNDBUF)
+            except PermissionError:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.TX_SNDBUF)
+            s.bind((self.iface, 0))
+            s.setblocking(False)
+            self._refresh_mtu()
+        except OSError as e:
+            s.close()
+            raise PortError(
+                f"phy:{self.uid.num}: cannot open tx on {self.iface}: {e.strerror or e}"
+            ) from None
+        self._tx = s
+        self._batch = SendBatch()
+
+    def _refresh_mtu(self) -> None:
+        # The kernel refuses frames longer than MTU + link header (+4 if 802.1Q-tagged) with
+        # EMSGSIZE, and runts with EINVAL; _tx_checked filters both out of a burst.
+        self.mtu = linux.get_mtu(self.iface)
+        self._tx_limit = self.mtu + ETH_HLEN
+
+    def _tx_checked(self, bufs: np.ndarray, lens: np.ndarray) -> int:
+        """Send ``bufs`` when some may be frames the link cannot carry; return how many consumed.
+
+        Unsendable frames (runts, longer than MTU + header, +4 for an 802.1Q tag as the kernel
+        allows) are consumed, freed and counted in ``tx_drop``, and the others sent, so a bad
+        frame does not cost the good frames behind it.
+        """
+        with contextlib.suppress(OSError):
+            self._refresh_mtu()  # perhaps the MTU changed since we looked
+        data = self.pool.data
+        bi = bufs.astype(np.intp)
+        tagged = (data[bi, 12] == ETH_P_8021Q >> 8) & (data[bi, 13] == ETH_P_8021Q & 0xFF)
+        good = (lens >= ETH_HLEN) & (lens <= self._tx_limit + VLAN_HLEN * tagged)
+        pos = np.flatnonzero(good)
+        sent = self._send(bufs[pos], lens[pos]) if len(pos) else 0
+        # Consumed: everything before the first good frame the kernel did not take.
+        consumed = len(bufs) if sent == len(pos) else int(pos[sent])
+        self.counters[TX_DROP] += consumed - sent
+        self.pool.free(bufs[:consumed])
+        return consumed
+
+    def _send(self, bufs: np.ndarray, lens: np.ndarray) -> int:
+        assert self._tx is not None and self._batch is not None
+        sent, err = self._batch.send_pool(self._tx.fileno(), self._data_addr, self.buf_size, bufs, lens)
+        if err:
+            self.tx_error = err
+        return sent
+
+    def tx_burst(self, bufs: np.ndarray) -> int:
+        n = len(bufs)
+        if n == 0:
+            return 0
+        if self._tx is None:
+            self._open_tx()
+        assert self._tx is not None and self._batch is not None
+        lens = self.pool.lengths[bufs.astype(np.intp)]
+        # No validity check up front: the kernel makes it anyway, and stops the vector at the
+        # first frame it refuses, telling us why.
+        sent, err = self._batch.send_pool(self._tx.fileno(), self._data_addr, self.buf_size, bufs, lens)
+        if sent:
+            self.pool.free(bufs[:sent])  # the kernel copied them into skbs
+        if err:
+            self.tx_error = err
+            if err in (errno.EINVAL, errno.EMSGSIZE):
+                return sent + self._tx_checked(bufs[sent:], lens[sent:])
+        return sent
+
+    # -- lifetime ----------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close both sockets and unmap the ring. Safe to call more than once."""
+        if self._rx is not None:
+            self.poll_drops()
+            for name in ("_u8", "_u16", "_u32"):
+                self.__dict__.pop(name, None)
+            self._windows.clear()
+            self._reset_block()
+            self._mv32.release()
+            # A stray view would keep the mapping alive until it goes; the socket closes anyway.
+            with contextlib.suppress(BufferError):
+                self._mm.close()
+            self._rx.close()
+            self._rx = None
+        if self._tx is not None:
+            self._tx.close()
+            self._tx = None
+            self._batch = None

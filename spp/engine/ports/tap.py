@@ -1,0 +1,166 @@
+"""``tap:N``: a kernel TAP interface (``vtapN``), the role of DPDK's ``net_tap`` vdev.
+
+What the port transmits, the kernel receives on the interface; what the kernel transmits on the
+interface, the port receives. The device is created if missing, or attached to if it already
+exists (for instance made persistent with ``ip tuntap add mode tap``). A device the port created
+disappears when the port closes, as the kernel removes non-persistent TAPs with their last fd.
+
+The TUN/TAP character device moves one frame per ``read``/``write``; there is no batched call.
+The loops below are therefore per packet by necessity, kept to one syscall and no allocation
+each: reads land directly in pool buffers through memoryviews of the shared segment, and the
+per-burst bookkeeping (lengths, stamps, frees) is vectorised.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import struct
+import time
+
+import numpy as np
+
+from spp.engine import linux
+from spp.engine.linux import ETH_HLEN
+from spp.engine.portid import PortId
+from spp.engine.ports.base import RX_DROP, TX_DROP, Port, PortContext, PortError
+
+# <linux/if_tun.h>
+TUNSETIFF = 0x400454CA
+IFF_TAP = 0x0002
+IFF_NO_PI = 0x1000
+TUN_DEVICE = "/dev/net/tun"
+
+EMPTY = np.empty(0, np.uint32)
+# A frame the kernel refuses on its own (malformed): drop that one and go on. Anything else means
+# the device cannot take frames now (down, detached): stop the burst.
+_FRAME_ERRORS = frozenset({errno.EINVAL, errno.EMSGSIZE, errno.EFAULT})
+
+
+class TapPort(Port):
+    """``tap:N`` on interface ``ctx.options["tap:N"]``, or ``vtapN`` by default."""
+
+    needs_polling = False
+
+    def __init__(self, uid: PortId, ctx: PortContext) -> None:
+        super().__init__(uid, ctx)
+        name = ctx.options.get(f"tap:{uid.num}") or f"vtap{uid.num}"
+        try:
+            raw = linux.ifname_bytes(name)
+        except ValueError as e:
+            raise PortError(f"tap:{uid.num}: {e}") from None
+        self.existed = linux.interface_exists(name)
+        try:
+            fd = os.open(TUN_DEVICE, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            raise PortError(f"tap:{uid.num}: cannot open {TUN_DEVICE}: {e.strerror}") from None
+        try:
+            res = fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", raw, IFF_TAP | IFF_NO_PI))
+        except OSError as e:
+            os.close(fd)
+            raise PortError(
+                f"tap:{uid.num}: cannot attach TAP device '{name}': {_why(e, self.existed)}"
+            ) from None
+        self.iface = res[:16].rstrip(b"\0").decode()
+        try:
+            linux.set_link_up(self.iface)
+            self.mac = linux.get_mac(self.iface)
+        except OSError as e:
+            os.close(fd)
+            raise PortError(f"tap:{uid.num}: cannot bring up {self.iface}: {e.strerror}") from None
+        self._fd: int | None = fd
+        self.buf_size = ctx.seg.spec.buf_size
+        # One flat byte view of the pool: a frame's buffer is a slice of it, so read/write touch
+        # the shared segment directly with no intermediate bytes object.
+        self._mv: memoryview | None = memoryview(self.pool.data.reshape(-1))
+        #: the errno that ended the last burst early, for diagnostics only
+        self.last_error = 0
+
+    def rx_burst(self, max_n: int) -> np.ndarray:
+        fd, mv = self._fd, self._mv
+        if fd is None or mv is None or max_n <= 0:
+            return EMPTY
+        bufs = self.pool.alloc(max_n)
+        if not len(bufs):
+            return EMPTY  # frames wait in the device queue; the kernel drops when it is full
+        bs = self.buf_size
+        readv = os.readv
+        lens: list[int] = []
+        append = lens.append
+        try:
+            for b in bufs.tolist():
+                o = b * bs
+                append(readv(fd, [mv[o : o + bs]]))
+        except BlockingIOError:
+            pass
+        except OSError as e:
+            self.last_error = e.errno or 0  # detached or deleted under us: report nothing more
+        n = len(lens)
+        if n < len(bufs):
+            self.pool.free(bufs[n:])
+            bufs = bufs[:n]
+        if not n:
+            return EMPTY
+        ln = np.array(lens, np.int64)
+        # The TAP reports a frame's full length even when it had to cut it to fit our buffer.
+        over = ln > bs
+        if over.any():
+            self.counters[RX_DROP] += int(over.sum())
+            self.pool.free(bufs[over])
+            bufs, ln = bufs[~over], ln[~over]
+        self.pool.lengths[bufs] = ln
+        self.pool.stamps[bufs] = time.time_ns()  # the TAP carries no arrival time; this is close
+        return bufs
+
+    def tx_burst(self, bufs: np.ndarray) -> int:
+        fd, mv = self._fd, self._mv
+        n = len(bufs)
+        if fd is None or mv is None or n == 0:
+            return 0
+        bs = self.buf_size
+        write = os.write
+        dropped = 0
+        i = 0
+        for b, ln in zip(bufs.tolist(), self.pool.lengths[bufs].tolist(), strict=True):
+            if ln < ETH_HLEN:
+                dropped += 1  # a runt is no Ethernet frame; the TAP would refuse it anyway
+            else:
+                o = b * bs
+                try:
+                    write(fd, mv[o : o + ln])
+                except BlockingIOError:
+                    break
+                except OSError as e:
+                    self.last_error = e.errno or 0
+                    if e.errno not in _FRAME_ERRORS:
+                        break
+                    dropped += 1
+            i += 1
+        if dropped:
+            self.counters[TX_DROP] += dropped
+        if i:
+            self.pool.free(bufs[:i])  # written frames were copied into skbs
+        return i
+
+    def fileno(self) -> int | None:
+        return self._fd
+
+    def close(self) -> None:
+        """Release the device fd (a TAP this port created goes away with it). Idempotent."""
+        if self._mv is not None:
+            self._mv.release()
+            self._mv = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _why(e: OSError, existed: bool) -> str:
+    if e.errno == errno.EBUSY:
+        return "it is in use by another process"
+    if e.errno == errno.EINVAL and existed:
+        return "an interface of that name exists and is not a TAP device"
+    if e.errno == errno.EPERM:
+        return "permission denied (needs CAP_NET_ADMIN)"
+    return e.strerror or str(e)
