@@ -82,3 +82,12 @@ def test_repatching_phy_traffic_to_a_ring_and_back(wired):
         got = cap.frames()
     assert got == frames
     assert bed.ring_stats(0)["rx"] == 200
+
+
+def test_primary_restores_promiscuous_mode_at_exit(two_hosts):
+    a, _b = two_hosts
+    flags = Path(f"/sys/class/net/{a.host_if}/flags")
+    assert int(flags.read_text(), 16) & 0x100 == 0
+    with Testbed(ifaces=[a.host_if], nb_rings=1):
+        assert int(flags.read_text(), 16) & 0x100  # SPP's phy ports are promiscuous
+    assert int(flags.read_text(), 16) & 0x100 == 0

@@ -147,7 +147,8 @@ MMSGHDR = np.dtype(
         "itemsize": 64,
     }
 )
-assert ctypes.sizeof(ctypes.c_void_p) == 8, "the mmsghdr layout above is for 64-bit Linux"
+if ctypes.sizeof(ctypes.c_void_p) != 8:
+    raise ImportError("spp.engine.linux: the mmsghdr layout here is for 64-bit Linux")
 
 
 class SendBatch:

@@ -58,7 +58,8 @@ class PhyInfo:
 
     iface: str
     mac: str = "00:00:00:00:00:00"
-    driver: str = "af_packet"  # or "tap" for --vdev net_tapN
+    driver: str = "af_packet"
+    set_promisc: bool = False  # the primary turned promiscuous mode on, and turns it off at exit
 
 
 @dataclass

@@ -12,6 +12,7 @@ row in the segment, less what was there at the last ``clear``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from spp.engine import linux
 from spp.engine.patchpanel import PatchPanel
 from spp.engine.portid import PortId, PortUidError, parse_port_uid
 from spp.engine.ports import PortContext
@@ -184,6 +186,10 @@ class Primary(SppProcess):
         if self.worker is not None:
             self.worker.stop()
         self.launcher.stop_all()
+        for phy in self.seg.spec.phys:
+            if phy.set_promisc:
+                with contextlib.suppress(OSError):  # the interface may be gone already
+                    linux.set_promiscuous(phy.iface, False)
         self.seg.release_process_slot(0)
         super().shutdown()
         self.seg.unlink()
@@ -213,8 +219,6 @@ def collect_phys(ifaces: list[str], vdevs: list[str], portmask: str | None) -> l
                 "portmask %s selects ports beyond the %d interfaces given; ignored", portmask, len(candidates)
             )
         candidates = [c for i, c in enumerate(candidates) if mask >> i & 1]
-    from spp.engine import linux
-
     phys = []
     for iface in candidates:
         try:
@@ -222,8 +226,11 @@ def collect_phys(ifaces: list[str], vdevs: list[str], portmask: str | None) -> l
         except OSError:
             raise OptionError(f"interface '{iface}' not found") from None
         linux.set_link_up(iface)
-        linux.set_promiscuous(iface, True)
-        phys.append(PhyInfo(iface=iface, mac=mac))
+        # SPP's NIC ports are promiscuous. Leave the interface as we found it when we exit.
+        was_promisc = linux.is_promiscuous(iface)
+        if not was_promisc:
+            linux.set_promiscuous(iface, True)
+        phys.append(PhyInfo(iface=iface, mac=mac, set_promisc=not was_promisc))
     return phys
 
 

@@ -68,6 +68,8 @@ MIN_FRAME_STRIDE = 64  # a tpacket3 header and sockaddr_ll alone take more than 
 
 EMPTY = np.empty(0, np.uint32)
 _max = np.maximum.reduce
+_min = np.minimum.reduce
+_or = np.bitwise_or.reduce
 
 
 class PhyPort(Port):
@@ -323,10 +325,10 @@ class PhyPort(Port):
         ts *= np.uint64(1_000_000_000)
         ts += hdr[:, H_NSEC]
         self._ts = ts
-        vlan = (status & TP_STATUS_VLAN_VALID) != 0
-        if vlan.any():
+        if n and int(_or(status)) & TP_STATUS_VLAN_VALID:
             # The kernel strips an outer 802.1Q/802.1ad tag into metadata before any packet
             # socket sees the frame; prepare the 4 bytes to put back.
+            vlan = (status & TP_STATUS_VLAN_VALID) != 0
             tpid = np.where(status & TP_STATUS_VLAN_TPID_VALID, hdr[:, H_TPID] & 0xFFFF, ETH_P_8021Q)
             tci = hdr[:, H_TCI] & 0xFFFF
             tags = np.empty((n, 4), np.uint8)
@@ -340,19 +342,27 @@ class PhyPort(Port):
             self._vlan = self._tags = None
             olen = snap
         self._olen = olen
-        bad = (olen > self.buf_size) | (snap < ETH_HLEN) | (hdr[:, H_LEN] != hdr[:, H_SNAP])
-        self._bad = bad if bad.any() else None
         if n:
-            self._width = int(snap.max())
-            self._uniform = bool(snap.min() == self._width)
+            self._width = width = int(_max(snap))
+            shortest = int(_min(snap))
+            self._uniform = shortest == width
+            # Undeliverable frames (longer than a buffer, runts, truncated) are rare: test the
+            # extremes first and build the per-frame mask only when they say there are some.
+            if (
+                width + (VLAN_HLEN if self._vlan is not None else 0) > self.buf_size
+                or shortest < ETH_HLEN
+                or not np.array_equal(hdr[:, H_LEN], hdr[:, H_SNAP])
+            ):
+                bad = (olen > self.buf_size) | (snap < ETH_HLEN) | (hdr[:, H_LEN] != hdr[:, H_SNAP])
+                self._bad = bad if bad.any() else None
             if self._uniform and self._vlan is None and self._bad is None:
                 # Same-size frames at a fixed stride (a run): view them in place as a matrix, so a
                 # burst is one strided copy with no gather at all.
                 src = self._src
-                stride = int(src[1] - src[0]) if n > 1 else self._width
+                stride = int(src[1] - src[0]) if n > 1 else width
                 if n == 1 or bool((np.diff(src) == stride).all()):
                     self._run = np.ndarray(
-                        (n, self._width), np.uint8, buffer=self._mm, offset=int(src[0]), strides=(stride, 1)
+                        (n, width), np.uint8, buffer=self._mm, offset=int(src[0]), strides=(stride, 1)
                     )
         if n < npk:
             self.counters[RX_DROP] += npk - n  # frames past a broken chain cannot be found
