@@ -17,7 +17,15 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
-from netutil import (
+
+from spp.engine import linux
+from spp.engine.pool import BufferPool
+from spp.engine.portid import PortId
+from spp.engine.ports import open_port
+from spp.engine.ports.base import RX_DROP, TX_DROP, PortContext, PortError
+from spp.engine.ports.phy import PhyPort
+from spp.engine.shm import PhyInfo
+from tests.netutil import (
     TEST_SRC,
     SendInBackground,
     VethNs,
@@ -28,14 +36,6 @@ from netutil import (
     packet_sockets_on,
     veth_pair_in_netns,
 )
-
-from spp.engine import linux
-from spp.engine.pool import BufferPool
-from spp.engine.portid import PortId
-from spp.engine.ports import open_port
-from spp.engine.ports.base import RX_DROP, TX_DROP, PortContext, PortError
-from spp.engine.ports.phy import PhyPort
-from spp.engine.shm import PhyInfo
 
 needs_root = pytest.mark.skipif(not is_root(), reason="needs root: creates network namespaces and veth pairs")
 

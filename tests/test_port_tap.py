@@ -15,7 +15,14 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
-from netutil import (
+
+from spp.engine import linux
+from spp.engine.pool import BufferPool
+from spp.engine.portid import PortId
+from spp.engine.ports import open_port
+from spp.engine.ports.base import TX_DROP, PortContext, PortError
+from spp.engine.ports.tap import TapPort
+from tests.netutil import (
     TEST_SRC,
     Capture,
     disable_ipv6,
@@ -26,13 +33,6 @@ from netutil import (
     unique_tag,
     veth_pair_in_netns,
 )
-
-from spp.engine import linux
-from spp.engine.pool import BufferPool
-from spp.engine.portid import PortId
-from spp.engine.ports import open_port
-from spp.engine.ports.base import TX_DROP, PortContext, PortError
-from spp.engine.ports.tap import TapPort
 
 
 @pytest.fixture

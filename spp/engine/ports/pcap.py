@@ -5,8 +5,8 @@ read once to its end (no looping); the tx file is overwritten when the port is a
 classic libpcap (microsecond stamps, Ethernet link type) so tcpdump and Wireshark read them.
 
 Receive maps the file and indexes records with a vectorised walk (runs of equal-length records are
-found with one numpy comparison); transmit builds the whole burst's records in one numpy array and
-writes it with a single call.
+found with one numpy comparison); transmit builds the whole burst's records in one numpy array
+(:func:`spp.engine.pcapfile.pcap_records`, shared with spp_pcap) and writes it with a single call.
 """
 
 from __future__ import annotations
@@ -20,17 +20,21 @@ from pathlib import Path
 
 import numpy as np
 
+from spp.engine.pcapfile import (
+    GLOBAL_HEADER,
+    LINKTYPE_ETHERNET,
+    PCAP_MAGIC_NS,
+    PCAP_MAGIC_US,
+    RECORD_HEADER,
+    pcap_records,
+)
 from spp.engine.portid import PortId
 from spp.engine.ports.base import RX_DROP, Port, PortContext, PortError
 
-PCAP_MAGIC_US = 0xA1B2C3D4
-PCAP_MAGIC_NS = 0xA1B23C4D
-LINKTYPE_ETHERNET = 1
-GLOBAL_HEADER = struct.pack("<IHHiIII", PCAP_MAGIC_US, 2, 4, 0, 0, 65535, LINKTYPE_ETHERNET)
-RECORD_HEADER = 16
+__all__ = ["GLOBAL_HEADER", "PcapPort", "PcapReader", "PcapWriter", "rx_path", "tx_path"]
+
 INDEX_CHUNK = 8192
 _U32 = np.arange(4)
-_HDR_BYTES = np.arange(RECORD_HEADER)
 
 
 def rx_path(n: int, directory: str = "/tmp") -> Path:
@@ -125,23 +129,7 @@ class PcapWriter:
     def write_burst(
         self, data: np.ndarray, bufs: np.ndarray, lengths: np.ndarray, stamps: np.ndarray
     ) -> None:
-        n = len(bufs)
-        lens = lengths.astype(np.int64)
-        rec = RECORD_HEADER + lens
-        starts = np.zeros(n, np.int64)
-        np.cumsum(rec[:-1], out=starts[1:])
-        out = np.empty(int(rec.sum()), np.uint8)
-        hdr = np.empty((n, 4), "<u4")
-        hdr[:, 0] = stamps // 1_000_000_000
-        hdr[:, 1] = (stamps // 1000) % 1_000_000
-        hdr[:, 2] = lens
-        hdr[:, 3] = lens
-        out[starts[:, None] + _HDR_BYTES] = hdr.view(np.uint8).reshape(n, RECORD_HEADER)
-        width = int(lens.max())
-        cols = np.arange(width)
-        mask = cols < lens[:, None]
-        dest = starts[:, None] + RECORD_HEADER + cols
-        out[dest[mask]] = data[bufs, :width][mask]
+        out, _sizes = pcap_records(data, bufs, lengths, stamps)
         self._file.write(out.data)
         self._file.flush()
 
