@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -216,3 +218,54 @@ def test_primary_forwarder_with_two_lcores():
         assert st["status"] == "running"
         assert st["patches"] == [{"src": "nullpmd:0", "dst": "ring:0"}]
         bed.ok("PUT", "/v1/primary/forward", {"action": "stop"})
+
+
+def test_a_second_nfv_with_a_taken_id_refuses_to_start(bed):
+    bed.start_nfv(4)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spp.processes.nfv",
+            "-l",
+            "0,1",
+            "--file-prefix",
+            bed.prefix,
+            "--",
+            "-n",
+            "4",
+            "-s",
+            f"127.0.0.1:{bed.sec_port}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 1
+    assert "client id 4 is already used by pid" in r.stderr
+    assert bed.nfv(4).status()["client-id"] == 4  # the first one is untouched
+
+
+def test_nfv_without_a_primary_says_so():
+    r = subprocess.run(
+        [sys.executable, "-m", "spp.processes.nfv", "--file-prefix", "nosuchprimary", "--", "-n", "1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 1 and "start spp-primary first" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-n", "0"], "number of rings"),
+        (["-n", "2", "--iface", "nosuchif0"], "interface 'nosuchif0' not found"),
+        (["-n", "2", "-p", "zz"], "invalid portmask"),
+        (["-n", "2", "--ring-size", "1000"], "power of two"),
+    ],
+)
+def test_primary_rejects_bad_options(args, message):
+    argv = [sys.executable, "-m", "spp.processes.primary", "--file-prefix", "badopts", "--", *args]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and message in r.stderr, r.stderr
