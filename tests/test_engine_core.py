@@ -148,3 +148,16 @@ def test_port_uids(text, expected):
 def test_bad_port_uids(text):
     with pytest.raises(PortUidError, match="invalid port"):
         parse_port_uid(text)
+
+
+def test_freeing_a_big_batch_into_a_nearly_empty_cache_duplicates_nothing(segment):
+    p = BufferPool(segment)
+    small = p.alloc(10)  # the cache is refilled in bulk, then mostly handed out below
+    big = p.alloc(3000)
+    p.free(small[:2])
+    p.free(big)  # larger than the cache: must go straight to the shared stack
+    p.free(small[2:])
+    p.flush()
+    stack = segment.free_stack[: int(segment.pool_ctl[0])]
+    assert len(np.unique(stack)) == len(stack) == segment.spec.nb_bufs
+    p.close()

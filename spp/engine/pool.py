@@ -89,9 +89,10 @@ class BufferPool:
             return
         if self._cached + n > len(self._cache):
             keep = CACHE_SIZE // 2
-            self._give_shared(self._cache[keep : self._cached].copy())
-            self._cached = keep
-            if n > len(self._cache) - keep:
+            if self._cached > keep:  # (never *raise* the count: slots above it are stale)
+                self._give_shared(self._cache[keep : self._cached].copy())
+                self._cached = keep
+            if n > len(self._cache) - self._cached:
                 self._give_shared(np.asarray(bufs, np.uint32))
                 return
         self._cache[self._cached : self._cached + n] = bufs
