@@ -91,3 +91,21 @@ def test_primary_restores_promiscuous_mode_at_exit(two_hosts):
     with Testbed(ifaces=[a.host_if], nb_rings=1):
         assert int(flags.read_text(), 16) & 0x100  # SPP's phy ports are promiscuous
     assert int(flags.read_text(), 16) & 0x100 == 0
+
+
+def test_vdev_and_iface_syntax_and_portmask(two_hosts):
+    from spp.processes.options import OptionError
+    from spp.processes.primary import collect_phys
+
+    a, b = two_hosts
+    both = collect_phys([], [f"net_af_packet0,iface={a.host_if}", f"net_af_packet1,iface={b.host_if}"], None)
+    assert [p.iface for p in both] == [a.host_if, b.host_if]
+    only_b = collect_phys([a.host_if], [f"net_af_packet1,iface={b.host_if}"], "0x2")
+    assert [p.iface for p in only_b] == [b.host_if]
+    with pytest.raises(OptionError, match="only net_af_packetN"):
+        collect_phys([], ["eth_vhost0,iface=/tmp/sock0"], None)
+    with pytest.raises(OptionError, match="needs iface"):
+        collect_phys([], ["net_af_packet0"], None)
+    with Testbed(ifaces=[a.host_if, b.host_if], nb_rings=1, extra_primary_args=["-p", "0x2"]) as bed:
+        phys = bed.primary_status()["phy_ports"]
+        assert [(p["id"], p["iface"]) for p in phys] == [(0, b.host_if)]
