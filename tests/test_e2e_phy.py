@@ -4,6 +4,7 @@ namespace B. spp-ctl, the primary and the nfv are real processes."""
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,22 @@ def test_vdev_and_iface_syntax_and_portmask(two_hosts):
     with Testbed(ifaces=[a.host_if, b.host_if], nb_rings=1, extra_primary_args=["-p", "0x2"]) as bed:
         phys = bed.primary_status()["phy_ports"]
         assert [(p["id"], p["iface"]) for p in phys] == [(0, b.host_if)]
+
+
+def test_nfv_tap_port_is_created_carries_traffic_and_goes_away():
+    n = 70 + os.getpid() % 20
+    iface = Path(f"/sys/class/net/vtap{n}")
+    assert not iface.exists()
+    with Testbed(nb_rings=1) as bed:
+        nfv = bed.launch_nfv(1)
+        nfv.add(f"tap:{n}")
+        assert iface.exists()  # created by the add
+        nfv.add("nullpmd:0")
+        nfv.patch("nullpmd:0", f"tap:{n}")
+        nfv.forward()
+        kernel_rx = iface / "statistics/rx_packets"
+        wait_for(lambda: int(kernel_rx.read_text()) > 1000, 5, "frames into the kernel")
+        nfv.stop()
+        assert nfv.port_stats()[f"tap:{n}"]["tx"] > 1000
+        nfv.delete(f"tap:{n}")
+        wait_for(lambda: not iface.exists(), 5, f"vtap{n} to go away")
