@@ -85,6 +85,56 @@ class Secondary:
         return {s["port"]: s for s in self.status().get("stats", [])}
 
 
+class WorkerClient:
+    """REST calls of one spp_vf or spp_mirror (``/v1/vfs/N``, ``/v1/mirrors/N``), named like the
+    CLI's ``vf N; ...`` sub-commands."""
+
+    def __init__(self, bed: Testbed, kind: str, client_id: int) -> None:
+        self.bed, self.kind, self.id = bed, kind, client_id
+        self.base = f"/v1/{kind}s/{client_id}"
+
+    def status(self) -> dict[str, Any]:
+        return self.bed.ok("GET", self.base).json()
+
+    def component(self, name: str) -> dict[str, Any]:
+        for comp in self.status()["components"]:
+            if comp.get("name") == name:
+                return comp
+        raise TestbedError(f"{self.kind} {self.id} has no component '{name}'")
+
+    def start(self, name: str, core: int, comp_type: str) -> None:
+        self.bed.ok("POST", f"{self.base}/components", {"name": name, "core": core, "type": comp_type})
+
+    def stop(self, name: str) -> None:
+        self.bed.ok("DELETE", f"{self.base}/components/{name}")
+
+    def attach(self, port: str, direction: str, name: str, vlan: dict[str, Any] | None = None) -> None:
+        body: dict[str, Any] = {"action": "attach", "port": port, "dir": direction}
+        if vlan is not None:
+            body["vlan"] = vlan
+        self.bed.ok("PUT", f"{self.base}/components/{name}/ports", body)
+
+    def detach(self, port: str, direction: str, name: str) -> None:
+        body = {"action": "detach", "port": port, "dir": direction}
+        self.bed.ok("PUT", f"{self.base}/components/{name}/ports", body)
+
+    def _table(self, action: str, mac: str, port: str, vlan: int | None) -> None:
+        body: dict[str, Any] = {"action": action, "type": "mac", "mac_address": mac, "port": port}
+        if vlan is not None:
+            body.update(type="vlan", vlan=vlan)
+        self.bed.ok("PUT", f"{self.base}/classifier_table", body)
+
+    def table_add(self, mac: str, port: str, vlan: int | None = None) -> None:
+        """``classifier_table add mac MAC PORT`` (or ``... vlan VID MAC PORT`` with ``vlan``)."""
+        self._table("add", mac, port, vlan)
+
+    def table_del(self, mac: str, port: str, vlan: int | None = None) -> None:
+        self._table("del", mac, port, vlan)
+
+    def exit(self) -> None:
+        self.bed.ok("DELETE", self.base)
+
+
 class Testbed:
     __test__ = False  # not a pytest class, despite the name
 
@@ -257,12 +307,57 @@ class Testbed:
     def nfv(self, client_id: int) -> Secondary:
         return Secondary(self, "nfv", client_id)
 
+    def _launch_worker(self, proc_name: str, client_id: int, lcores: str, main_lcore: int | None) -> None:
+        eal = {"-l": lcores, "--proc-type": "secondary", "--file-prefix": self.prefix}
+        if main_lcore is not None:
+            eal["--master-lcore"] = str(main_lcore)
+        app: dict[str, Any] = {"--client-id": str(client_id), "-s": f"127.0.0.1:{self.sec_port}"}
+        body = {"proc_name": proc_name, "client_id": client_id, "eal": eal, "app": app}
+        self.ok("PUT", "/v1/primary/launch", body)
+
+    def launch_vf(self, client_id: int, lcores: str = "0,1", main_lcore: int | None = None) -> WorkerClient:
+        """Start an spp_vf through the primary (``PUT /v1/primary/launch``). Its master is the
+        lowest lcore (or ``main_lcore``); the others are worker lcores for components."""
+        self._launch_worker("spp_vf", client_id, lcores, main_lcore)
+        return self.vf(client_id)
+
+    def launch_mirror(
+        self, client_id: int, lcores: str = "0,1", main_lcore: int | None = None
+    ) -> WorkerClient:
+        """Start an spp_mirror through the primary, like :meth:`launch_vf`."""
+        self._launch_worker("spp_mirror", client_id, lcores, main_lcore)
+        return self.mirror(client_id)
+
+    def start_worker(
+        self, kind: str, client_id: int, lcores: str = "0,1", extra: list[str] | None = None
+    ) -> WorkerClient:
+        """Start an spp_vf or spp_mirror (``kind`` "vf" or "mirror") directly, with extra app
+        options (``--burst``), and wait for it to register."""
+        name = f"spp_{kind}-{client_id}"
+        argv = [sys.executable, "-m", f"spp.processes.{kind}", "-l", lcores, "--file-prefix", self.prefix]
+        argv += ["--", "--client-id", str(client_id), "-s", f"127.0.0.1:{self.sec_port}", *(extra or [])]
+        proc = self._spawn(name, argv)
+
+        def registered() -> bool:
+            if proc.poll() is not None:
+                raise TestbedError(f"{name} exited: {self.log(name)[-2000:]}")
+            return {"type": kind, "client-id": client_id} in self.processes()
+
+        wait_for(registered, 15, f"{kind} {client_id} to register")
+        return WorkerClient(self, kind, client_id)
+
+    def vf(self, client_id: int) -> WorkerClient:
+        return WorkerClient(self, "vf", client_id)
+
+    def mirror(self, client_id: int) -> WorkerClient:
+        return WorkerClient(self, "mirror", client_id)
+
     def close(self) -> None:
         """Stop every process (secondaries first), by PID, and remove the shared segment."""
         with contextlib.suppress(httpx.HTTPError):
             for entry in self.processes():
-                if entry["type"] == "nfv":
-                    self.http.delete(f"/v1/nfvs/{entry['client-id']}", timeout=5)
+                if entry["type"] in ("nfv", "vf", "mirror"):
+                    self.http.delete(f"/v1/{entry['type']}s/{entry['client-id']}", timeout=5)
         with contextlib.suppress(httpx.HTTPError):
             self.http.delete("/v1/primary", timeout=5)
         for name in sorted(self.procs, key=lambda n: n == "spp-ctl"):  # spp-ctl last
@@ -304,3 +399,82 @@ class Testbed:
 
     def pids(self) -> dict[str, int]:
         return {name: p.pid for name, p in self.procs.items()}
+
+
+# -- spp_pcap ------------------------------------------------------------------------------------
+
+
+class PcapClient:
+    """REST calls of one spp_pcap (``/v1/pcaps/N``), named like the CLI's ``pcap N; ...``."""
+
+    def __init__(self, bed: Testbed, client_id: int) -> None:
+        self.bed, self.id = bed, client_id
+        self.base = f"/v1/pcaps/{client_id}"
+
+    def status(self) -> dict[str, Any]:
+        return self.bed.ok("GET", self.base).json()
+
+    def start(self) -> None:
+        self.bed.ok("PUT", f"{self.base}/capture", {"action": "start"})
+
+    def stop(self) -> None:
+        self.bed.ok("PUT", f"{self.base}/capture", {"action": "stop"})
+
+    def exit(self) -> None:
+        self.bed.ok("DELETE", self.base)
+
+
+def launch_pcap(
+    bed: Testbed,
+    client_id: int,
+    port: str,
+    out_dir: str | os.PathLike[str],
+    lcores: str = "0,1",
+    fsize: int | None = None,
+) -> PcapClient:
+    """Start spp_pcap the SPP way, ``PUT /v1/primary/launch``; returns once it has registered.
+
+    Only SPP's options pass through spp-ctl's launch (``-c``, ``--out-dir``, ``--fsize``); use
+    :func:`start_pcap` for ``--format`` or ``--filter``.
+    """
+    app: dict[str, Any] = {
+        "--client-id": str(client_id),
+        "-s": f"127.0.0.1:{bed.sec_port}",
+        "-c": port,
+        "--out-dir": str(out_dir),
+    }
+    if fsize is not None:
+        app["--fsize"] = str(fsize)
+    body = {
+        "proc_name": "spp_pcap",
+        "client_id": client_id,
+        "eal": {"-l": lcores, "--proc-type": "secondary", "--file-prefix": bed.prefix},
+        "app": app,
+    }
+    bed.ok("PUT", "/v1/primary/launch", body)
+    return PcapClient(bed, client_id)
+
+
+def start_pcap(
+    bed: Testbed,
+    client_id: int,
+    port: str,
+    out_dir: str | os.PathLike[str],
+    lcores: str = "0,1",
+    extra: list[str] | None = None,
+) -> PcapClient:
+    """Start spp_pcap directly (as a script would), with any of its options, and wait until it
+    has registered with spp-ctl. Its log is ``bed.log("spp_pcap-N")``."""
+    name = f"spp_pcap-{client_id}"
+    argv = [sys.executable, "-m", "spp.processes.pcap", "-l", lcores, "--file-prefix", bed.prefix, "--"]
+    argv += ["--client-id", str(client_id), "-s", f"127.0.0.1:{bed.sec_port}", "-c", port]
+    argv += ["--out-dir", str(out_dir), *(extra or [])]
+    proc = bed._spawn(name, argv)
+
+    def registered() -> bool:
+        if proc.poll() is not None:
+            raise TestbedError(f"spp_pcap {client_id} exited: {bed.log(name)[-2000:]}")
+        return {"type": "pcap", "client-id": client_id} in bed.processes()
+
+    wait_for(registered, 15, f"spp_pcap {client_id} to register")
+    return PcapClient(bed, client_id)
