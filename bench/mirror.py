@@ -1,0 +1,138 @@
+"""Benchmark: spp_mirror, ring:0 -> ring:1 (every packet) and ring:2 (a deep copy), 64-byte frames.
+
+    python bench/mirror.py [--runs 5] [--seconds 3] [--burst 512]
+
+A producer process enqueues 64-byte frames on ring:0; spp_mirror (a real process, started and
+wired through spp-ctl's REST API) sends each to ring:1 and a copy in a new buffer to ring:2; a
+consumer process drains both rings and frees the buffers. Producer and consumer share CPU 0 and
+take turns with ``sched_yield`` (as bench/nfv_ring.py); the mirror runs on lcore 1. The rate is
+the mirror's input rate: originals received on ring:1 per second (as many copies arrive on
+ring:2, so the consumer sees twice that many packets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from spp.engine.pool import BufferPool
+from spp.engine.ports.null import TEMPLATE
+from spp.engine.ring import Ring
+from spp.engine.shm import Segment
+from spp.integrations.testbed import Testbed
+
+
+def cpu_seconds(stat_path: str) -> float:
+    """utime + stime of a process or thread (``/proc/PID/stat`` or ``/proc/PID/task/TID/stat``)."""
+    with open(stat_path) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def producer(prefix: str, stop_at: float, burst: int) -> None:
+    os.sched_setaffinity(0, {0})  # producer and consumer on CPU 0, the mirror on CPU 1
+    seg = Segment.attach(prefix)
+    pool, ring = BufferPool(seg), Ring(seg, 0)
+    pending = np.empty(0, np.uint32)
+    while time.time() < stop_at:
+        if len(pending) == 0:
+            pending = pool.alloc(max(burst, ring.free_count))
+        n = ring.enqueue(pending)
+        pending = pending[n:]
+        os.sched_yield()  # the consumer shares this core: take turns every burst
+    pool.free(pending)
+    pool.close()
+
+
+def consumer(prefix: str, start_at: float, stop_at: float, out: mp.Queue) -> None:
+    os.sched_setaffinity(0, {0})
+    seg = Segment.attach(prefix)
+    pool = BufferPool(seg)
+    originals, copies = Ring(seg, 1), Ring(seg, 2)
+    counted = copied = 0
+    counting = False
+    while True:
+        now = time.time()
+        if now >= stop_at:
+            break
+        if not counting and now >= start_at:
+            counting, counted, copied = True, 0, 0
+        bufs = originals.dequeue(originals.size)
+        counted += len(bufs)
+        pool.free(bufs)
+        bufs = copies.dequeue(copies.size)
+        copied += len(bufs)
+        pool.free(bufs)
+        os.sched_yield()
+    pool.close()
+    out.put((counted / (stop_at - start_at), copied / (stop_at - start_at)))
+
+
+def one_run(prefix: str, seconds: float, burst: int, stat_path: str) -> tuple[float, float, float]:
+    """(originals/s, copies/s, share of a CPU the mirror process used while measured)."""
+    ctx = mp.get_context("spawn")
+    q: mp.Queue = ctx.Queue()
+    t0 = time.time() + 1.0  # spawning takes a moment
+    warmup = 1.0
+    stop_at = t0 + warmup + seconds
+    procs = [
+        ctx.Process(target=producer, args=(prefix, stop_at + 0.2, burst)),
+        ctx.Process(target=consumer, args=(prefix, t0 + warmup, stop_at, q)),
+    ]
+    for p in procs:
+        p.start()
+    time.sleep(max(0.0, t0 + warmup - time.time()))
+    cpu0 = cpu_seconds(stat_path)
+    time.sleep(max(0.0, stop_at - time.time()))
+    cpu = (cpu_seconds(stat_path) - cpu0) / seconds
+    originals, copies = q.get(timeout=seconds + 60)
+    for p in procs:
+        p.join(10)
+    return originals, copies, cpu
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--burst", type=int, default=512, help="the mirror's burst size (spp_mirror's default)")
+    ap.add_argument("--ring-size", type=int, default=4096)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    with Testbed(nb_rings=3, ring_size=args.ring_size) as bed:
+        seg = Segment.attach(bed.prefix)
+        seg.buf_data[:, : len(TEMPLATE)] = TEMPLATE
+        seg.buf_len[:] = len(TEMPLATE)
+        mirror = bed.start_worker("mirror", 1, lcores="0,1", extra=["--burst", str(args.burst)])
+        mirror.start("mir", 1, "mirror")
+        for port, direction in (("ring:0", "rx"), ("ring:1", "tx"), ("ring:2", "tx")):
+            mirror.attach(port, direction, "mir")
+        stat = f"/proc/{bed.pids()['spp_mirror-1']}/stat"
+        runs = [one_run(bed.prefix, args.seconds, args.burst, stat) for _ in range(args.runs)]
+        counters = mirror.component("mir")["counters"]
+        mirror.exit()
+    rates = [r[0] for r in runs]
+    result = {
+        "benchmark": f"mirror ring:0 -> ring:1 + deep copy to ring:2, 64 B, burst {args.burst}, "
+        f"ring size {args.ring_size}",
+        "runs_mpps": [round(r / 1e6, 2) for r in rates],
+        "median_mpps": round(statistics.median(rates) / 1e6, 2),
+        "copies_runs_mpps": [round(r[1] / 1e6, 2) for r in runs],
+        "mirror_cpu": [round(r[2], 2) for r in runs],
+        "mirror_counters": counters,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus, kernel {platform.release()}",
+    }
+    print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
