@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pair in ip:iproute2 tcpdump:tcpdump lz4:lz4 tmux:tmux dot:graphviz ping:iputils-ping; do
+for pair in ip:iproute2 tcpdump:tcpdump tshark:tshark lz4:lz4 tmux:tmux dot:graphviz ping:iputils-ping; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
 done
 if [ "${#need_apt[@]}" -gt 0 ]; then
