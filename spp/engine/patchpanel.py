@@ -147,4 +147,8 @@ class PatchPanel:
         if not self.forwarding:
             self.worker.publish(None)
             return
-        self.worker.publish([Route(self.ports[s], self.ports[d]) for s, d in self.patches.items()])
+        steps = []
+        for s, d in self.patches.items():
+            src, dst = self.ports[s], self.ports[d]
+            steps.append(src.route_to(dst) or Route(src, dst))
+        self.worker.publish(steps)

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from spp.engine.pool import BufferPool
 from spp.engine.portid import PortId
 from spp.engine.shm import RX, RX_DROP, TX, TX_DROP, Segment
+
+if TYPE_CHECKING:
+    from spp.engine.worker import Step
 
 __all__ = ["RX", "RX_DROP", "TX", "TX_DROP", "Port", "PortContext", "PortError"]
 
@@ -58,6 +62,14 @@ class Port(abc.ABC):
     @abc.abstractmethod
     def tx_burst(self, bufs: np.ndarray) -> int:
         """Transmit ``bufs`` in order; return how many were accepted (always a prefix)."""
+
+    def route_to(self, dst: Port) -> Step | None:
+        """A faster step than the generic receive/transmit for packets going to ``dst``, or None.
+
+        Drivers offer one when they can move packets between two of their ports without the pool
+        (phy to phy: straight from the receive ring to the transmit socket).
+        """
+        return None
 
     def fileno(self) -> int | None:
         """A descriptor that becomes readable when rx has packets, if the port has one."""
