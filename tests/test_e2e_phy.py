@@ -129,3 +129,14 @@ def test_nfv_tap_port_is_created_carries_traffic_and_goes_away():
         assert nfv.port_stats()[f"tap:{n}"]["tx"] > 1000
         nfv.delete(f"tap:{n}")
         wait_for(lambda: not iface.exists(), 5, f"vtap{n} to go away")
+
+
+def test_vlan_tagged_and_untagged_frames_cross_phy_to_phy_intact(wired):
+    """The kernel strips VLAN tags into metadata before a packet socket sees them; the phy port
+    puts them back, also on the cut-through path an nfv uses between two phy ports."""
+    _bed, _nfv, a, b = wired
+    frames = [make_frame(i, 64 + i % 200, vlan=(0x8100, 100 + i % 3) if i % 2 else ()) for i in range(600)]
+    with b.capture(len(frames), timeout=20) as cap:
+        a.send(frames)
+        got = cap.frames()
+    assert got == frames
