@@ -14,88 +14,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import platform
 import statistics
 import sys
-import time
 
-import numpy as np
+from harness import run_traffic
 
-from spp.engine.pool import BufferPool
 from spp.engine.ports.null import TEMPLATE
-from spp.engine.ring import Ring
 from spp.engine.shm import Segment
 from spp.integrations.testbed import Testbed
 
 
-def cpu_seconds(stat_path: str) -> float:
-    """utime + stime of a process or thread (``/proc/PID/stat`` or ``/proc/PID/task/TID/stat``)."""
-    with open(stat_path) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def producer(prefix: str, stop_at: float, burst: int) -> None:
-    os.sched_setaffinity(0, {0})  # producer and consumer on CPU 0, the mirror on CPU 1
-    seg = Segment.attach(prefix)
-    pool, ring = BufferPool(seg), Ring(seg, 0)
-    pending = np.empty(0, np.uint32)
-    while time.time() < stop_at:
-        if len(pending) == 0:
-            pending = pool.alloc(max(burst, ring.free_count))
-        n = ring.enqueue(pending)
-        pending = pending[n:]
-        os.sched_yield()  # the consumer shares this core: take turns every burst
-    pool.free(pending)
-    pool.close()
-
-
-def consumer(prefix: str, start_at: float, stop_at: float, out: mp.Queue) -> None:
-    os.sched_setaffinity(0, {0})
-    seg = Segment.attach(prefix)
-    pool = BufferPool(seg)
-    originals, copies = Ring(seg, 1), Ring(seg, 2)
-    counted = copied = 0
-    counting = False
-    while True:
-        now = time.time()
-        if now >= stop_at:
-            break
-        if not counting and now >= start_at:
-            counting, counted, copied = True, 0, 0
-        bufs = originals.dequeue(originals.size)
-        counted += len(bufs)
-        pool.free(bufs)
-        bufs = copies.dequeue(copies.size)
-        copied += len(bufs)
-        pool.free(bufs)
-        os.sched_yield()
-    pool.close()
-    out.put((counted / (stop_at - start_at), copied / (stop_at - start_at)))
-
-
 def one_run(prefix: str, seconds: float, burst: int, stat_path: str) -> tuple[float, float, float]:
     """(originals/s, copies/s, share of a CPU the mirror process used while measured)."""
-    ctx = mp.get_context("spawn")
-    q: mp.Queue = ctx.Queue()
-    t0 = time.time() + 1.0  # spawning takes a moment
-    warmup = 1.0
-    stop_at = t0 + warmup + seconds
-    procs = [
-        ctx.Process(target=producer, args=(prefix, stop_at + 0.2, burst)),
-        ctx.Process(target=consumer, args=(prefix, t0 + warmup, stop_at, q)),
-    ]
-    for p in procs:
-        p.start()
-    time.sleep(max(0.0, t0 + warmup - time.time()))
-    cpu0 = cpu_seconds(stat_path)
-    time.sleep(max(0.0, stop_at - time.time()))
-    cpu = (cpu_seconds(stat_path) - cpu0) / seconds
-    originals, copies = q.get(timeout=seconds + 60)
-    for p in procs:
-        p.join(10)
+    (originals, copies), cpu = run_traffic(prefix, seconds, burst, (1, 2), stat_path)
     return originals, copies, cpu
 
 

@@ -13,76 +13,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import platform
 import statistics
 import sys
-import time
 
-import numpy as np
+from harness import run_traffic
 
-from spp.engine.pool import BufferPool
 from spp.engine.ports.null import TEMPLATE
-from spp.engine.ring import Ring
 from spp.engine.shm import Segment
 from spp.integrations.testbed import Testbed
 
 
-def producer(prefix: str, stop_at: float, burst: int) -> None:
-    os.sched_setaffinity(0, {0})  # producer and consumer on CPU 0, the nfv worker on CPU 1
-    seg = Segment.attach(prefix)
-    pool, ring = BufferPool(seg), Ring(seg, 0)
-    pool.data[:, : len(TEMPLATE)] = TEMPLATE
-    pool.lengths[:] = len(TEMPLATE)
-    pending = np.empty(0, np.uint32)
-    while time.time() < stop_at:
-        if len(pending) == 0:
-            pending = pool.alloc(max(burst, ring.free_count))  # fill the ring in one turn
-        n = ring.enqueue(pending)
-        pending = pending[n:]
-        # The consumer shares this core. Taking turns every burst keeps both rings moving; left
-        # to the scheduler's multi-millisecond slices, ring:1 would overflow while it waits.
-        os.sched_yield()
-    pool.free(pending)
-    pool.close()
-
-
-def consumer(prefix: str, start_at: float, stop_at: float, burst: int, out: mp.Queue) -> None:
-    os.sched_setaffinity(0, {0})
-    seg = Segment.attach(prefix)
-    pool, ring = BufferPool(seg), Ring(seg, 1)
-    counted = 0
-    counting = False
-    while True:
-        now = time.time()
-        if now >= stop_at:
-            break
-        if not counting and now >= start_at:
-            counting, counted = True, 0
-        bufs = ring.dequeue(ring.size)  # empty the ring in one turn
-        counted += len(bufs)
-        pool.free(bufs)
-        os.sched_yield()  # take turns with the producer (see there)
-    pool.close()
-    out.put(counted / (stop_at - start_at))
-
-
 def one_run(bed: Testbed, seconds: float, burst: int) -> float:
-    ctx = mp.get_context("fork")
-    q: mp.Queue = ctx.Queue()
-    t0 = time.time()
-    warmup = 1.0
-    stop_at = t0 + warmup + seconds
-    procs = [
-        ctx.Process(target=producer, args=(bed.prefix, stop_at + 0.2, burst)),
-        ctx.Process(target=consumer, args=(bed.prefix, t0 + warmup, stop_at, burst, q)),
-    ]
-    for p in procs:
-        p.start()
-    rate = q.get(timeout=seconds + 30)
-    for p in procs:
-        p.join(10)
+    (rate,), _ = run_traffic(bed.prefix, seconds, burst, (1,))
     return rate
 
 
@@ -99,6 +43,9 @@ def main() -> int:
         nfv.add("ring:0")
         nfv.add("ring:1")
         nfv.patch("ring:0", "ring:1")
+        seg = Segment.attach(bed.prefix)  # frames in place once: the producer only passes buffers
+        seg.buf_data[:, : len(TEMPLATE)] = TEMPLATE
+        seg.buf_len[:] = len(TEMPLATE)
         nfv.forward()
         rates = [one_run(bed, args.seconds, args.burst) for _ in range(args.runs)]
         stats = nfv.port_stats()
