@@ -94,3 +94,31 @@ def test_bad_commands_are_one_line_errors_and_do_not_disturb_traffic(bed):
         assert r.returncode == 1, (command, r.returncode)
     wait_for(lambda: bed.ring_stats(0)["rx"] > before + 100_000, 10, "traffic to keep flowing")
     assert nfv.status()["status"] == "running"
+
+
+def test_tab_completion_for_a_real_vf(bed, tmp_path):
+    """Completion asks the live process: free lcores, component names, its table's words."""
+    from spp.control.cli.testing import PtyCli
+
+    vf = bed.launch_vf(3)
+    vf.start("cls", 1, "classifier")
+    cli = PtyCli(f"127.0.0.1:{bed.api_port}", tmp_path)
+    try:
+        cli.expect("spp > ")
+        cli.send("vf 3; comp\t")
+        cli.expect("vf 3; component ")
+        cli.send("stop \t")
+        cli.expect("stop cls ")  # the one running component
+        cli.send("\x15")
+        cli.send("vf 3; port add ring:0 r\t")
+        cli.expect("rx ")
+        cli.send("c\t")
+        cli.expect("cls ")
+        cli.send("\n")
+        cli.expect("Succeeded to add port")
+        cli.send("vf 3; classifier_table add m\t")
+        cli.expect("mac ")
+        cli.send("\x15")
+    finally:
+        cli.close()
+    assert vf.component("cls")["rx_port"][0]["port"] == "ring:0"
