@@ -269,3 +269,38 @@ def test_primary_rejects_bad_options(args, message):
     argv = [sys.executable, "-m", "spp.processes.primary", "--file-prefix", "badopts", "--", *args]
     r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     assert r.returncode != 0 and message in r.stderr, r.stderr
+
+
+def test_dpdk_style_eal_options_are_accepted(bed):
+    """A command line written for SPP's C spp_nfv works unchanged (EAL options we do not need
+    are accepted and ignored; the segment is found by --file-prefix alone)."""
+    bed._spawn(
+        "spp_nfv-6",
+        [
+            sys.executable,
+            "-m",
+            "spp.processes.nfv",
+            "-l",
+            "0,1",
+            "-n",
+            "4",
+            "--proc-type",
+            "secondary",
+            "--socket-mem",
+            "512,512",
+            "--huge-dir",
+            "/dev/hugepages",
+            "--base-virtaddr",
+            "0x100000000",
+            "--no-pci",
+            "--file-prefix",
+            bed.prefix,
+            "--",
+            "-n",
+            "6",
+            "-s",
+            f"127.0.0.1:{bed.sec_port}",
+        ],
+    )
+    wait_for(lambda: {"type": "nfv", "client-id": 6} in bed.processes(), 15, "nfv 6 to register")
+    assert bed.nfv(6).status()["lcores"] == [0, 1]

@@ -100,7 +100,6 @@ class Worker(threading.Thread):
         self._generation = 0
         self._running_gen = 0
         self._quit = False
-        self.busy_seconds = 0.0  # time spent in bursts that moved packets (for cpu reporting)
 
     # -- control side --------------------------------------------------------------------------
 

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         host, port = parse_server(args.server, 6666)
         if not 0 < args.client_id < 128:
             raise OptionError(f"client id {args.client_id} out of range 1..127")
-        seg = Segment.attach(eal.file_prefix, eal.huge_dir or "/dev/shm")
+        seg = Segment.attach(eal.file_prefix)
         nfv = Nfv(seg, args.client_id, host, port, eal.lcores, args.vhost_client, args.burst)
     except (OptionError, SegmentError) as e:
         print(f"spp-nfv: error: {e}", file=sys.stderr)

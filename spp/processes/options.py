@@ -61,7 +61,6 @@ class EalOptions:
     file_prefix: str = field(default_factory=lambda: os.environ.get("SPP_FILE_PREFIX", "spp"))
     vdevs: list[str] = field(default_factory=list)
     proc_type: str = "auto"
-    huge_dir: str | None = None
 
 
 def split_eal(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -136,8 +135,6 @@ def parse_eal(args: list[str]) -> EalOptions:
             eal.vdevs.append(value)
         elif name == "--proc-type":
             eal.proc_type = value
-        elif name == "--huge-dir":
-            eal.huge_dir = value
     if eal.main_lcore is not None:
         if eal.main_lcore not in eal.lcores:
             raise OptionError(f"main lcore {eal.main_lcore} is not among the lcores {eal.lcores}")

@@ -649,7 +649,7 @@ def main(argv: list[str] | None = None) -> int:
         eal = parse_eal(eal_args)
         host, port = parse_server(args.server, 6666)
         uid, out_dir, flt = check_options(args)
-        seg = Segment.attach(eal.file_prefix, eal.huge_dir or "/dev/shm")
+        seg = Segment.attach(eal.file_prefix)
         proc = Pcap(
             seg, args.client_id, host, port, eal.lcores, uid, out_dir, args.fsize, args.format, flt,
             args.burst, args.queue or None,

@@ -354,7 +354,7 @@ def run_main(cls: type[WorkerSecondary], prog: str, argv: list[str] | None) -> i
             raise OptionError(f"client id {args.client_id} out of range 1..127")
         if args.burst < 1:
             raise OptionError(f"--burst {args.burst}: must be at least 1")
-        seg = Segment.attach(eal.file_prefix, eal.huge_dir or "/dev/shm")
+        seg = Segment.attach(eal.file_prefix)
         proc = cls(seg, args.client_id, host, port, eal.lcores, args.vhost_client, args.burst)
     except (OptionError, SegmentError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
