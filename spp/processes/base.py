@@ -30,8 +30,11 @@ class SppProcess:
     name = "spp"
     pad_replies = True
 
-    def __init__(self, seg: Segment, host: str, port: int) -> None:
+    def __init__(self, seg: Segment, host: str, port: int, client_id: int, kind: str) -> None:
+        # The shared process table row: refused if a live process holds this id, released at exit.
+        seg.claim_process_slot(client_id, kind)
         self.seg = seg
+        self.client_id = client_id
         self.pool = BufferPool(seg)  # the worker thread's handle (the control thread never allocates)
         self.channel = ControlChannel(
             host, port, self.dispatch, pad=self.pad_replies, name=self.name, still_wanted=self.still_wanted
@@ -53,6 +56,10 @@ class SppProcess:
             self.channel.closing.set()
             return self.exit_reply()
         return self.handle(tokens)
+
+    def mark_registered(self) -> None:
+        """spp-ctl asked ``_get_client_id``: the primary's ``launch`` waits for this."""
+        self.seg.mark_registered(self.client_id)
 
     def exit_reply(self) -> Any:
         return {"result": "succeeded", "command": "exit"}
@@ -76,3 +83,4 @@ class SppProcess:
     def shutdown(self) -> None:
         """Stop forwarding, release ports and buffers. Subclasses extend it."""
         self.pool.close()
+        self.seg.release_process_slot(self.client_id)

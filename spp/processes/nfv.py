@@ -39,11 +39,9 @@ class Nfv(SppProcess):
         vhost_client: bool = False,
         burst: int = DEFAULT_BURST,
     ) -> None:
-        super().__init__(seg, host, port)
-        self.client_id = client_id
+        super().__init__(seg, host, port, client_id, "nfv")
         self.lcores = lcores
         self.name = f"spp_nfv:{client_id}"
-        seg.claim_process_slot(client_id, "nfv")
         worker_lcore = lcores[1] if len(lcores) > 1 else None
         self.worker = Worker(self.pool, name=f"nfv{client_id}-fwd", burst=burst, lcore=worker_lcore)
         ctx = PortContext(seg=seg, pool=self.pool, client_id=client_id, vhost_client=vhost_client)
@@ -55,7 +53,7 @@ class Nfv(SppProcess):
     def handle(self, tokens: list[str]) -> Reply | str:
         cmd = tokens[0]
         if cmd == "_get_client_id":
-            self.seg.mark_registered(self.client_id)
+            self.mark_registered()
             return {"results": [{"result": "success"}], "client_id": self.client_id, "process_type": "nfv"}
         if cmd == "_set_client_id":
             return failed(cmd, "the client id is fixed at start (-n)")
@@ -79,7 +77,6 @@ class Nfv(SppProcess):
     def shutdown(self) -> None:
         self.panel.close()
         self.worker.stop()
-        self.seg.release_process_slot(self.client_id)
         super().shutdown()
 
 

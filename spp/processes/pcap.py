@@ -391,8 +391,7 @@ class Pcap(SppProcess):
             raise OptionError(
                 f"spp_pcap needs at least two lcores (-l MASTER,RECEIVER[,WRITER...]), got {lcores}"
             )
-        super().__init__(seg, host, port)
-        self.client_id = client_id
+        super().__init__(seg, host, port, client_id, "pcap")
         self.lcores = lcores
         self.name = f"spp_pcap:{client_id}"
         self.port_uid = capture
@@ -402,7 +401,6 @@ class Pcap(SppProcess):
         self.format = FORMATS[fmt]
         self.filter = capture_filter
         self.running = False
-        seg.claim_process_slot(client_id, "pcap")
         try:
             ctx = PortContext(seg=seg, pool=self.pool, client_id=client_id)
             self.port = open_port(capture, ctx)
@@ -445,7 +443,7 @@ class Pcap(SppProcess):
     def handle(self, tokens: list[str]) -> str:
         cmd = tokens[0]
         if cmd == "_get_client_id":
-            self.seg.mark_registered(self.client_id)
+            self.mark_registered()
             return spaced_json(client_id_reply(self.client_id, "pcap"))
         if cmd == "status":
             return spaced_json(success(info=self.status()))
@@ -575,7 +573,6 @@ class Pcap(SppProcess):
             w.pool.close()
         self.worker.stop()
         self.port.close()
-        self.seg.release_process_slot(self.client_id)
         super().shutdown()
 
 

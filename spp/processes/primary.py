@@ -49,10 +49,9 @@ class Primary(SppProcess):
         launcher: Launcher,
         burst: int = DEFAULT_BURST,
     ) -> None:
-        super().__init__(seg, host, port)
+        super().__init__(seg, host, port, 0, "primary")
         self.lcores = lcores
         self.launcher = launcher
-        seg.claim_process_slot(0, "primary")
         self.nb_phys = len(seg.spec.phys)
         self._phy_base = np.zeros((self.nb_phys, 4), np.uint64)
         self._ring_base = np.zeros((seg.spec.nb_rings, 4), np.uint64)
@@ -190,7 +189,6 @@ class Primary(SppProcess):
             if phy.set_promisc:
                 with contextlib.suppress(OSError):  # the interface may be gone already
                     linux.set_promiscuous(phy.iface, False)
-        self.seg.release_process_slot(0)
         super().shutdown()
         self.seg.unlink()
 

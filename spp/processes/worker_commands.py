@@ -261,9 +261,7 @@ class WorkerSecondary(SppProcess):
         burst: int = WORKER_BURST,
     ) -> None:
         self.name = f"spp_{self.process_type}:{client_id}"
-        super().__init__(seg, host, port)
-        self.client_id = client_id
-        seg.claim_process_slot(client_id, self.process_type)
+        super().__init__(seg, host, port, client_id, self.process_type)
         if len(lcores) < 2:
             log.warning("%s: one lcore (%s): no worker lcore to run components on", self.name, lcores)
         self.manager = ComponentManager(
@@ -293,7 +291,7 @@ class WorkerSecondary(SppProcess):
         try:
             match cmd:
                 case Simple("_get_client_id"):
-                    self.seg.mark_registered(self.client_id)
+                    self.mark_registered()
                     return client_id_reply(self.client_id, self.process_type)
                 case Simple("status"):
                     return success(info={"client-id": self.client_id, **m.status(self.has_table)})
@@ -321,7 +319,6 @@ class WorkerSecondary(SppProcess):
 
     def shutdown(self) -> None:
         self.manager.close()
-        self.seg.release_process_slot(self.client_id)
         super().shutdown()
 
 
