@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from spp.engine.pool import BufferPool
+from spp.engine.ports.null import TEMPLATE
 from spp.engine.ring import Ring
 from spp.engine.shm import Segment
 
@@ -27,6 +28,14 @@ def cpu_seconds(stat_path: str) -> float:
     with open(stat_path) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def preload_frames(prefix: str) -> None:
+    """Put a 64-byte frame in every pool buffer once, so the producer only has to pass buffers."""
+    seg = Segment.attach(prefix)
+    seg.buf_data[:, : len(TEMPLATE)] = TEMPLATE
+    seg.buf_len[:] = len(TEMPLATE)
+    seg.close()
 
 
 def producer(prefix: str, stop_at: float, burst: int) -> None:

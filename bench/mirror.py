@@ -19,10 +19,8 @@ import platform
 import statistics
 import sys
 
-from harness import run_traffic
+from harness import preload_frames, run_traffic
 
-from spp.engine.ports.null import TEMPLATE
-from spp.engine.shm import Segment
 from spp.integrations.testbed import Testbed
 
 
@@ -41,9 +39,7 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     with Testbed(nb_rings=3, ring_size=args.ring_size) as bed:
-        seg = Segment.attach(bed.prefix)
-        seg.buf_data[:, : len(TEMPLATE)] = TEMPLATE
-        seg.buf_len[:] = len(TEMPLATE)
+        preload_frames(bed.prefix)
         mirror = bed.start_worker("mirror", 1, lcores="0,1", extra=["--burst", str(args.burst)])
         mirror.start("mir", 1, "mirror")
         for port, direction in (("ring:0", "rx"), ("ring:1", "tx"), ("ring:2", "tx")):

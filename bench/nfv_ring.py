@@ -18,10 +18,8 @@ import platform
 import statistics
 import sys
 
-from harness import run_traffic
+from harness import preload_frames, run_traffic
 
-from spp.engine.ports.null import TEMPLATE
-from spp.engine.shm import Segment
 from spp.integrations.testbed import Testbed
 
 
@@ -43,9 +41,7 @@ def main() -> int:
         nfv.add("ring:0")
         nfv.add("ring:1")
         nfv.patch("ring:0", "ring:1")
-        seg = Segment.attach(bed.prefix)  # frames in place once: the producer only passes buffers
-        seg.buf_data[:, : len(TEMPLATE)] = TEMPLATE
-        seg.buf_len[:] = len(TEMPLATE)
+        preload_frames(bed.prefix)
         nfv.forward()
         rates = [one_run(bed, args.seconds, args.burst) for _ in range(args.runs)]
         stats = nfv.port_stats()
