@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from spp.control.cli.testing import FakeCtl, cli_env, run_cli
+from tests.cli_doubles import FakeCtl, cli_env, run_cli
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 

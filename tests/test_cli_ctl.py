@@ -1,6 +1,6 @@
 """The real ``spp`` CLI against the real spp-ctl, with fake SPP processes on its wire ports.
 
-The fake processes (``spp.control.ctl.testing.FakeProcess``) answer like SPP's C processes
+The fake processes (``tests.ctl_doubles.FakeProcess``) answer like SPP's C processes
 (32 KiB NUL-padded JSON for primary/nfv, worker-style JSON for vf/mirror/pcap) and record every
 command they receive, so each test checks both what the CLI printed and the exact command string
 that reached the process.
@@ -15,9 +15,8 @@ from typing import Any
 
 import pytest
 
-from spp.control.cli.testing import run_cli
-
-testing = pytest.importorskip("spp.control.ctl.testing")
+from tests import ctl_doubles as testing
+from tests.cli_doubles import run_cli
 
 
 class Stack:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from spp.control.cli.testing import FakeCtl, PtyCli
+from tests.cli_doubles import FakeCtl, PtyCli
 
 BANNER = "Welcome to the SPP CLI. Type `help` or `?` to list commands."
 PROMPT = "spp > "

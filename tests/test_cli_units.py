@@ -17,8 +17,8 @@ from spp.control.cli.commands.primary import (
 from spp.control.cli.commands.workers import format_mirror_status, format_pcap_status, format_vf_status
 from spp.control.cli.common import CliError, clean_cmd, join_nq, split_sec_cmd
 from spp.control.cli.config import CliConfig, ConfigError
-from spp.control.cli.testing import MIRROR_STATUS, PCAP_STATUS, VF_STATUS
 from spp.control.cli.topo import Topology, _nfv_view, _worker_view, draw_chain, draw_fan
+from tests.cli_doubles import MIRROR_STATUS, PCAP_STATUS, VF_STATUS
 
 
 def _w(text: str) -> list[str]:

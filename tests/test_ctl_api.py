@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from spp.control.ctl.testing import CtlServer, FakeProcess
+from tests.ctl_doubles import CtlServer, FakeProcess
 
 _ids = itertools.count(1)
 

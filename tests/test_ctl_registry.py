@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from spp.control.ctl.main import parse_args
-from spp.control.ctl.testing import ROOT, CtlServer, FakeProcess
+from tests.ctl_doubles import ROOT, CtlServer, FakeProcess
 
 
 @pytest.fixture

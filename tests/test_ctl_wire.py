@@ -9,9 +9,9 @@ import pytest
 
 from spp.control.ctl import cpu, launch, validate
 from spp.control.ctl.errors import ApiError
-from spp.control.ctl.testing import worker_json
 from spp.control.ctl.webapi import check_reply, not_found_message
 from spp.control.ctl.wire import MSG_SIZE, ReplyFramer, parse_client_id_reply
+from tests.ctl_doubles import worker_json
 
 # -- framing ------------------------------------------------------------------------------------
 

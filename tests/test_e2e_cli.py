@@ -98,7 +98,7 @@ def test_bad_commands_are_one_line_errors_and_do_not_disturb_traffic(bed):
 
 def test_tab_completion_for_a_real_vf(bed, tmp_path):
     """Completion asks the live process: free lcores, component names, its table's words."""
-    from spp.control.cli.testing import PtyCli
+    from tests.cli_doubles import PtyCli
 
     vf = bed.launch_vf(3)
     vf.start("cls", 1, "classifier")

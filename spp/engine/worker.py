@@ -27,26 +27,15 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from spp.engine.pool import BufferPool
-from spp.engine.ports.base import RX, TX, TX_DROP, Port
+from spp.engine.ports.base import RX, TX, TX_DROP, Port, Step
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BURST = 256
 SPIN_SECONDS = 0.002
 MIN_IDLE = 0.0001
-
-
-class Step(Protocol):
-    """One unit of a worker's plan. ``run`` must finish each burst it receives (transmit or free
-    every buffer) so that no packet is held across a plan change."""
-
-    @property
-    def inputs(self) -> tuple[Port, ...]: ...
-
-    def run(self, burst: int) -> int: ...
 
 
 @dataclass(frozen=True)

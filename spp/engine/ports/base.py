@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
@@ -19,10 +19,7 @@ from spp.engine.pool import BufferPool
 from spp.engine.portid import PortId
 from spp.engine.shm import RX, RX_DROP, TX, TX_DROP, Segment
 
-if TYPE_CHECKING:
-    from spp.engine.worker import Step
-
-__all__ = ["RX", "RX_DROP", "TX", "TX_DROP", "Port", "PortContext", "PortError"]
+__all__ = ["RX", "RX_DROP", "TX", "TX_DROP", "Port", "PortContext", "PortError", "Step"]
 
 
 class PortError(Exception):
@@ -80,3 +77,17 @@ class Port(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.uid}>"
+
+
+class Step(Protocol):
+    """One unit of a worker's plan (:mod:`spp.engine.worker`). ``run`` must finish each burst it
+    receives (transmit or free every buffer) so that no packet is held across a plan change.
+
+    It lives here, beside :class:`Port`, because both the worker and the drivers (``route_to``)
+    use it, and the drivers must not depend on the worker.
+    """
+
+    @property
+    def inputs(self) -> tuple[Port, ...]: ...
+
+    def run(self, burst: int) -> int: ...

@@ -33,18 +33,14 @@ import socket
 import struct
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from spp.engine import linux
 from spp.engine.linux import ETH_HLEN, ETH_P_8021Q, VLAN_HLEN, SendBatch
 from spp.engine.portid import PortId
-from spp.engine.ports.base import RX, RX_DROP, TX, TX_DROP, Port, PortContext, PortError
+from spp.engine.ports.base import RX, RX_DROP, TX, TX_DROP, Port, PortContext, PortError, Step
 from spp.engine.shm import MAX_PHYS
-
-if TYPE_CHECKING:
-    from spp.engine.worker import Step
 
 # <linux/if_packet.h>
 SOL_PACKET = 263

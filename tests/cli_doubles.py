@@ -28,7 +28,7 @@ from aiohttp import web
 
 __all__ = ["ROOT", "FakeCtl", "PtyCli", "cli_env", "default_routes", "run_cli"]
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[1]
 """Repository root (holds the ``spp`` package), put on PYTHONPATH of the CLI subprocess."""
 
 PRIMARY_STATUS: dict[str, Any] = {

@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 
 MSG_SIZE = 32768
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[1]
 """Repository root (holds the ``spp`` package), put on PYTHONPATH of the spp-ctl subprocess."""
 
 PADDED_KINDS = ("primary", "nfv")
