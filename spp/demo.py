@@ -17,7 +17,9 @@ import shutil
 import subprocess
 import sys
 import time
+from typing import Any
 
+from spp.console import quiet_broken_pipe, silence_stdout
 from spp.integrations.netns import VethHost
 from spp.integrations.testbed import Testbed, TestbedError
 
@@ -26,7 +28,11 @@ HOST_B = VethHost(ns="spp-demo-b", outer="spp-demo-b0", inner="spp-demo-b1", add
 
 
 def say(text: str = "") -> None:
-    print(text, flush=True)
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        silence_stdout()  # the teardown that follows must not fail on its own messages
+        raise
 
 
 def step(title: str) -> None:
@@ -49,6 +55,12 @@ def show_ring_traffic(bed: Testbed, seconds: int) -> float:
     return sorted(rates)[len(rates) // 2]
 
 
+def describe_processes(procs: list[dict[str, Any]]) -> str:
+    """``primary, nfv 1, nfv 2`` rather than the JSON of ``GET /v1/processes``."""
+    names = [p["type"] if "client-id" not in p else f"{p['type']} {p['client-id']}" for p in procs]
+    return ", ".join(names) or "none"
+
+
 def run_cli(bed: Testbed, *commands: str) -> None:
     argv = [sys.executable, "-m", "spp.control.cli.main", "-b", f"127.0.0.1:{bed.api_port}"]
     for c in commands:
@@ -59,6 +71,7 @@ def run_cli(bed: Testbed, *commands: str) -> None:
         say("  " + line)
 
 
+@quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="spp-demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--api-port", type=int, default=7777, help="spp-ctl REST port (default %(default)s)")
@@ -84,12 +97,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"  spp-ctl REST API on http://127.0.0.1:{bed.api_port}/v1 (wire ports {bed.pri_port}, "
                 f"{bed.sec_port})"
             )
-            say(f"  spp-primary: 4 rings, phy ports {[h.outer for h in hosts] or 'none'}")
+            phys = ", ".join(f"phy:{i} = {h.outer}" for i, h in enumerate(hosts)) or "none"
+            say(f"  spp-primary: 4 rings; phy ports: {phys}")
             t0 = time.monotonic()
             nfv1 = bed.launch_nfv(1, lcores="0,1")
             nfv2 = bed.launch_nfv(2, lcores="0,1", main_lcore=1)  # worker on the other core
             say(f"  launched nfv 1 and nfv 2 through PUT /v1/primary/launch in {time.monotonic() - t0:.2f} s")
-            say(f"  processes: {bed.processes()}")
+            say(f"  processes: {describe_processes(bed.processes())}")
 
             step("nullpmd:0 -> ring:0 (nfv 1) -> ring:0 -> nullpmd:1 (nfv 2)")
             nfv1.add("nullpmd:0")

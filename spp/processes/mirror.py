@@ -1,4 +1,4 @@
-"""spp_mirror: duplicate a stream, for monitoring (TaaS) or recording (spec §5).
+"""spp_mirror: duplicate a stream, for monitoring (TaaS) or recording.
 
 ``spp-mirror [EAL] -- --client-id ID -s HOST:PORT [--vhost-client]``
 

@@ -1,4 +1,4 @@
-"""spp_vf: a pseudo SR-IOV switch of components wired at run time (spec §4).
+"""spp_vf: a pseudo SR-IOV switch of components wired at run time.
 
 ``spp-vf [EAL] -- --client-id ID -s HOST:PORT [--vhost-client]``
 

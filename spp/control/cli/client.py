@@ -8,6 +8,7 @@ single line to print, so commands only deal with the happy path.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import httpx
@@ -74,6 +75,9 @@ def parse_server_addr(text: str, default_port: int = DEFAULT_PORT) -> tuple[str,
     return host, port
 
 
+_WIRE_QUEUE = re.compile(r"\b([a-z]+:\d+)nq(\d+)\b")
+
+
 def _error_message(res: httpx.Response) -> str:
     """The server's reason as one line: plain text body, or ``message``/``error`` of a JSON body."""
     text = res.text.strip()
@@ -88,6 +92,8 @@ def _error_message(res: httpx.Response) -> str:
                     text = obj[key]
                     break
     text = " ".join(text.split())
+    # Processes and spp-ctl speak the wire form ``phy:0nq1``; people type and read ``phy:0 nq 1``.
+    text = _WIRE_QUEUE.sub(r"\1 nq \2", text)
     if not text:
         text = f"HTTP {res.status_code} {res.reason_phrase}".strip()
     return text

@@ -10,8 +10,11 @@ import re
 from spp.engine.portid import PORT_TYPES
 
 __all__ = [
+    "NFV_ADD_TYPES",
     "PORT_TYPES",
+    "PRI_ADD_TYPES",
     "SEC_TYPES",
+    "WORKER_PORT_TYPES",
     "CliError",
     "clean_cmd",
     "is_comment_line",
@@ -21,6 +24,13 @@ __all__ = [
 
 #: Secondary process types, in the order SPP lists them everywhere (status, bye, topo).
 SEC_TYPES: tuple[str, ...] = ("nfv", "vf", "mirror", "pcap")
+
+#: Ports ``nfv N; add`` can open (phy ports are there from the start; memif has no driver here).
+NFV_ADD_TYPES: tuple[str, ...] = ("ring", "vhost", "pcap", "nullpmd", "tap")
+#: ``pri; add`` takes the same, plus ``pipe:N ring:A ring:B``.
+PRI_ADD_TYPES: tuple[str, ...] = (*NFV_ADD_TYPES, "pipe")
+#: Ports the components of spp_vf and spp_mirror attach (``phy:0 nq 1`` for a queue).
+WORKER_PORT_TYPES: tuple[str, ...] = ("phy", "ring", "vhost")
 
 
 class CliError(Exception):
@@ -75,6 +85,8 @@ def join_nq(tokens: list[str]) -> tuple[list[str], list[str]]:
             q = tokens[i + 2]
             if not q.isdigit():
                 raise CliError(f"Invalid queue number '{q}' for '{tok}'.")
+            if not tok.startswith("phy:"):
+                raise CliError(f"Only phy ports have queues: '{tok} nq {q}' is not a port.")
             wire.append(f"{tok}nq{q}")
             shown.append(f"{tok} nq {q}")
             i += 3

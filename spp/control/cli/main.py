@@ -14,6 +14,8 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 
+from spp.console import quiet_broken_pipe
+
 from .client import DEFAULT_TIMEOUT, CtlError, SppCtlClient, parse_server_addr
 from .config import CliConfig, ConfigError
 from .session import Session
@@ -105,6 +107,7 @@ def _stdin_lines() -> Iterator[str]:
     yield from sys.stdin
 
 
+@quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -105,6 +105,8 @@ class Shell(cmd.Cmd):
             self.fail(str(e))
         except KeyboardInterrupt:
             self.fail("Interrupted.")
+        except BrokenPipeError:
+            raise  # the reader of our output is gone: main() ends quietly
         except Exception as e:
             log.debug("internal error", exc_info=True)
             if self.debug:
@@ -296,7 +298,8 @@ class Shell(cmd.Cmd):
         """Send a command to spp_primary: pri; SUB"""
         line = clean_cmd(arg)
         if not line.startswith(";"):
-            raise CliError(f"Required ';' after 'pri', e.g. 'pri; status' (got 'pri {line}').")
+            got = f"pri {line}".strip()
+            raise CliError(f"Required ';' after 'pri', e.g. 'pri; status' (got '{got}').")
         self.primary.run(line[1:])
 
     @_safe
@@ -472,6 +475,8 @@ class Shell(cmd.Cmd):
         """Run the N-th command of the history again: redo N"""
         n = arg.strip()
         entries = self.history.entries()
+        if not entries:
+            raise CliError("The history is empty: there is nothing to redo.")
         if not n.isdigit() or not 1 <= int(n) <= len(entries):
             raise CliError(f"Usage: redo N, with N from 1 to {len(entries)} (see 'history').")
         line = entries[int(n) - 1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..client import CtlError, SppCtlClient
-from ..common import PORT_TYPES, CliError
+from ..common import NFV_ADD_TYPES, CliError
 from ..completion import matching, sub_tokens
 from .primary import patch
 
@@ -137,7 +137,7 @@ class Nfv:
             return matching(NFV_CMDS, text)
         cmd, args = words[0], words[1:]
         if cmd == "add" and not args:
-            return matching([t + ":" for t in PORT_TYPES if t not in ("phy", "pipe", "tap")], text)
+            return matching([t + ":" for t in NFV_ADD_TYPES], text)
         if cmd not in ("del", "patch"):
             return []
         try:

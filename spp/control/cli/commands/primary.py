@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from ..client import LAUNCH_TIMEOUT, CtlError, SppCtlClient
-from ..common import PORT_TYPES, SEC_TYPES, CliError, join_nq
+from ..common import PRI_ADD_TYPES, SEC_TYPES, CliError, join_nq
 from ..completion import matching, sub_tokens
 from ..session import Session
 from . import flow
@@ -330,7 +330,7 @@ class Primary:
         if cmd == "launch":
             return self._compl_launch(args, text)
         if cmd == "add" and not args:
-            return matching([t + ":" for t in PORT_TYPES if t != "phy"], text)
+            return matching([t + ":" for t in PRI_ADD_TYPES], text)
         if cmd in ("del", "patch"):
             fwd = self._forwarder()
             ports = list(fwd.get("ports") or [])

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..client import CtlError, SppCtlClient
-from ..common import CliError, join_nq
+from ..common import WORKER_PORT_TYPES, CliError, join_nq
 from ..completion import matching, sub_tokens
 
 __all__ = [
@@ -179,6 +179,12 @@ class _Worker:
         elif params[:1] == ["stop"]:
             if len(params) != 2:
                 raise CliError("Usage: component stop NAME")
+            names = [c["name"] for c in self.status().get("components") or [] if "name" in c]
+            if params[1] not in names:
+                running = ", ".join(names) or "none"
+                raise CliError(
+                    f"No component '{params[1]}' in {self.kind} {self.sec_id} (components: {running})."
+                )
             self.client.delete(f"{self.path}/components/{params[1]}")
             print(f"Succeeded to delete component '{params[1]}'")
         else:
@@ -237,22 +243,42 @@ class _Worker:
             if args[0] == "start" and len(args) == 3:
                 return matching(self.component_types, text)
         if cmd == "port":
-            if not args:
-                return matching(["add", "del"], text)
-            n = len(args) - (2 if "nq" in args else 0)
-            if n == 1:
-                return matching(["phy:", "ring:", "vhost:"], text)
-            if n == 2:
-                return matching(["rx", "tx"], text)
-            if n == 3:
-                st = self._status_quiet()
-                return matching([c["name"] for c in st.get("components") or [] if "name" in c], text)
-            if n == 4 and self.with_vlan:
-                return matching(["add_vlantag", "del_vlantag"], text)
+            return self._complete_port(args, text)
         return self.complete_other(cmd, args, text)
 
     def complete_other(self, cmd: str, args: list[str], text: str) -> list[str]:
         return []
+
+    def _complete_port(self, args: list[str], text: str) -> list[str]:
+        """``port add|del PORT [nq Q] rx|tx NAME [add_vlantag VID PCP | del_vlantag]``."""
+        if not args:
+            return matching(["add", "del"], text)
+        action, rest = args[0], args[1:]
+        if not rest:
+            if action == "del":
+                return matching([*self._attached_ports(), *(t + ":" for t in WORKER_PORT_TYPES)], text)
+            return matching([t + ":" for t in WORKER_PORT_TYPES], text)
+        queued = rest[1:2] == ["nq"]
+        if queued:
+            if len(rest) == 2:
+                return []  # the queue number: nothing sensible to offer
+            rest = [rest[0], *rest[3:]]
+        if len(rest) == 1:
+            queue = ["nq"] if rest[0].startswith("phy:") and not queued else []
+            return matching(["rx", "tx", *queue], text)
+        if len(rest) == 2:
+            st = self._status_quiet()
+            return matching([c["name"] for c in st.get("components") or [] if "name" in c], text)
+        if len(rest) == 3 and self.with_vlan and action == "add":
+            return matching(["add_vlantag", "del_vlantag"], text)
+        return []
+
+    def _attached_ports(self) -> list[str]:
+        ports = []
+        for comp in self._status_quiet().get("components") or []:
+            for d in ("rx_port", "tx_port"):
+                ports += [str(p.get("port")) for p in comp.get(d) or [] if " nq " not in str(p.get("port"))]
+        return ports
 
     def _status_quiet(self) -> dict[str, Any]:
         try:
@@ -313,7 +339,7 @@ class Vf(_Worker):
         if n == 2:
             return matching(["default"], text)
         if n == 3:
-            return matching(["phy:", "ring:", "vhost:"], text)
+            return matching([t + ":" for t in WORKER_PORT_TYPES], text)
         return []
 
 
