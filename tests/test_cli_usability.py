@@ -140,7 +140,7 @@ def test_completion_offers_every_port_type_each_process_opens(shell: Shell) -> N
 
 
 def test_tap_completes_on_a_terminal(bed: Testbed, tmp_path: Path) -> None:
-    from spp.control.cli.testing import PtyCli
+    from tests.cli_doubles import PtyCli
 
     cli = PtyCli(f"127.0.0.1:{bed.api_port}", tmp_path)
     try:
