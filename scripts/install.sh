@@ -8,6 +8,8 @@ need_apt=()
 for pair in ip:iproute2 tcpdump:tcpdump tshark:tshark lz4:lz4 tmux:tmux dot:graphviz ping:iputils-ping; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
 done
+# libatomic: the full barrier of ring doorbells (spp/engine/doorbell.py), loaded with ctypes.
+ldconfig -p 2>/dev/null | grep -q 'libatomic\.so\.1 ' || need_apt+=(libatomic1)
 if [ "${#need_apt[@]}" -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then
         echo "install.sh: apt-get install ${need_apt[*]}"

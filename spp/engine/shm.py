@@ -11,7 +11,8 @@ arguments beyond the file prefix)::
     buf_len     uint16 per buffer: data length (mbuf data_len)
     buf_ts      uint64 per buffer: receive time stamp, ns since the epoch
     buf_data    nb_bufs x buf_size bytes
-    rings       per ring: head (byte 0) and tail (byte 64) on their own cache lines, then uint32 slots
+    rings       per ring: head (byte 0), tail (byte 64), doorbell (byte 128) on their own cache
+                lines, then uint32 slots
     phy_stats   uint64 [MAX_PROCS][MAX_PHYS][4]  rx, rx_drop, tx, tx_drop
     ring_stats  uint64 [MAX_PROCS][nb_rings][4]
     procs       uint64 [MAX_PROCS][4]            pid, kind, state, heartbeat
@@ -36,7 +37,7 @@ MAGIC = b"SPPPYSEG1\0\0\0\0\0\0\0"
 HEADER_SIZE = 64 * 1024
 MAX_PROCS = 128  # client ids 1..127; row 0 is the primary
 MAX_PHYS = 32  # RTE_MAX_ETHPORTS
-RING_CTL = 128  # head and tail, each on its own cache line
+RING_CTL = 192  # head, tail and the doorbell (spp.engine.doorbell), each on its own cache line
 PAGE = 4096
 
 # Counter columns, as SPP's struct stats.

@@ -12,9 +12,12 @@ within one pass, so at a plan boundary no packet is held anywhere: re-patching u
 loses nothing that was not counted as a drop.
 
 Idle behaviour: a worker that moved nothing spins briefly (traffic often resumes within
-microseconds), then sleeps in ``poll()`` on its ports' file descriptors and a wake-up eventfd,
-with a timeout that backs off to ``max_idle`` when some port (a ring) has no descriptor. A stopped
-worker or one with an empty plan blocks on the eventfd alone and uses no CPU.
+microseconds), then sleeps in ``poll()`` on its ports' descriptors and its wake-up eventfd. Every
+input port is asked first (:meth:`Port.prepare_sleep`): a ring announces the sleep in its doorbell
+so that its producer writes our eventfd (:mod:`spp.engine.doorbell`), a phy port switches to
+per-frame readiness; only ports that cannot wake us at all (a null source, a pcap file) make the
+sleep a timer that backs off to ``max_idle``. A stopped worker or one with an empty plan blocks
+on the eventfd alone. Either way an idle worker uses no CPU to speak of.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from spp.engine import doorbell
 from spp.engine.pool import BufferPool
-from spp.engine.ports.base import RX, TX, TX_DROP, Port, Step
+from spp.engine.ports.base import PENDING, POLL, RX, TX, TX_DROP, Port, Step
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +80,19 @@ class Worker(threading.Thread):
         burst: int = DEFAULT_BURST,
         lcore: int | None = None,
         max_idle: float = 0.001,
+        backstop: float | None = 1.0,
     ) -> None:
+        """``backstop``: the longest sleep even when every port promised to wake us (None: no
+        limit), a safety net only: nothing relies on it."""
         super().__init__(name=name, daemon=True)
         self.pool = pool
         self.burst = burst
         self.lcore = lcore
         self.max_idle = max_idle
+        self.backstop = backstop
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        #: how ring producers find our eventfd (see spp.engine.doorbell)
+        self.waiter = doorbell.new_waiter(self._wake_fd)
         self._lock = threading.Lock()
         self._adopted = threading.Condition(self._lock)
         self._pending: tuple[int, tuple[Step, ...] | None] = (0, None)
@@ -127,7 +137,7 @@ class Worker(threading.Thread):
         poller = select.poll()
         poller.register(self._wake_fd, select.POLLIN)
         polled_fds: set[int] = set()
-        timer_needed = False
+        inputs: list[Port] = []
         idle_since = 0.0
         idle_sleep = MIN_IDLE
         burst = self.burst
@@ -136,13 +146,12 @@ class Worker(threading.Thread):
             gen, pending = self._pending
             if gen != gen_seen:
                 steps, gen_seen = pending, gen
-                inputs = [port for step in steps or () for port in step.inputs]
+                inputs = list({id(p): p for step in steps or () for p in step.inputs}.values())
                 for fd in polled_fds:
                     poller.unregister(fd)
-                polled_fds = {fd for port in inputs if (fd := port.fileno()) is not None}
+                polled_fds = {fd for port in inputs for fd in port.wait_fds()}
                 for fd in polled_fds:
                     poller.register(fd, select.POLLIN)
-                timer_needed = any(port.needs_polling for port in inputs)
                 with self._adopted:
                     self._running_gen = gen
                     self._adopted.notify_all()
@@ -180,11 +189,18 @@ class Worker(threading.Thread):
                 # machine with fewer cores than workers, the packets we wait for come from it.
                 os.sched_yield()
             else:
-                if timer_needed:
-                    self._sleep(poller, idle_sleep)
-                    idle_sleep = min(idle_sleep * 2, self.max_idle)
-                else:
-                    self._sleep(poller, 0.1)
+                answers = [port.prepare_sleep(self.waiter) for port in inputs]
+                try:
+                    if PENDING in answers:
+                        continue
+                    if POLL in answers:
+                        self._sleep(poller, idle_sleep)
+                        idle_sleep = min(idle_sleep * 2, self.max_idle)
+                    else:
+                        self._sleep(poller, self.backstop)
+                finally:
+                    for port in inputs:
+                        port.end_sleep()
         with self._adopted:
             self._running_gen = self._generation
             self._adopted.notify_all()

@@ -19,7 +19,24 @@ from spp.engine.pool import BufferPool
 from spp.engine.portid import PortId
 from spp.engine.shm import RX, RX_DROP, TX, TX_DROP, Segment
 
-__all__ = ["RX", "RX_DROP", "TX", "TX_DROP", "Port", "PortContext", "PortError", "Step"]
+__all__ = [
+    "PENDING",
+    "POLL",
+    "RX",
+    "RX_DROP",
+    "TX",
+    "TX_DROP",
+    "WAKES",
+    "Port",
+    "PortContext",
+    "PortError",
+    "Step",
+]
+
+# What a port answers when its worker is about to sleep (:meth:`Port.prepare_sleep`).
+WAKES = 0  # it will make the worker's poll() return when packets arrive
+PENDING = 1  # packets are already waiting: do not sleep
+POLL = 2  # it cannot wake the worker: sleep on a short timer
 
 
 class PortError(Exception):
@@ -71,6 +88,20 @@ class Port(abc.ABC):
     def fileno(self) -> int | None:
         """A descriptor that becomes readable when rx has packets, if the port has one."""
         return None
+
+    def wait_fds(self) -> tuple[int, ...]:
+        """The descriptors the worker polls while it sleeps (readable: come and receive)."""
+        fd = self.fileno()
+        return () if fd is None else (fd,)
+
+    def prepare_sleep(self, waiter: int) -> int:
+        """Get ready for the worker, named ``waiter`` (its eventfd, as
+        :func:`spp.engine.doorbell.new_waiter`), to sleep; answer WAKES, PENDING or POLL.
+        :meth:`end_sleep` follows in every case."""
+        return POLL if self.needs_polling else WAKES
+
+    def end_sleep(self) -> None:  # noqa: B027 - only ports with a doorbell have one to clear
+        """The worker woke up (or decided not to sleep)."""
 
     def close(self) -> None:  # noqa: B027 - most ports hold nothing to release
         """Release what the port holds. Buffers it owns go back to the pool."""

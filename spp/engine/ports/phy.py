@@ -18,6 +18,13 @@ Semantics, matching a DPDK port as SPP uses it:
   from the socket's PACKET_STATISTICS. Frames too long for a pool buffer (GRO/GSO aggregates, or
   a truncated frame) are dropped and counted there too. On veth, a peer with TSO/GSO or checksum
   offload on sends exactly such aggregates and half-done checksums, so test beds turn them off.
+* Latency: a V3 block is handed over when full or ``retire_ms`` (>= 1 ms) after it opened, so
+  a lone frame would wait a millisecond or two. The port therefore has a second, ringless socket
+  in a PACKET_FANOUT group with the ring's socket, and a one-instruction classic-BPF fanout
+  program picks which of the two gets the interface's frames: the ring under load, the ringless
+  socket (readable per frame, read with ``recvmsg``) when the port is about to sleep or carries
+  only a trickle. Switching is one ``setsockopt``; frames already handed to the other socket are
+  delivered first, so the order on the wire is kept (:meth:`PhyPort._go_idle`).
 * ``tx_burst`` returns how many buffers it consumed, always a prefix; the caller frees the rest
   and counts them as ``tx_drop``. Runts (< 14 bytes) and frames longer than the MTU allows are
   consumed, freed and counted in ``tx_drop`` here, as DPDK's af_packet PMD drops oversized mbufs,
@@ -27,8 +34,10 @@ Semantics, matching a DPDK port as SPP uses it:
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import mmap
+import select
 import socket
 import struct
 import time
@@ -39,7 +48,18 @@ import numpy as np
 from spp.engine import linux
 from spp.engine.linux import ETH_HLEN, ETH_P_8021Q, VLAN_HLEN, SendBatch
 from spp.engine.portid import PortId
-from spp.engine.ports.base import RX, RX_DROP, TX, TX_DROP, Port, PortContext, PortError, Step
+from spp.engine.ports.base import (
+    PENDING,
+    RX,
+    RX_DROP,
+    TX,
+    TX_DROP,
+    WAKES,
+    Port,
+    PortContext,
+    PortError,
+    Step,
+)
 from spp.engine.shm import MAX_PHYS
 
 # <linux/if_packet.h>
@@ -56,7 +76,15 @@ TP_STATUS_KERNEL = 0
 TP_STATUS_USER = 1 << 0
 TP_STATUS_VLAN_VALID = 1 << 4
 TP_STATUS_VLAN_TPID_VALID = 1 << 6
-SO_SNDBUFFORCE = 32
+SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
+PACKET_AUXDATA = 8
+PACKET_FANOUT = 18
+PACKET_FANOUT_DATA = 22
+PACKET_FANOUT_CBPF = 6
+PACKET_FANOUT_FLAG_UNIQUEID = 0x2000
+PACKET_FANOUT_FLAG_IGNORE_OUTGOING = 0x4000
+SO_ATTACH_FILTER, SO_DETACH_FILTER = 26, 27
+TP_STATUS_BLK_TMO = 1 << 5  # a block retired by its timer, not because it was full
 
 # struct tpacket_block_desc: version, offset_to_priv, then tpacket_hdr_v1 from byte 8.
 BLK_STATUS, BLK_NUM_PKTS, BLK_FIRST, BLK_LEN = 8, 12, 16, 20
@@ -68,6 +96,29 @@ V3_ALIGN = 8  # frames in a V3 block start at multiples of 8 (the kernel's V3_AL
 MIN_FRAME_STRIDE = 64  # a tpacket3 header and sockaddr_ll alone take more than this
 
 EMPTY = np.empty(0, np.uint32)
+_AUX = struct.Struct("IIIHHHH")  # struct tpacket_auxdata
+_AUX_SPACE = socket.CMSG_SPACE(_AUX.size)
+
+# Receive modes: frames go to the ring (BUSY), to the ringless socket (IDLE), or to the ring
+# while the ringless socket still holds earlier frames (DRAIN).
+BUSY, IDLE, DRAIN = 0, 1, 2
+#: IDLE -> BUSY when the ringless socket delivered this many frames within a millisecond
+IDLE_MAX_PER_MS = 16
+#: BUSY -> IDLE when a block retired by its timer held fewer frames (a trickle of traffic)
+BUSY_MIN_PER_BLOCK = 4
+
+
+def _bpf_return(k: int) -> tuple[bytes, ctypes.Array[ctypes.c_char]]:
+    """A one-instruction classic BPF program ``ret #k`` as a ``struct sock_fprog`` (and the
+    instruction buffer it points to, which must outlive every setsockopt that uses it)."""
+    insn = ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, k), 8)  # BPF_RET | BPF_K
+    return struct.pack("HxxxxxxQ", 1, ctypes.addressof(insn)), insn
+
+
+# As a fanout program, ``ret #k`` picks the k-th socket of the group (0: the ring, joined first;
+# 1: the ringless socket); as a socket filter, ``ret #0`` accepts nothing.
+_TO_RING, _TO_RING_INSN = _bpf_return(0)
+_TO_IDLE, _TO_IDLE_INSN = _bpf_return(1)
 _max = np.maximum.reduce
 _min = np.minimum.reduce
 _or = np.bitwise_or.reduce
@@ -91,6 +142,7 @@ class PhyPort(Port):
     BLOCK_NR = 128
     RETIRE_MS = 1
     TX_SNDBUF = 4 << 20
+    IDLE_RCVBUF = 8 << 20
     DROP_POLL_S = 0.5  # how stale the kernel drop count may get while no block is released
 
     def __init__(
@@ -139,6 +191,15 @@ class PhyPort(Port):
         #: the errno of the last tx failure (EAGAIN, ENOBUFS, ENETDOWN...), for diagnostics only
         self.tx_error = 0
         self._rx: socket.socket | None = None
+        self._idle: socket.socket | None = None  # the ringless socket (None: fanout unavailable)
+        self._ready: select.epoll | None = None
+        self._mode = BUSY
+        self._placed = 0  # frames the kernel put in the ring (PACKET_STATISTICS), ...
+        self._taken = 0  # ... and those we took out of it: the difference is in an open block
+        self._idle_window = 0.0  # start of the millisecond in which IDLE counts its frames
+        self._idle_count = 0
+        self._drain_until = 0.0
+        self._trickle = False
         self._tx: socket.socket | None = None
         self._batch: SendBatch | None = None
         self._reset_block()
@@ -185,6 +246,54 @@ class PhyPort(Port):
         self._windows: dict[int, np.ndarray] = {}
         self._blk = 0
         self._last_drop_poll = time.monotonic()
+        self._placed = self._taken = 0
+        self._mode = BUSY
+        self._owed_since = 0.0
+        self._pool_mv = memoryview(self.pool.data.reshape(-1))
+        self._idle = self._open_idle(s)
+        self._ready: select.epoll | None = None
+        if self._idle is not None:
+            self._ready = select.epoll()
+            self._ready.register(s.fileno(), select.EPOLLIN)
+            self._ready.register(self._idle.fileno(), select.EPOLLIN)
+
+    def _open_idle(self, ring_sock: socket.socket) -> socket.socket | None:
+        """Put the ring's socket in a fanout group with a new ringless socket; return the latter,
+        or None where the kernel has no CBPF fanout (the port then works on blocks alone)."""
+        try:
+            flags = PACKET_FANOUT_CBPF | PACKET_FANOUT_FLAG_UNIQUEID
+            try:
+                quiet = flags | PACKET_FANOUT_FLAG_IGNORE_OUTGOING
+                ring_sock.setsockopt(SOL_PACKET, PACKET_FANOUT, quiet << 16)
+                flags = quiet
+            except OSError:  # before Linux 6.10 a fanout group cannot ignore outgoing frames
+                ring_sock.setsockopt(SOL_PACKET, PACKET_FANOUT, flags << 16)
+            group = ring_sock.getsockopt(SOL_PACKET, PACKET_FANOUT) & 0xFFFF
+        except OSError:
+            return None
+        q = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        try:
+            # Bound but not yet in the group, the socket would get a copy of every frame: keep it
+            # deaf with a reject-all filter until it has joined.
+            q.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, _TO_RING)
+            q.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+            # A burst can arrive before we switch back to the ring: room for a few thousand frames.
+            try:
+                q.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, self.IDLE_RCVBUF)
+            except PermissionError:
+                q.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.IDLE_RCVBUF)
+            q.bind((self.iface, linux.ETH_P_ALL))
+            joined = flags & ~PACKET_FANOUT_FLAG_UNIQUEID
+            q.setsockopt(SOL_PACKET, PACKET_FANOUT, group | joined << 16)
+            q.setsockopt(socket.SOL_SOCKET, SO_DETACH_FILTER, 0)
+            q.setblocking(False)
+            while True:  # anything that slipped in before the filter took effect
+                q.recv(1)
+        except BlockingIOError:
+            return q
+        except OSError:
+            q.close()
+            return None
 
     def _reset_block(self) -> None:
         self._held = False
@@ -311,9 +420,17 @@ class PhyPort(Port):
             if not mv32[(base + BLK_STATUS) >> 2] & TP_STATUS_USER:
                 return False
             npk = mv32[(base + BLK_NUM_PKTS) >> 2]
+            self._taken += npk
             if npk:
                 break
             self._release_block()  # an empty retired block: nothing to read, give it back
+        if (
+            npk < BUSY_MIN_PER_BLOCK
+            and self._mode == BUSY
+            and self._idle is not None
+            and mv32[(base + BLK_STATUS) >> 2] & TP_STATUS_BLK_TMO
+        ):
+            self._trickle = True  # a trickle: switch to per-frame readiness after this block
         first = mv32[(base + BLK_FIRST) >> 2]
         used = mv32[(base + BLK_LEN) >> 2]
         offs = self._walk(base + first, npk, base + (used if first < used <= bs else bs))
@@ -383,9 +500,12 @@ class PhyPort(Port):
             return 0
         self._last_drop_poll = time.monotonic()
         try:
-            _pkts, drops, _freezes = struct.unpack(
-                "3I", self._rx.getsockopt(SOL_PACKET, PACKET_STATISTICS, 12)
-            )
+            raw = self._rx.getsockopt(SOL_PACKET, PACKET_STATISTICS, 12)
+            pkts, drops, _freezes = struct.unpack("3I", raw)
+            self._placed += pkts - drops  # the ring's packet count includes its drops
+            if self._idle is not None:
+                _, idle_drops = struct.unpack("2I", self._idle.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
+                drops += idle_drops
         except OSError:
             return 0
         if drops:  # the kernel clears its counters on every read
@@ -470,6 +590,139 @@ class PhyPort(Port):
     def rx_burst(self, max_n: int) -> np.ndarray:
         if self._rx is None:
             self._open_rx()
+        mode = self._mode
+        if mode == BUSY:
+            bufs = self._rx_ring(max_n)
+            if self._trickle and not self._held:
+                self._go_idle()
+            return bufs
+        if mode == IDLE:
+            bufs = self._rx_ring(max_n)
+            if len(bufs) >= max_n or self._owed():
+                return bufs  # older frames are still in the ring: the ringless socket waits
+            more = self._recv_idle(max_n - len(bufs))
+            if len(more):
+                now = time.monotonic()
+                if now - self._idle_window > 0.001:
+                    self._idle_window, self._idle_count = now, 0
+                self._idle_count += len(more)
+                if self._idle_count >= IDLE_MAX_PER_MS:
+                    self._go_busy()
+            return more if not len(bufs) else np.concatenate((bufs, more))
+        # DRAIN: what the ringless socket still holds came before anything in the ring.
+        bufs = self._recv_idle(max_n)
+        if len(bufs) >= max_n:
+            return bufs
+        if not len(bufs) and time.monotonic() >= self._drain_until:
+            self._mode = BUSY
+        more = self._rx_ring(max_n - len(bufs))
+        return more if not len(bufs) else np.concatenate((bufs, more))
+
+    # -- receive: switching between the ring and the ringless socket ---------------------------
+
+    def _go_idle(self) -> None:
+        """Send the interface's frames to the ringless socket from now on.
+
+        Frames the ring got before the switch may sit in a block the kernel has not handed over
+        yet; they must come out before anything the ringless socket gets. The ring socket's
+        statistics, read *after* the switch, count every frame it took, so the ringless socket
+        is not read until we have taken as many out of the ring (:meth:`_owed`).
+        """
+        assert self._rx is not None
+        self._rx.setsockopt(SOL_PACKET, PACKET_FANOUT_DATA, _TO_IDLE)
+        self.poll_drops()
+        self._mode, self._trickle = IDLE, False
+        self._idle_window, self._idle_count = time.monotonic(), 0
+        self._owed_since = 0.0
+
+    def _go_busy(self) -> None:
+        """Send the interface's frames to the ring again; the ringless socket is emptied first."""
+        assert self._rx is not None
+        self._rx.setsockopt(SOL_PACKET, PACKET_FANOUT_DATA, _TO_RING)
+        self._mode = DRAIN
+        # A frame may still be on its way to the ringless socket on another CPU: keep looking
+        # there for a moment even after it first reads empty.
+        self._drain_until = time.monotonic() + 0.002
+
+    def _owed(self) -> bool:
+        """Whether frames from before :meth:`_go_idle` are still in a block not handed over."""
+        if self._placed <= self._taken:
+            return False
+        now = time.monotonic()
+        if not self._owed_since:
+            self._owed_since = now
+        elif now - self._owed_since > 0.05:  # far beyond any block's retirement: miscounted
+            self._taken = self._placed
+            return False
+        return True
+
+    def _block_ready(self) -> bool:
+        return bool(self._mv32[(self._blk * self.block_size + BLK_STATUS) >> 2] & TP_STATUS_USER)
+
+    def _recv_idle(self, max_n: int) -> np.ndarray:
+        """Up to ``max_n`` frames from the ringless socket, one ``recvmsg`` each (a trickle)."""
+        q = self._idle
+        if q is None or max_n <= 0:
+            return EMPTY
+        bufs = self.pool.alloc(max_n)
+        if not len(bufs):
+            return EMPTY
+        data, mv, bs = self.pool.data, self._pool_mv, self.buf_size
+        blist = bufs.tolist()
+        lens: list[int] = []
+        bad = 0
+        while len(lens) < len(blist):
+            b = blist[len(lens)]
+            try:
+                ln, anc, _, _ = q.recvmsg_into([mv[b * bs : (b + 1) * bs]], _AUX_SPACE, socket.MSG_TRUNC)
+            except OSError:  # EAGAIN: empty (or the interface went away)
+                break
+            tag = b""
+            for level, kind, raw in anc:
+                if level == SOL_PACKET and kind == PACKET_AUXDATA and len(raw) >= _AUX.size:
+                    status, _, _, _, _, tci, tpid = _AUX.unpack_from(raw)
+                    if status & TP_STATUS_VLAN_VALID:
+                        tpid = tpid if status & TP_STATUS_VLAN_TPID_VALID else ETH_P_8021Q
+                        tag = struct.pack(">HH", tpid, tci)
+            if ln < ETH_HLEN or ln + len(tag) > bs:
+                bad += 1  # a runt, or too long for a buffer: drop it, reuse the buffer
+                continue
+            if tag:  # put back the 802.1Q/802.1ad tag the kernel moved into metadata
+                row = data[b]
+                row[ETH_HLEN + VLAN_HLEN - 2 : ln + VLAN_HLEN] = row[12:ln].copy()
+                row[12 : 12 + VLAN_HLEN] = np.frombuffer(tag, np.uint8)
+            lens.append(ln + len(tag))
+        if bad:
+            self.counters[RX_DROP] += bad
+        n = len(lens)
+        if n < len(bufs):
+            self.pool.free(bufs[n:])
+            bufs = bufs[:n]
+        if n:
+            self.pool.lengths[bufs] = lens
+            self.pool.stamps[bufs] = time.time_ns()
+        return bufs
+
+    def prepare_sleep(self, waiter: int) -> int:
+        """Switch to per-frame readiness, so that a lone frame wakes the worker at once."""
+        if self._rx is None:
+            self._open_rx()
+        if self._held or self._block_ready():
+            return PENDING
+        if self._idle is None:
+            return WAKES  # blocks only: woken when one is handed over
+        if self._mode == DRAIN:
+            try:
+                self._idle.recv(1, socket.MSG_PEEK)
+                return PENDING
+            except OSError:
+                self._mode = BUSY
+        if self._mode == BUSY:
+            self._go_idle()
+        return WAKES
+
+    def _rx_ring(self, max_n: int) -> np.ndarray:
+        """Up to ``max_n`` frames out of the ring's blocks."""
         got: list[np.ndarray] = []
         total = 0
         while total < max_n:
@@ -505,6 +758,8 @@ class PhyPort(Port):
         """
         if self._rx is None:
             self._open_rx()
+        if self._mode != BUSY or self._trickle:
+            return self._forward_pooled(dst, max_n)  # a trickle: latency matters, not the copy
         if dst._tx is None:
             dst._open_tx()
         assert dst._tx is not None and dst._batch is not None
@@ -545,14 +800,30 @@ class PhyPort(Port):
             moved += k
             if self._cur >= self._cnt:
                 self._release_block()
+        if self._trickle and not self._held:
+            self._go_idle()
         return moved
 
+    def _forward_pooled(self, dst: PhyPort, max_n: int) -> int:
+        """What a Route does: receive into the pool, transmit, free and count what was refused."""
+        bufs = self.rx_burst(max_n)
+        n = len(bufs)
+        if n:
+            self.counters[RX] += n
+            sent = dst.tx_burst(bufs)
+            dst.counters[TX] += sent
+            if sent < n:
+                self.pool.free(bufs[sent:])
+                dst.counters[TX_DROP] += n - sent
+        return n
+
     def fileno(self) -> int | None:
-        """The rx socket: readable while a retired block waits for us (opens rx on first use)."""
+        """Readable while frames wait for us: an epoll set of the ring's socket (a block was
+        handed over) and the ringless one (a frame came); opens rx on first use."""
         if self._rx is None:
             self._open_rx()
         assert self._rx is not None
-        return self._rx.fileno()
+        return self._rx.fileno() if self._ready is None else self._ready.fileno()
 
     # -- transmit --------------------------------------------------------------------------------
 
@@ -641,11 +912,18 @@ class PhyPort(Port):
             self._windows.clear()
             self._reset_block()
             self._mv32.release()
+            self._pool_mv.release()
             # A stray view would keep the mapping alive until it goes; the socket closes anyway.
             with contextlib.suppress(BufferError):
                 self._mm.close()
             self._rx.close()
             self._rx = None
+            if self._idle is not None:
+                self._idle.close()
+                self._idle = None
+            if self._ready is not None:
+                self._ready.close()
+                self._ready = None
         if self._tx is not None:
             self._tx.close()
             self._tx = None

@@ -5,11 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 from spp.engine.portid import PortId
-from spp.engine.ports.base import Port, PortContext, PortError
+from spp.engine.ports.base import PENDING, POLL, WAKES, Port, PortContext, PortError
 from spp.engine.ring import Ring
 
 
 class RingPort(Port):
+    """A ring wakes its sleeping consumer through the ring's doorbell (:mod:`spp.engine.doorbell`)."""
+
+    needs_polling = False
+
     def __init__(self, uid: PortId, ctx: PortContext) -> None:
         super().__init__(uid, ctx)
         n = ctx.seg.spec.nb_rings
@@ -26,3 +30,14 @@ class RingPort(Port):
 
     def tx_burst(self, bufs: np.ndarray) -> int:
         return self.ring.enqueue(bufs)
+
+    def prepare_sleep(self, waiter: int) -> int:
+        if self.ring.arm(waiter):
+            return WAKES
+        return PENDING if len(self.ring) else POLL
+
+    def end_sleep(self) -> None:
+        self.ring.disarm()
+
+    def close(self) -> None:
+        self.ring.close()

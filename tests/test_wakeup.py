@@ -1,0 +1,202 @@
+"""Idle workers sleep and are woken by events: ring doorbells across processes, and phy ports'
+per-frame readiness. Each worker here runs without its safety-net timer (``backstop=None``), so
+a packet that arrives proves that something woke the worker; CPU time comes from /proc."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from spp.engine import doorbell
+from spp.engine.doorbell import ASLEEP, NO_BELL
+from spp.engine.pool import BufferPool
+from spp.engine.portid import PortId
+from spp.engine.ports.base import PortContext
+from spp.engine.ports.phy import IDLE, PhyPort
+from spp.engine.ports.ring import RingPort
+from spp.engine.ring import Ring
+from spp.engine.shm import PhyInfo, Segment
+from spp.engine.worker import Route, Worker
+from tests.netutil import VethNs, frame_seq, is_root, make_frame, veth_pair_in_netns, wait_until
+
+pytestmark = pytest.mark.skipif(not doorbell.AVAILABLE, reason="libatomic missing: rings are polled")
+
+
+def thread_cpu_seconds(thread: threading.Thread) -> float:
+    with open(f"/proc/self/task/{thread.native_id}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _producer(prefix: str, ring_id: int, todo: mp.Queue, done: mp.Queue) -> None:
+    """Another process: enqueue the number of frames asked for, each time it is asked."""
+    seg = Segment.attach(prefix)
+    pool, ring = BufferPool(seg), Ring(seg, ring_id)
+    while (n := todo.get()) is not None:
+        bufs = pool.alloc(n)
+        assert ring.enqueue(bufs) == n
+        done.put(n)
+    ring.close()
+    pool.close()
+
+
+@pytest.fixture
+def ring_worker(segment: Segment) -> Iterator[tuple[Worker, Ring]]:
+    """A worker forwarding ring:0 -> ring:1 with no timer at all; yields it and ring:1."""
+    pool = BufferPool(segment)
+    ctx = PortContext(seg=segment, pool=pool, client_id=1)
+    src, dst = RingPort(PortId("ring", 0), ctx), RingPort(PortId("ring", 1), ctx)
+    worker = Worker(pool, backstop=None)
+    worker.start()
+    worker.publish([Route(src, dst)])
+    out = Ring(segment, 1)
+    yield worker, out
+    worker.stop()
+    src.close()
+    dst.close()
+    pool.close()
+
+
+def asleep(ring: Ring) -> bool:
+    return bool(ring._ctl.item(ASLEEP))
+
+
+def test_a_ring_producer_in_another_process_wakes_the_idle_worker(segment, ring_worker):
+    _worker, out = ring_worker
+    src = Ring(segment, 0)
+    ctx = mp.get_context("fork")
+    todo, done = ctx.Queue(), ctx.Queue()
+    proc = ctx.Process(target=_producer, args=(segment.spec.prefix, 0, todo, done))
+    proc.start()
+    drain = BufferPool(segment)
+    try:
+        for round_ in range(40):
+            # Half the rounds wait until the worker has announced its sleep; the others send
+            # while it may be anywhere between its last pass and poll(): the racy window.
+            if round_ % 2 == 0:
+                assert wait_until(lambda: asleep(src), 5), "the idle worker never went to sleep"
+            todo.put(3)
+            done.get(timeout=5)
+            assert wait_until(lambda: len(out) >= 3, 5), f"round {round_}: frames left in ring:0"
+            drain.free(out.dequeue(3))
+        assert len(src) == 0
+    finally:
+        todo.put(None)
+        proc.join(10)
+        drain.close()
+    assert proc.exitcode == 0
+
+
+def test_a_ring_whose_producer_cannot_ring_is_polled_instead(segment):
+    """A producer that may not take the consumer's eventfd marks the ring NO_BELL; the worker
+    then sleeps on a timer for that ring and the frames still arrive."""
+    src = Ring(segment, 0)
+    src._ctl[NO_BELL] = 1
+    pool = BufferPool(segment)
+    ctx = PortContext(seg=segment, pool=pool, client_id=1)
+    a, b = RingPort(PortId("ring", 0), ctx), RingPort(PortId("ring", 1), ctx)
+    worker = Worker(pool, backstop=None)
+    worker.start()
+    worker.publish([Route(a, b)])
+    out = Ring(segment, 1)
+    mine = BufferPool(segment)
+    try:
+        time.sleep(0.1)
+        assert not asleep(src)  # nothing announced: nobody would ring
+        assert src.enqueue(mine.alloc(2)) == 2
+        assert wait_until(lambda: len(out) == 2, 5)
+        mine.free(out.dequeue(2))
+    finally:
+        worker.stop()
+        mine.close()
+        pool.close()
+
+
+def test_an_idle_ring_worker_uses_almost_no_cpu(ring_worker):
+    worker, _out = ring_worker
+    time.sleep(0.3)
+    c0 = thread_cpu_seconds(worker)
+    time.sleep(3)
+    used = thread_cpu_seconds(worker) - c0
+    assert used < 0.06, f"idle worker used {used:.3f} s of CPU in 3 s"
+
+
+# -- phy ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def veth() -> Iterator[VethNs]:
+    if not is_root():
+        pytest.skip("needs root: creates network namespaces and veth pairs")
+    with veth_pair_in_netns() as v:
+        yield v
+
+
+def test_a_lone_frame_wakes_an_idle_phy_worker_and_arrives(make_segment, veth):
+    seg = make_segment(phys=[PhyInfo(iface=veth.host_if)])
+    pool = BufferPool(seg)
+    ctx = PortContext(seg=seg, pool=pool, client_id=1)
+    phy, ring = PhyPort(PortId("phy", 0), ctx), RingPort(PortId("ring", 1), ctx)
+    worker = Worker(pool, backstop=None)
+    worker.start()
+    worker.publish([Route(phy, ring)])
+    out = Ring(seg, 1)
+    drain = BufferPool(seg)
+    try:
+        for i in range(5):
+            assert wait_until(lambda: phy._mode == IDLE, 5), "the port never switched to per-frame readiness"
+            frame = make_frame(i, 80)
+            veth.send([frame])
+            assert wait_until(lambda: len(out) == 1, 5), f"frame {i} never arrived"
+            got = out.dequeue(1)
+            assert drain.read(int(got[0])) == frame
+            drain.free(got)
+        time.sleep(0.3)
+        c0 = thread_cpu_seconds(worker)
+        time.sleep(3)
+        used = thread_cpu_seconds(worker) - c0
+        assert used < 0.06, f"idle phy worker used {used:.3f} s of CPU in 3 s"
+    finally:
+        worker.stop()
+        phy.close()
+        ring.close()
+        drain.close()
+        pool.close()
+
+
+def test_a_burst_after_idling_switches_back_to_blocks_and_keeps_order(make_segment, veth):
+    """From per-frame readiness back to the ring's blocks mid-burst: every frame, in order."""
+    seg = make_segment(phys=[PhyInfo(iface=veth.host_if)], nb_bufs=16384, ring_size=4096)
+    pool = BufferPool(seg)
+    ctx = PortContext(seg=seg, pool=pool, client_id=1)
+    phy, ring = PhyPort(PortId("phy", 0), ctx), RingPort(PortId("ring", 1), ctx)
+    worker = Worker(pool, backstop=None)
+    worker.start()
+    worker.publish([Route(phy, ring)])
+    out = Ring(seg, 1)
+    drain = BufferPool(seg)
+    seqs: list[int] = []
+    try:
+        assert wait_until(lambda: phy._mode == IDLE, 5)
+        frames = [make_frame(i, 60 + i % 200) for i in range(3000)]
+
+        def collect() -> bool:
+            got = out.dequeue(1024)
+            seqs.extend(frame_seq(drain.read(int(b))) for b in got.tolist())
+            drain.free(got)
+            return len(seqs) >= len(frames)
+
+        veth.send(frames)
+        assert wait_until(collect, 20), f"{len(seqs)} of {len(frames)} frames arrived"
+        assert seqs == sorted(seqs) == list(range(len(frames)))
+    finally:
+        worker.stop()
+        phy.close()
+        ring.close()
+        drain.close()
+        pool.close()
