@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
 
             step("Look around yourself")
             say(f"  spp -b 127.0.0.1:{bed.api_port}          # interactive shell, TAB completes")
+            say(f"  spp -b 127.0.0.1:{bed.api_port} top      # live packet rates of every port (Ctrl-C ends)")
             say("  spp > nfv 1; status                  spp > pri; status")
             say("  spp > topo term                      spp > nfv 2; patch ring:0 nullpmd:1")
             say(f"  curl http://127.0.0.1:{bed.api_port}/v1/processes")

@@ -94,7 +94,7 @@ def test_demo_output_has_no_python_reprs() -> None:
     assert "processes: primary, nfv 1, nfv 2" in r.stdout
     assert "phy ports: none" in r.stdout
     for repr_mark in ("{'", "['", "None", "True", "False"):
-        assert repr_mark not in r.stdout, repr_mark
+        assert repr_mark not in r.stdout, (repr_mark, r.stdout)
 
 
 # -- completion --------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .top import LEGEND
+
 __all__ = ["BANNER", "HELP"]
 
 BANNER = "Welcome to the SPP CLI. Type `help` or `?` to list commands.\n"
@@ -17,10 +19,25 @@ HELP: dict[str, str] = {
     - secondary:
       - processes:
         1: nfv:1
-        2: vf:3""",
+        2: vf:3
+
+"""
+    + LEGEND,
+    "top": """Show per-port packet rates of every process, refreshed until Ctrl-C (like top).
+
+    spp > top                          # every second until Ctrl-C
+    spp > top -i 5                     # every 5 seconds
+    spp > top -n 3                     # three tables, then back to the prompt
+    spp > top --once                   # one table (rates over one interval)
+
+    From the shell: spp top [-b ADDR] [-i SECS] [-n COUNT | --once]; in a pipe or a file the
+    tables follow each other instead of replacing each other.
+
+"""
+    + LEGEND,
     "pri": """Send a command to spp_primary: pri; SUB
 
-    spp > pri; status                  # lcores, forwarder, pipes, port counters
+    spp > pri; status                  # lcores, forwarder, pipes, port counters (help status)
     spp > pri; add ring:0              # needs a forwarder (primary with 2+ lcores)
     spp > pri; add pipe:0 ring:0 ring:1
     spp > pri; del ring:0

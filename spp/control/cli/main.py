@@ -16,7 +16,9 @@ from collections.abc import Iterable, Iterator
 
 from spp.console import quiet_broken_pipe
 
+from . import top
 from .client import DEFAULT_TIMEOUT, CtlError, SppCtlClient, parse_server_addr
+from .common import CliError
 from .config import CliConfig, ConfigError
 from .session import Session
 from .shell import Shell
@@ -31,7 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="spp",
         description="SPP command line interface: control spp_primary and secondaries through spp-ctl.",
-        epilog="Without -e/--file and with a terminal on stdin, an interactive shell starts.",
+        epilog=(
+            "Without -e/--file and with a terminal on stdin, an interactive shell starts. "
+            "'spp top' shows live packet rates instead."
+        ),
     )
     p.add_argument(
         "-b",
@@ -71,7 +76,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="REST request timeout (default 5)",
     )
     p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    p.add_argument(
+        "view",
+        nargs="?",
+        choices=["top"],
+        metavar="top",
+        help="'top': per-port packet rates of every process until Ctrl-C (see 'spp top --help')",
+    )
+    p.add_argument("view_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return p
+
+
+def _main_top(args: argparse.Namespace, client: SppCtlClient) -> int:
+    parser = top.build_parser("spp top")
+    parser.add_argument("-b", "--bind-addr", metavar="ADDR[:PORT]", help="spp-ctl address (as spp -b)")
+    try:
+        opts = top.parse_args(parser, args.view_args)
+    except top.HelpShown:
+        return 0
+    except CliError as e:
+        print(e, file=sys.stderr)
+        return 2
+    if opts.bind_addr:
+        try:
+            client = SppCtlClient(*parse_server_addr(opts.bind_addr), timeout=args.timeout)
+        except ValueError as e:
+            print(f"spp top: invalid --bind-addr: {e}", file=sys.stderr)
+            return 2
+    try:
+        top.run(client, opts.interval, opts.count)
+    except CtlError as e:
+        print(e, file=sys.stderr)
+        return 1
+    return 0
 
 
 def _wait_primary(client: SppCtlClient, max_wait: float) -> bool:
@@ -126,6 +163,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     session = Session([SppCtlClient(h, p, timeout=args.timeout) for h, p in addrs], config)
+    if args.view == "top":
+        try:
+            return _main_top(args, session.client)
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            session.close()
     try:
         try:
             session.client.processes()

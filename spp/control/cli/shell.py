@@ -12,6 +12,7 @@ import importlib
 import logging
 import pprint
 import re
+import shlex
 import sys
 import textwrap
 import types
@@ -19,7 +20,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
-from . import topo
+from . import top, topo
 from .client import CtlError, SppCtlClient
 from .commands import files, server
 from .commands.nfv import Nfv
@@ -354,6 +355,24 @@ class Shell(cmd.Cmd):
     @_safe
     def complete_pcap(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
         return self._complete_sec("pcap", text, line, begidx)
+
+    # -- rates ---------------------------------------------------------------------------------
+
+    def do_top(self, arg: str) -> None:
+        """Per-port packet rates of every process, refreshed until Ctrl-C: top [-i SECS] [-n COUNT|--once]"""
+        try:
+            argv = shlex.split(arg)
+        except ValueError as e:
+            raise CliError(f"top: {e}.") from e
+        try:
+            args = top.parse_args(top.build_parser("top"), argv)
+        except top.HelpShown:
+            return
+        top.run(self.client, args.interval, args.count)
+
+    @_safe
+    def complete_top(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
+        return matching(["--interval", "--count", "--once"], text) if text.startswith("-") else []
 
     # -- topology ------------------------------------------------------------------------------
 
