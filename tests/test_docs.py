@@ -1,0 +1,76 @@
+"""Every command and example in README.md and docs/*.md runs, so none of them can rot.
+
+Each document runs in namespaces of its own (network, mount, PID: see tests/docrun.py), with
+real processes on SPP's default ports; blocks that cannot run are marked in the Markdown and
+listed here, so a new unmarked block is run and a newly skipped one is noticed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
+
+#: (document, first words of the reason) of every block that is marked as not run.
+KNOWN_SKIPS = {
+    ("README.md", "sets up the machine"),
+}
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network, mount and PID namespaces"),
+]
+
+
+def run_document(doc: Path) -> list[dict[str, object]]:
+    argv = ["unshare", "--net", "--mount", "--pid", "--fork", "--mount-proc"]
+    argv += [sys.executable, "-m", "tests.docrun", str(doc)]
+    r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return json.loads(r.stdout)
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=[d.name for d in DOCS])
+def test_every_block_of_the_document_runs(doc: Path) -> None:
+    results = run_document(doc)
+    failed = [
+        f"{Path(r['doc']).name}:{r['line']} ({r['lang']}): {r['detail']}"
+        for r in results
+        if r["status"] == "failed"
+    ]
+    assert not failed, "\n\n".join(failed)
+    skipped = {(doc.name, str(r["detail"])) for r in results if r["status"] == "skipped"}
+    known = {k for k in KNOWN_SKIPS if k[0] == doc.name}
+    assert {
+        (d, next((k[1] for k in known if reason.startswith(k[1])), reason)) for d, reason in skipped
+    } == known
+    if doc.name in ("README.md", "USER_GUIDE.md"):
+        assert sum(r["status"] == "ok" for r in results) >= 3  # it really ran something
+
+
+@pytest.mark.parametrize(
+    ("markdown", "expected"),
+    [
+        ("```sh\nspp-ctl -b 127.0.0.1\n```\n\n"
+         "```spp\nspp > status\n- spp-ctl:\n  - address: 127.0.0.1:9999\n```\n",
+         "  - address: 127.0.0.1:7777"),
+        ("```console\n$ echo hello\nhallo\n```\n", "hello"),
+        ("```sh\nfalse\n```\n", "exited with 1"),
+        ("```\nuntagged\n```\n", "is not one of"),
+    ],
+    ids=["wrong-cli-output", "wrong-shell-output", "failing-command", "untagged-fence"],
+)  # fmt: skip
+def test_runner_catches_a_wrong_example(tmp_path: Path, markdown: str, expected: str) -> None:
+    """The runner is not a rubber stamp."""
+    doc = tmp_path / "bad.md"
+    doc.write_text(markdown)
+    results = run_document(doc)
+    assert results[-1]["status"] == "failed"
+    assert expected in str(results[-1]["detail"])
