@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,12 +22,10 @@ DOCS = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
 #: (document, first words of the reason) of every block that is marked as not run.
 KNOWN_SKIPS = {
     ("README.md", "sets up the machine"),
+    ("USER_GUIDE.md", "sets up the machine"),
 }
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network, mount and PID namespaces"),
-]
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network, mount and PID namespaces")
 
 
 def run_document(doc: Path) -> list[dict[str, object]]:
@@ -37,6 +36,8 @@ def run_document(doc: Path) -> list[dict[str, object]]:
     return json.loads(r.stdout)
 
 
+@pytest.mark.root
+@needs_root
 @pytest.mark.parametrize("doc", DOCS, ids=[d.name for d in DOCS])
 def test_every_block_of_the_document_runs(doc: Path) -> None:
     results = run_document(doc)
@@ -55,6 +56,8 @@ def test_every_block_of_the_document_runs(doc: Path) -> None:
         assert sum(r["status"] == "ok" for r in results) >= 3  # it really ran something
 
 
+@pytest.mark.root
+@needs_root
 @pytest.mark.parametrize(
     ("markdown", "expected"),
     [
@@ -74,3 +77,34 @@ def test_runner_catches_a_wrong_example(tmp_path: Path, markdown: str, expected:
     results = run_document(doc)
     assert results[-1]["status"] == "failed"
     assert expected in str(results[-1]["detail"])
+
+
+def test_rest_reference_is_current() -> None:
+    """docs/USER_GUIDE.md's REST reference is what scripts/gen-rest-doc.py makes of the API today."""
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen-rest-doc.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr + "\n(run scripts/gen-rest-doc.py and commit docs/USER_GUIDE.md)"
+
+
+def test_rest_reference_covers_every_route() -> None:
+    from spp.control.ctl import webapi
+
+    class Names:
+        def __getattr__(self, name: str) -> str:
+            return name
+
+    guide = (ROOT / "docs" / "USER_GUIDE.md").read_text()
+    for method, path, _ in webapi.routes(Names()):  # type: ignore[arg-type]
+        shown = re.sub(r"\{(\w+):[^}]*\}", r"{\1}", path)
+        assert f"### `{method} {shown}`" in guide, (method, path)
+
+
+def test_user_documents_have_no_internal_references() -> None:
+    internal = re.compile(r"§|\bspp-api\b|\bspec\b|/work/|\bseeds?\b", re.IGNORECASE)
+    for doc in (ROOT / "README.md", ROOT / "docs" / "USER_GUIDE.md"):
+        for n, line in enumerate(doc.read_text().splitlines(), 1):
+            assert not internal.search(line), f"{doc.name}:{n}: {line}"
