@@ -108,3 +108,13 @@ def test_user_documents_have_no_internal_references() -> None:
     for doc in (ROOT / "README.md", ROOT / "docs" / "USER_GUIDE.md"):
         for n, line in enumerate(doc.read_text().splitlines(), 1):
             assert not internal.search(line), f"{doc.name}:{n}: {line}"
+
+
+def test_user_guide_lists_every_cli_command() -> None:
+    from spp.control.cli.shell import Shell
+
+    guide = (ROOT / "docs" / "USER_GUIDE.md").read_text()
+    table = guide.split("### Every command at a glance", 1)[1].split("\n### ", 1)[0]
+    commands = {n[3:] for n in dir(Shell) if n.startswith("do_") and n != "do_EOF"}
+    missing = sorted(c for c in commands if f"`{c}" not in table)
+    assert not missing, missing

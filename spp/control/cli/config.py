@@ -191,7 +191,7 @@ class CliConfig:
     def set(self, key: str, text: str) -> Any:
         """``config KEY VAL``: validate, store and return the new value."""
         if key not in self._vals:
-            raise CliError(f'Invalid config key "{key}"')
+            raise CliError(f"Invalid config key \"{key}\": 'config' lists the keys.")
         if key in DEFAULTS:
             self._vals[key] = self._checked(key, text)
         else:
