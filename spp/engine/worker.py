@@ -38,6 +38,7 @@ from spp.engine.ports.base import PENDING, POLL, RX, TX, TX_DROP, Port, Step
 log = logging.getLogger(__name__)
 
 DEFAULT_BURST = 256
+BURST_GROWTH = 4  # a Route's burst grows up to this many times the configured one under load
 SPIN_SECONDS = 0.002
 MIN_IDLE = 0.0001
 
@@ -141,6 +142,8 @@ class Worker(threading.Thread):
         idle_since = 0.0
         idle_sleep = MIN_IDLE
         burst = self.burst
+        max_burst = burst * BURST_GROWTH
+        sizes: list[int] = []
         free = self.pool.free
         while not self._quit:
             gen, pending = self._pending
@@ -156,17 +159,26 @@ class Worker(threading.Thread):
                     self._running_gen = gen
                     self._adopted.notify_all()
                 idle_since = 0.0
+                sizes = [burst] * len(steps or ())
             if not steps:
                 self._sleep(poller, None)
                 continue
             moved = 0
-            for route in steps:
+            for i, route in enumerate(steps):
                 if route.__class__ is not Route:
                     moved += route.run(burst)
                     continue
                 # Route, inlined: the patch panel's whole per-burst cost is these lines.
-                bufs = route.src.rx_burst(burst)
+                want = sizes[i]
+                bufs = route.src.rx_burst(want)
                 n = len(bufs)
+                # A source that keeps filling its bursts gets larger ones (the cost of a burst
+                # is mostly fixed); one that does not falls back to the configured size.
+                if n == want:
+                    if want < max_burst:
+                        sizes[i] = want << 1
+                elif want > burst and n <= want >> 1:
+                    sizes[i] = max(burst, want >> 1)
                 if n == 0:
                     continue
                 moved += n
