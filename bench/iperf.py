@@ -1,0 +1,139 @@
+"""Benchmark: TCP throughput and UDP zero-drop rates with iperf3 between two namespaces, through
+our nfv (``phy:0 <-> phy:1``) against a Linux bridge and dpdk-testpmd joining the same veths.
+
+    sudo PYTHONPATH=. python bench/iperf.py [--runs 3] [--seconds 5] [--sides bridge,testpmd,nfv]
+
+TCP: ``iperf3 -c B -t SECONDS`` from namespace A, offloads (TSO/GSO/GRO, checksums) on every veth
+end, as a host would have them; the figure is the receiver's rate. UDP: for payloads of 64 and
+1,400 bytes, the highest ``-b`` rate at which the receiver reports no loss over a ``--trial``
+second trial, by bisection between 0 and the rate the sender reached unthrottled. Sides run in a
+different order each run; figures are medians, and ratios are ours over each peer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from peers import B_IP, forwarder, make_hosts, set_offloads
+from phy_vs_testpmd import Host, hugepages, machine
+
+SIDES = ("bridge", "testpmd", "nfv")
+
+
+def iperf(a: Host, b: Host, client_args: list[str], seconds: float) -> dict[str, Any]:
+    """One iperf3 test from A to B; the JSON ``end`` section of the client's report."""
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", b.ns, "iperf3", "-s", "-1", "-B", B_IP],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        time.sleep(0.3)
+        argv = ["ip", "netns", "exec", a.ns, "iperf3", "-J", "--connect-timeout", "3000", "-c", B_IP]
+        argv += ["-t", str(seconds), *client_args]
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 15, check=False)
+        except subprocess.TimeoutExpired:
+            return {"error": "stalled: no report (the connection carried nothing)"}
+        report = json.loads(out.stdout or "{}")
+        if "end" not in report:
+            return {"error": report.get("error", out.stderr.strip() or "no report")}
+        return report["end"]
+    finally:
+        server.kill()
+        server.wait(5)
+
+
+def tcp_rate(a: Host, b: Host, seconds: float) -> float:
+    end = iperf(a, b, [], seconds)
+    return float(end.get("sum_received", {}).get("bits_per_second", 0.0))
+
+
+def udp_trial(a: Host, b: Host, length: int, bps: float, seconds: float) -> tuple[float, int, int]:
+    """(received bits/s, packets sent, packets lost) for one paced UDP trial."""
+    end = iperf(a, b, ["-u", "-l", str(length), "-b", str(int(bps))], seconds)
+    s = end.get("sum", {})
+    return float(s.get("bits_per_second", 0.0)), int(s.get("packets", 0)), int(s.get("lost_packets", -1))
+
+
+def udp_zero_drop(a: Host, b: Host, length: int, seconds: float, steps: int) -> dict[str, float]:
+    """Highest paced rate (packets/s) with no loss, by bisection under the unthrottled rate."""
+    _, top_pkts, top_lost = udp_trial(a, b, length, 0, seconds)  # -b 0: as fast as it can
+    top_pps = top_pkts / seconds
+    if top_lost == 0:
+        return {"zero_drop_pps": top_pps, "unthrottled_pps": top_pps, "unthrottled_lost": 0}
+    lo, hi = 0.0, top_pps
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        _, pkts, lost = udp_trial(a, b, length, mid * length * 8, seconds)
+        if lost == 0 and pkts > 0:
+            lo = mid
+        else:
+            hi = mid
+    return {"zero_drop_pps": lo, "unthrottled_pps": top_pps, "unthrottled_lost": top_lost}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=5.0, help="TCP test length")
+    ap.add_argument("--trial", type=float, default=2.0, help="UDP trial length")
+    ap.add_argument("--steps", type=int, default=6, help="UDP bisection steps")
+    ap.add_argument("--sides", default=",".join(SIDES))
+    ap.add_argument("--no-udp", action="store_true")
+    args = ap.parse_args()
+    sides = args.sides.split(",")
+    per: dict[str, list[dict[str, Any]]] = {s: [] for s in sides}
+    tag = f"{os.getpid() % 10000}"
+    with (
+        tempfile.TemporaryDirectory(prefix="iperfbench") as tmpdir,
+        hugepages(Path(tmpdir)) as (hugedir, note),
+    ):
+        tmp = Path(tmpdir)
+        a, b = make_hosts(tag)
+        try:
+            set_offloads((a, b), True)
+            for run in range(args.runs):
+                order = sides[run % len(sides) :] + sides[: run % len(sides)]
+                for side in order:
+                    with forwarder(side, a, b, tmp, hugedir, f"{tag}{run}"):
+                        time.sleep(0.5)
+                        r: dict[str, Any] = {"tcp_gbps": tcp_rate(a, b, args.seconds) / 1e9}
+                        if not args.no_udp:
+                            for length in (64, 1400):
+                                r[f"udp{length}"] = udp_zero_drop(a, b, length, args.trial, args.steps)
+                    per[side].append(r)
+                    print(f"run {run + 1} {side}: {json.dumps(r)}", file=sys.stderr)
+        finally:
+            a.destroy()
+            b.destroy()
+    summary: dict[str, dict[str, float]] = {}
+    for side, rs in per.items():
+        summary[side] = {"tcp_gbps": round(statistics.median(r["tcp_gbps"] for r in rs), 3)}
+        if not args.no_udp:
+            for length in (64, 1400):
+                zd = statistics.median(r[f"udp{length}"]["zero_drop_pps"] for r in rs)
+                summary[side][f"udp{length}_zero_drop_kpps"] = round(zd / 1e3, 1)
+    ratios: dict[str, float] = {}
+    if "nfv" in summary:
+        for peer in (s for s in summary if s != "nfv"):
+            for key, ours in summary["nfv"].items():
+                theirs = summary[peer][key]
+                ratios[f"{key} nfv/{peer}"] = round(ours / theirs, 2) if theirs else float("nan")
+    result = {"runs": per, "summary": summary, "ratios": ratios, "hugepages": note, "machine": machine()}
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""The forwarders the wire benchmarks compare, each joining the same two namespaces.
+
+Namespace A holds ``10.99.0.1/24`` on its veth end, namespace B ``10.99.0.2/24``; the veths' other
+ends (``outer``) stay in the root namespace and are what each forwarder joins:
+
+* ``bridge``: a Linux bridge over the two outer ends (the kernel forwards in softirq);
+* ``testpmd``: dpdk-testpmd, io mode, ``net_af_packet`` on both, one forwarding core (busy-polls);
+* ``nfv``: our spp_nfv patching ``phy:0 <-> phy:1``;
+* ``nfv-rings``: phy -> ring -> nfv -> ring -> phy: nfv 1 moves ``phy:0 -> ring:0``,
+  ``ring:1 -> phy:1`` and back (``phy:1 -> ring:2``, ``ring:3 -> phy:0``), nfv 2 moves
+  ``ring:0 -> ring:1`` and ``ring:2 -> ring:3``: every packet crosses two processes twice.
+
+Each is a context manager yielding the PIDs whose CPU time is the forwarder's (none for the
+bridge, which works in the kernel's softirq).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from phy_vs_testpmd import Host, TestPmd, run
+
+from spp.integrations.testbed import Testbed
+
+A_IP, B_IP = "10.99.0.1", "10.99.0.2"
+SIDES = ("bridge", "testpmd", "nfv", "nfv-rings")
+
+
+def make_hosts(tag: str) -> tuple[Host, Host]:
+    a = Host(f"spbA{tag}", f"spbA{tag}o", f"spbA{tag}i").create()
+    b = Host(f"spbB{tag}", f"spbB{tag}o", f"spbB{tag}i").create()
+    a.exec(["ip", "addr", "add", f"{A_IP}/24", "dev", a.inner])
+    b.exec(["ip", "addr", "add", f"{B_IP}/24", "dev", b.inner])
+    return a, b
+
+
+def set_offloads(hosts: tuple[Host, Host], on: bool) -> None:
+    """TSO/GSO/GRO and checksum offload on every veth end (the inner ones in their namespaces)."""
+    state = "on" if on else "off"
+    feats = ["tso", state, "gso", state, "gro", state, "tx", state, "rx", state]
+    for h in hosts:
+        h.exec(["ethtool", "-K", h.inner, *feats])
+        run(["ethtool", "-K", h.outer, *feats], check=False)
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds all threads of ``pid`` ran (the scheduler's ns clock)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+            total += int(f.read().split()[0])
+    return total / 1e9
+
+
+def nfv_pids(bed: Testbed) -> list[int]:
+    prefix = bed.prefix.encode()
+    pids = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            argv = (d / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"spp.processes.nfv" in argv and prefix in argv:
+            pids.append(int(d.name))
+    return pids
+
+
+@contextlib.contextmanager
+def forwarder(side: str, a: Host, b: Host, tmp: Path, hugedir: Path | None, tag: str) -> Iterator[list[int]]:
+    if side == "bridge":
+        br = f"spbr{tag}"
+        run(["ip", "link", "add", br, "type", "bridge"])
+        try:
+            Path(f"/proc/sys/net/ipv6/conf/{br}/disable_ipv6").write_text("1")
+            for h in (a, b):
+                run(["ip", "link", "set", h.outer, "master", br])
+            run(["ip", "link", "set", br, "up"])
+            yield []
+        finally:
+            run(["ip", "link", "del", br], check=False)
+    elif side == "testpmd":
+        assert hugedir is not None
+        with TestPmd([a.outer, b.outer], hugedir, tmp / "testpmd.log", tag, 4096, 32) as pmd:
+            yield [pmd.pid]
+    elif side in ("nfv", "nfv-rings"):
+        bed = Testbed(ifaces=[a.outer, b.outer], nb_rings=4, prefix=f"spb{tag}", log_dir=tmp)
+        with bed:
+            nfv = bed.launch_nfv(1, lcores="0,1")
+            if side == "nfv":
+                nfv.patch("phy:0", "phy:1")
+                nfv.patch("phy:1", "phy:0")
+            else:
+                for src, dst in (
+                    ("phy:0", "ring:0"),
+                    ("ring:1", "phy:1"),
+                    ("phy:1", "ring:2"),
+                    ("ring:3", "phy:0"),
+                ):
+                    nfv.patch(src, dst)
+                nfv2 = bed.launch_nfv(2, lcores="0,1")
+                for port in ("ring:0", "ring:1", "ring:2", "ring:3"):
+                    nfv2.add(port)
+                nfv2.patch("ring:0", "ring:1")
+                nfv2.patch("ring:2", "ring:3")
+                nfv2.forward()
+            nfv.forward()
+            time.sleep(0.2)
+            yield nfv_pids(bed)
+    else:
+        raise ValueError(side)
+
+
+def ping_times(a: Host, count: int, interval: float) -> list[float]:
+    """Round-trip times in µs of ``count`` pings from A to B, ``interval`` s apart (the first few,
+    which include ARP resolution, are left out)."""
+    warm = 5
+    out = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            a.ns,
+            "ping",
+            "-n",
+            "-c",
+            str(count + warm),
+            "-i",
+            str(interval),
+            "-W",
+            "1",
+            B_IP,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=count * interval + 60,
+    ).stdout
+    times = [float(line.split("time=")[1].split()[0]) * 1000 for line in out.splitlines() if "time=" in line]
+    return times[warm:]
