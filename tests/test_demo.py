@@ -7,12 +7,26 @@ import os
 import subprocess
 import sys
 
-from spp.integrations.testbed import free_port
+from spp.engine.shm import segment_path
+from spp.integrations.testbed import Testbed, free_port
+from tests.leakcheck import run_token
+
+PREFIX = f"demo{run_token()}"  # the demo's instance: its namespaces and logs are named from it
 
 
 def test_demo_runs_shows_traffic_and_cleans_up():
     r = subprocess.run(
-        [sys.executable, "-m", "spp.demo", "--seconds", "1", "--api-port", str(free_port())],
+        [
+            sys.executable,
+            "-m",
+            "spp.demo",
+            "--seconds",
+            "1",
+            "--api-port",
+            str(free_port()),
+            "--file-prefix",
+            PREFIX,
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -27,4 +41,59 @@ def test_demo_runs_shows_traffic_and_cleans_up():
     if os.geteuid() == 0:
         assert "3 packets transmitted, 3 received" in out
         netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-        assert "spp-demo" not in netns
+        assert f"spp-{PREFIX}-" not in netns
+
+
+def run_demo(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "spp.demo", "--seconds", "1", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_demo_never_drives_a_running_spp_ctl_it_did_not_start():
+    """A user's spp-ctl, primary and nfv are running; the demo pointed at the user's port, or at
+    the user's file prefix, refuses and leaves all of it as it was."""
+    with Testbed(nb_rings=2) as user:
+        nfv = user.launch_nfv(1)
+        nfv.add("ring:0")
+        nfv.add("nullpmd:0")
+        nfv.patch("nullpmd:0", "ring:0")
+        processes, status = user.processes(), nfv.status()
+
+        r = run_demo("--api-port", str(user.api_port), "--no-netns")
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert f"port {user.api_port} is in use (another spp-ctl?)" in r.stdout
+        assert "never drives one it did not start" in r.stdout
+
+        r = run_demo("--file-prefix", user.prefix, "--no-netns")
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert f"file prefix '{user.prefix}' is in use by a running primary" in r.stdout
+
+        assert user.processes() == processes
+        assert nfv.status() == status
+        assert segment_path(user.prefix).exists()
+
+
+def test_two_demos_at_once_do_not_collide():
+    """Each demo instance has its own ports, prefix and (as root) namespaces."""
+    argv = [sys.executable, "-m", "spp.demo", "--seconds", "2", "--api-port"]
+    procs = [
+        subprocess.Popen(
+            [*argv, str(free_port()), "--file-prefix", f"{PREFIX}{i}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=180)[0] for p in procs]
+    for p, out in zip(procs, outs, strict=True):
+        assert p.returncode == 0, out
+        assert "all processes stopped, shared memory removed" in out
+        if os.geteuid() == 0:
+            assert "3 packets transmitted, 3 received" in out

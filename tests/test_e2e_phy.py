@@ -4,11 +4,11 @@ namespace B. spp-ctl, the primary and the nfv are real processes."""
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 
 import pytest
 
+from spp.instance import tap_ifname
 from spp.integrations.testbed import Testbed, wait_for
 from tests.netutil import frame_seq, is_root, make_frame, veth_pair_in_netns
 
@@ -113,10 +113,10 @@ def test_vdev_and_iface_syntax_and_portmask(two_hosts):
 
 
 def test_nfv_tap_port_is_created_carries_traffic_and_goes_away():
-    n = 70 + os.getpid() % 20
-    iface = Path(f"/sys/class/net/vtap{n}")
-    assert not iface.exists()
+    n = 70
     with Testbed(nb_rings=1) as bed:
+        iface = Path(f"/sys/class/net/{tap_ifname(bed.prefix, n)}")  # the bed's prefix is its own
+        assert not iface.exists()
         nfv = bed.launch_nfv(1)
         nfv.add(f"tap:{n}")
         assert iface.exists()  # created by the add
@@ -128,7 +128,7 @@ def test_nfv_tap_port_is_created_carries_traffic_and_goes_away():
         nfv.stop()
         assert nfv.port_stats()[f"tap:{n}"]["tx"] > 1000
         nfv.delete(f"tap:{n}")
-        wait_for(lambda: not iface.exists(), 5, f"vtap{n} to go away")
+        wait_for(lambda: not iface.exists(), 5, f"{iface.name} to go away")
 
 
 def test_vlan_tagged_and_untagged_frames_cross_phy_to_phy_intact(wired):

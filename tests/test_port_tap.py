@@ -7,7 +7,6 @@ out of it must come out of ``rx_burst``, and the device must come and go with th
 from __future__ import annotations
 
 import errno
-import os
 import select
 import subprocess
 import time
@@ -22,6 +21,7 @@ from spp.engine.portid import PortId
 from spp.engine.ports import open_port
 from spp.engine.ports.base import TX_DROP, PortContext, PortError
 from spp.engine.ports.tap import TapPort
+from spp.instance import tap_ifname
 from tests.netutil import (
     TEST_SRC,
     Capture,
@@ -97,9 +97,9 @@ def all_free(pool: BufferPool) -> bool:
     return pool.shared_free == pool.seg.spec.nb_bufs
 
 
-def test_tap_default_name_created_up_and_removed_on_close(tap_env) -> None:
-    num = 100000 + os.getpid() % 100000  # vtapNNNNNN: a name no other test run uses
-    name = f"vtap{num}"
+def test_tap_default_name_created_up_and_removed_on_close(tap_env, segment) -> None:
+    num = 3
+    name = tap_ifname(segment.spec.prefix, num)  # the test segment's prefix is unique to this run
     assert not link_exists(name)
     port = tap_env(num)
     assert port.iface == name

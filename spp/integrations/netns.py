@@ -26,7 +26,15 @@ class VethHost:
     created: list[str] = field(default_factory=list)
 
     def create(self) -> VethHost:
-        self.destroy()  # a leftover of an interrupted run must not block this one
+        """Make the namespace and the pair; refuse (OSError) if either name is taken, since
+        that namespace or link is someone else's."""
+        if (
+            self.ns in ip("netns", "list").stdout.split()
+            or ip("link", "show", self.outer, check=False).returncode == 0
+        ):
+            raise FileExistsError(
+                f"namespace {self.ns} or link {self.outer} exists already: not ours to reuse"
+            )
         ip("netns", "add", self.ns)
         self.created.append("ns")
         ip("link", "add", self.outer, "type", "veth", "peer", "name", self.inner, "netns", self.ns)
@@ -46,9 +54,13 @@ class VethHost:
         )
 
     def destroy(self) -> None:
+        """Remove what :meth:`create` made, and nothing else."""
         with contextlib.suppress(OSError):
-            ip("link", "del", self.outer, check=False)
-            ip("netns", "del", self.ns, check=False)
+            if "link" in self.created:
+                ip("link", "del", self.outer, check=False)
+            if "ns" in self.created:
+                ip("netns", "del", self.ns, check=False)
+        self.created.clear()
 
     def __enter__(self) -> VethHost:
         return self.create()

@@ -7,13 +7,17 @@ so each scenario is a few readable lines (in the spirit of Mininet's topology AP
         bed.nfv(1).patch("phy:0", "phy:1")
         bed.nfv(1).forward()
 
-Everything started is stopped by PID on exit, and the shared segment is removed.
+Everything started is stopped by PID on exit, and the shared segment and the log directory are
+removed. A testbed only ever talks to the spp-ctl it started: when one of its ports is taken it
+refuses to start, and it checks that the process answering on the REST port is its own.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,17 +30,59 @@ from typing import Any
 
 import httpx
 
-from spp.engine.shm import segment_path
+from spp.engine.shm import Segment, SegmentError, segment_path
+from spp.instance import log_dir as instance_log_dir
 
 
 class TestbedError(RuntimeError):
-    pass
+    __test__ = False  # an exception, not a pytest class
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a TCP listener could not be bound on ``host:port`` now (someone else has it)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as spp-ctl binds
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                return True
+            raise
+    return False
+
+
+def _listening_socket_inodes(port: int) -> set[str]:
+    """Inodes of the TCP sockets listening on ``port`` (any address), from /proc/net/tcp{,6}."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                local, state, inode = fields[1], fields[3], fields[9]
+                if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                    found.add(inode)
+    return found
+
+
+def listens_on(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds a socket listening on TCP ``port``."""
+    wanted = {f"socket:[{inode}]" for inode in _listening_socket_inodes(port)}
+    fd_dir = Path(f"/proc/{pid}/fd")
+    try:
+        fds = list(fd_dir.iterdir())
+    except OSError:
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.readlink(fd) in wanted:
+                return True
+    return False
 
 
 def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
@@ -150,6 +196,7 @@ class Testbed:
         log_dir: str | os.PathLike[str] | None = None,
         prefix: str | None = None,
         extra_primary_args: list[str] | None = None,
+        keep_logs: bool = False,
     ) -> None:
         self.ifaces = ifaces or []
         self.nb_rings = nb_rings
@@ -158,10 +205,19 @@ class Testbed:
         self.api_port = api_port or free_port()
         self.pri_port = pri_port or free_port()
         self.sec_port = sec_port or free_port()
-        self.prefix = prefix or f"bed{os.getpid()}{uuid.uuid4().hex[:4]}"
-        self.log_dir = Path(log_dir or f"/tmp/spp-testbed-{self.prefix}")
+        # "<pid>x" marks what a test run made (tests/leakcheck.py looks for it)
+        self.prefix = prefix or f"bed{os.getpid() % 100000}x{uuid.uuid4().hex[:4]}"
+        #: Logs of every process of the bed. By default the primary's own per-prefix directory
+        #: (where it puts launched secondaries' logs too), removed on close unless ``keep_logs``;
+        #: a directory given by the caller is the caller's and stays.
+        self.log_dir = Path(log_dir) if log_dir else instance_log_dir(self.prefix)
+        self.keep_logs = keep_logs or log_dir is not None
+        self._made_log_dir = False
         self.extra_primary_args = extra_primary_args or []
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        #: set once the spp-ctl answering on api_port is known to be the one this bed started;
+        #: until then close() sends nothing to it
+        self.owns_ctl = False
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.api_port}", timeout=30)
 
     # -- life cycle ----------------------------------------------------------------------------
@@ -180,7 +236,9 @@ class Testbed:
         self.close()
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        if not self.log_dir.exists():
+            self.log_dir.mkdir(parents=True)
+            self._made_log_dir = True
         with open(self.log_dir / f"{name}.log", "ab") as out:
             proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -197,6 +255,12 @@ class Testbed:
         self.start_primary()
 
     def start_ctl(self) -> None:
+        taken = [p for p in (self.api_port, self.pri_port, self.sec_port) if port_in_use(p)]
+        if taken:
+            raise TestbedError(
+                f"port {', '.join(map(str, taken))} on 127.0.0.1 is in use (another spp-ctl?): "
+                "not starting a second one there; choose other ports"
+            )
         self._spawn(
             "spp-ctl",
             [
@@ -214,10 +278,16 @@ class Testbed:
             ],
         )
         wait_for(self._api_up, 15, "spp-ctl to listen")
+        self.owns_ctl = True
 
     def _api_up(self) -> bool:
-        if self.procs["spp-ctl"].poll() is not None:
+        ctl = self.procs["spp-ctl"]
+        if ctl.poll() is not None:
             raise TestbedError(f"spp-ctl exited: {self.log('spp-ctl')[-2000:]}")
+        # The REST listener is bound last: once it is ours, so are the wire ports. Until then an
+        # answer on the port would come from someone else's spp-ctl, which must not be driven.
+        if not listens_on(ctl.pid, self.api_port):
+            return False
         try:
             return self.http.get("/v1/processes", timeout=1).status_code == 200
         except httpx.HTTPError:
@@ -239,9 +309,9 @@ class Testbed:
             f"127.0.0.1:{self.pri_port}",
             "--ring-size",
             str(self.ring_size),
-            "--log-dir",
-            str(self.log_dir),
         ]
+        if self.log_dir != instance_log_dir(self.prefix):
+            argv += ["--log-dir", str(self.log_dir)]  # else the primary's own default is the same
         for iface in self.ifaces:
             argv += ["--iface", iface]
         argv += self.extra_primary_args
@@ -353,13 +423,15 @@ class Testbed:
         return WorkerClient(self, "mirror", client_id)
 
     def close(self) -> None:
-        """Stop every process (secondaries first), by PID, and remove the shared segment."""
-        with contextlib.suppress(httpx.HTTPError):
-            for entry in self.processes():
-                if entry["type"] in ("nfv", "vf", "mirror"):
-                    self.http.delete(f"/v1/{entry['type']}s/{entry['client-id']}", timeout=5)
-        with contextlib.suppress(httpx.HTTPError):
-            self.http.delete("/v1/primary", timeout=5)
+        """Stop every process (secondaries first), by PID, and remove the shared segment and the
+        log directory (unless kept)."""
+        if self.owns_ctl:
+            with contextlib.suppress(httpx.HTTPError):
+                for entry in self.processes():
+                    if entry["type"] in ("nfv", "vf", "mirror", "pcap"):
+                        self.http.delete(f"/v1/{entry['type']}s/{entry['client-id']}", timeout=5)
+            with contextlib.suppress(httpx.HTTPError):
+                self.http.delete("/v1/primary", timeout=5)
         for name in sorted(self.procs, key=lambda n: n == "spp-ctl"):  # spp-ctl last
             proc = self.procs[name]
             if proc.poll() is None:
@@ -372,7 +444,26 @@ class Testbed:
                         os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait(5)
         self.http.close()
-        segment_path(self.prefix).unlink(missing_ok=True)
+        self._remove_own_segment()
+        if self._made_log_dir and not self.keep_logs:
+            shutil.rmtree(self.log_dir, ignore_errors=True)
+
+    def _remove_own_segment(self) -> None:
+        """Remove the segment if this bed's primary made it (a primary that crashed leaves it);
+        one of another primary that happened to use the same prefix is not this bed's to touch."""
+        primary = self.procs.get("spp-primary")
+        if primary is None:
+            return
+        try:
+            seg = Segment.attach(self.prefix)
+        except SegmentError:
+            return
+        try:
+            mine = seg.spec.primary_pid == primary.pid
+        finally:
+            seg.close()
+        if mine:
+            segment_path(self.prefix).unlink(missing_ok=True)
 
     # -- REST ----------------------------------------------------------------------------------
 

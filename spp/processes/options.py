@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from spp.instance import check_file_prefix
+
 # EAL options that take a value (so the value is not mistaken for the next option).
 EAL_WITH_VALUE = {
     "-c",
@@ -131,6 +133,10 @@ def parse_eal(args: list[str]) -> EalOptions:
                 raise OptionError(f"invalid {name} '{value}'") from None
         elif name == "--file-prefix":
             eal.file_prefix = value
+            try:
+                check_file_prefix(value)
+            except ValueError as e:
+                raise OptionError(f"--file-prefix: {e}") from None
         elif name == "--vdev":
             eal.vdevs.append(value)
         elif name == "--proc-type":

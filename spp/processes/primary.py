@@ -27,6 +27,7 @@ from spp.engine.portid import PortId, PortUidError, parse_port_uid
 from spp.engine.ports import PortContext
 from spp.engine.shm import RX, RX_DROP, TX, TX_DROP, PhyInfo, Segment, SegmentError, SegmentSpec
 from spp.engine.worker import DEFAULT_BURST, Worker
+from spp.instance import log_dir
 from spp.processes.base import SppProcess, setup_logging
 from spp.processes.commands import PANEL_COMMANDS, Reply, failed, run_panel_command, succeeded
 from spp.processes.launcher import Launcher, LaunchError
@@ -265,7 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--burst", type=int, default=DEFAULT_BURST, help="forwarder burst size (default %(default)s)"
     )
     p.add_argument(
-        "--log-dir", default="/tmp/spp-log", help="where launched secondaries log (default %(default)s)"
+        "--log-dir",
+        help="where launched secondaries log (default /tmp/spp-log, or /tmp/spp-log-PREFIX for a "
+        "--file-prefix other than spp)",
     )
     p.add_argument("--log-level", default="INFO")
     return p
@@ -300,7 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     lcores = eal.lcores
     if args.disp_stats:
         lcores = lcores[:1]  # SPP: --disp-stats replaces the forwarder by a monitor
-    launcher = Launcher(seg, eal.file_prefix, Path(args.log_dir))
+    launcher = Launcher(
+        seg, eal.file_prefix, Path(args.log_dir) if args.log_dir else log_dir(eal.file_prefix)
+    )
     primary = Primary(seg, host, port, lcores, launcher, args.burst)
     log.info(
         "file prefix %s: %d rings of %d, %d buffers, phy ports %s, forwarder %s",

@@ -6,7 +6,7 @@ UID        what it is                                      module
 ring:N     shared-memory SPSC ring (zero copy)             :mod:`.ring`
 phy:N      Linux interface via AF_PACKET (TPACKET_V3 rx,   :mod:`.phy`
            sendmmsg tx)
-tap:N      TUN/TAP device ``vtapN``, created if missing     :mod:`.tap`
+tap:N      TUN/TAP device, per file prefix (``vtapN``)     :mod:`.tap`
 pcap:N     rx from /tmp/spp-rxN.pcap, tx to /tmp/spp-txN   :mod:`.pcap`
 nullpmd:N  endless source, bottomless sink                 :mod:`.null`
 =========  ==============================================  =====================

@@ -1,4 +1,8 @@
-"""``tap:N``: a kernel TAP interface (``vtapN``), the role of DPDK's ``net_tap`` vdev.
+"""``tap:N``: a kernel TAP interface, the role of DPDK's ``net_tap`` vdev.
+
+The interface is named from the instance's file prefix (``vtapN`` for the default prefix, see
+:func:`spp.instance.tap_ifname`), so two instances never share one; the port option ``tap:N``
+names it explicitly.
 
 What the port transmits, the kernel receives on the interface; what the kernel transmits on the
 interface, the port receives. The device is created if missing, or attached to if it already
@@ -25,6 +29,7 @@ from spp.engine import linux
 from spp.engine.linux import ETH_HLEN
 from spp.engine.portid import PortId
 from spp.engine.ports.base import RX_DROP, TX_DROP, Port, PortContext, PortError
+from spp.instance import tap_ifname
 
 # <linux/if_tun.h>
 TUNSETIFF = 0x400454CA
@@ -39,13 +44,13 @@ _FRAME_ERRORS = frozenset({errno.EINVAL, errno.EMSGSIZE, errno.EFAULT})
 
 
 class TapPort(Port):
-    """``tap:N`` on interface ``ctx.options["tap:N"]``, or ``vtapN`` by default."""
+    """``tap:N`` on interface ``ctx.options["tap:N"]``, or the instance's default name."""
 
     needs_polling = False
 
     def __init__(self, uid: PortId, ctx: PortContext) -> None:
         super().__init__(uid, ctx)
-        name = ctx.options.get(f"tap:{uid.num}") or f"vtap{uid.num}"
+        name = ctx.options.get(f"tap:{uid.num}") or tap_ifname(ctx.seg.spec.prefix, uid.num)
         try:
             raw = linux.ifname_bytes(name)
         except ValueError as e:
