@@ -1,4 +1,5 @@
-"""Shared fixtures: a private shared segment per test, and a per-test pool handle."""
+"""Shared fixtures: a private shared segment per test, and a per-test pool handle; and the
+session check that the run leaves nothing behind (:mod:`tests.leakcheck`)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import pytest
 from spp.engine.pool import BufferPool
 from spp.engine.ports.base import PortContext
 from spp.engine.shm import PhyInfo, Segment, SegmentSpec
+from tests.leakcheck import pytest_sessionfinish, pytest_sessionstart, run_token
 
 
 def unique_prefix(tag: str = "t") -> str:
-    return f"pyt{tag}{os.getpid()}{uuid.uuid4().hex[:6]}"
+    """A file prefix of this run's own: it carries the run token the leak check looks for."""
+    return f"pyt{tag}{run_token()}{uuid.uuid4().hex[:6]}"
 
 
 @pytest.fixture
@@ -54,4 +57,4 @@ def port_ctx(segment: Segment, pool: BufferPool) -> PortContext:
     return PortContext(seg=segment, pool=pool, client_id=1)
 
 
-__all__ = ["PhyInfo", "unique_prefix"]
+__all__ = ["PhyInfo", "pytest_sessionfinish", "pytest_sessionstart", "unique_prefix"]

@@ -47,11 +47,12 @@ def _run(argv: Sequence[str], check: bool = True, timeout: float = 30) -> subpro
 def unique_tag() -> str:
     """A short tag for names of namespaces and links, unique on this machine for the test run.
 
-    pid, a random part and a counter: the random part keeps two copies of this module (imported
-    as ``netutil`` and as ``tests.netutil``) from handing out the same names. At most 11
-    characters, so ``spt<tag>h`` fits IFNAMSIZ.
+    The run token ``<pid>x`` (which the leak check in :mod:`tests.leakcheck` looks for), a random
+    part and a counter: the random part keeps two copies of this module (imported as ``netutil``
+    and as ``tests.netutil``) from handing out the same names. At most 11 characters, so
+    ``spt<tag>h`` fits IFNAMSIZ.
     """
-    return f"{os.getpid() % 100000}{secrets.token_hex(2)[:3]}{next(_seq) % 1000}"
+    return f"{os.getpid() % 100000}x{secrets.token_hex(1)}{next(_seq) % 1000}"
 
 
 def link_exists(name: str, ns: str | None = None) -> bool:
