@@ -1,20 +1,46 @@
 #!/usr/bin/env bash
-# Installs what soft-patch-panel needs on a Debian/Ubuntu machine: the system tools its ports and
-# tests use, and a virtual environment in .venv with the package. Safe to run again.
+# Installs what soft-patch-panel needs on a Debian/Ubuntu machine: every program that the product,
+# its tests and its benchmarks run (see the list below), and a virtual environment in .venv with
+# the package. Safe to run again; as root it installs missing system packages with apt-get,
+# otherwise it names them. Nothing here needs hugepages (only bench/phy_vs_testpmd.py does, and it
+# reserves and gives back its own).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# command:package — one program a part of the project runs, and the Debian package that has it.
+# A test never relies on a program missing here.
+tools=(
+    python3:python3           # everything
+    ip:iproute2               # namespaces, veth, links (spp-demo, tests, bench)
+    ping:iputils-ping         # spp-demo, tests across the panel
+    ethtool:ethtool           # tests: offloads off on test veths
+    sysctl:procps             # tests, bench: IPv6 off on test links
+    tcpdump:tcpdump           # tests: an independent pcap reader and filter
+    tshark:tshark             # tests: an independent pcapng reader
+    lz4:lz4                   # tests: an independent LZ4 frame reader
+    dot:graphviz              # spp CLI: topo to svg/png
+    tmux:tmux                 # interactive CLI sessions
+    dpdk-testpmd:dpdk-dev     # bench: the named peer
+    cc:gcc                    # bench: builds the traffic generator
+    git:git                   # bench: records the commit measured
+    taskset:util-linux        # bench: CPU pinning
+    stdbuf:coreutils          # bench
+)
 need_apt=()
-for pair in ip:iproute2 tcpdump:tcpdump tshark:tshark lz4:lz4 tmux:tmux dot:graphviz ping:iputils-ping; do
+for pair in "${tools[@]}"; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
 done
 # libatomic: the full barrier of ring doorbells (spp/engine/doorbell.py), loaded with ctypes.
 ldconfig -p 2>/dev/null | grep -q 'libatomic\.so\.1 ' || need_apt+=(libatomic1)
+# python3 -m venv needs ensurepip, which Debian ships apart from python3.
+if ! command -v python3 >/dev/null 2>&1 || ! python3 -c "import ensurepip, venv" >/dev/null 2>&1; then
+    need_apt+=(python3-venv)
+fi
 if [ "${#need_apt[@]}" -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then
         echo "install.sh: apt-get install ${need_apt[*]}"
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
     else
         echo "install.sh: missing system packages (${need_apt[*]}); run as root to install them" >&2
     fi
