@@ -103,3 +103,12 @@ def test_testbed_with_a_prefix_in_use_leaves_the_other_segment_alone() -> None:
             other.__enter__()
         assert segment_path(user.prefix).exists()
         assert {"type": "primary"} in user.processes()
+
+
+def test_free_ports_are_below_the_ephemeral_range_and_not_spp_defaults() -> None:
+    """A port from the ephemeral range can go to any outgoing connection before a listener
+    binds it; one below cannot."""
+    start = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = {free_port() for _ in range(50)}
+    assert all(1024 <= p < start for p in ports)
+    assert not ports & {5555, 6666, 7777}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import random
 import shutil
 import signal
 import socket
@@ -38,8 +39,30 @@ class TestbedError(RuntimeError):
     __test__ = False  # an exception, not a pytest class
 
 
+#: spp-ctl's default ports: never handed out, a user's spp-ctl may want them at any time
+_SPP_PORTS = frozenset({5555, 6666, 7777})
+
+
+def _ephemeral_range_start() -> int:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A TCP port free on 127.0.0.1 now, for a listener about to be started.
+
+    Taken below the kernel's ephemeral range, at random: a port the kernel gave us from that range
+    could go to any outgoing connection (a busy host makes many) before our listener binds it,
+    while one below it is only ever taken by a listener that chose the same number.
+    """
+    top = _ephemeral_range_start()
+    rng = random.SystemRandom()
+    for _ in range(100):
+        port = rng.randrange(max(1024, top - 20000), top)
+        if port not in _SPP_PORTS and not port_in_use(port):
+            return port
+    with socket.socket() as s:  # that range is full: let the kernel choose
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
@@ -205,6 +228,8 @@ class Testbed:
         self.api_port = api_port or free_port()
         self.pri_port = pri_port or free_port()
         self.sec_port = sec_port or free_port()
+        #: ports this bed chose itself, and may choose again if another listener took one first
+        self._chosen_ports = {"api": api_port is None, "pri": pri_port is None, "sec": sec_port is None}
         # "<pid>x" marks what a test run made (tests/leakcheck.py looks for it)
         self.prefix = prefix or f"bed{os.getpid() % 100000}x{uuid.uuid4().hex[:4]}"
         #: Logs of every process of the bed. By default the primary's own per-prefix directory
@@ -254,7 +279,25 @@ class Testbed:
         self.start_ctl()
         self.start_primary()
 
-    def start_ctl(self) -> None:
+    def start_ctl(self, attempts: int = 3) -> None:
+        """Start spp-ctl on the bed's ports. When another listener takes one of the ports the bed
+        chose itself between the choice and spp-ctl's bind, choose again (up to ``attempts``)."""
+        for attempt in range(attempts):
+            try:
+                self._start_ctl_once()
+                return
+            except TestbedError as e:
+                retry = "address already in use" in str(e) and attempt + 1 < attempts
+                if not retry or not any(self._chosen_ports.values()):
+                    raise
+            self.procs.pop("spp-ctl").wait(5)
+            self.api_port = free_port() if self._chosen_ports["api"] else self.api_port
+            self.pri_port = free_port() if self._chosen_ports["pri"] else self.pri_port
+            self.sec_port = free_port() if self._chosen_ports["sec"] else self.sec_port
+            self.http.close()
+            self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.api_port}", timeout=30)
+
+    def _start_ctl_once(self) -> None:
         taken = [p for p in (self.api_port, self.pri_port, self.sec_port) if port_in_use(p)]
         if taken:
             raise TestbedError(
