@@ -58,6 +58,15 @@ echo "fresh-check.sh: clean clone of $(git rev-parse --short HEAD) into /src"
 git clone --quiet --no-hardlinks "$(pwd)" "$root/src"
 git -C "$root/src" checkout --quiet "$(git rev-parse HEAD)"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# Where the network checks TLS against authorities of its own (a proxy), the host trusts them in
+# its CA bundle and points pip at it; the fresh root gets that bundle for pip and nothing else of
+# the host's set-up (no pip configuration, no wheels, no packages).
+pip_cert=
+host_ca=${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}
+if [ -f "$host_ca" ]; then
+    cp "$host_ca" "$root/etc/fresh-check-host-ca.crt"
+    pip_cert=/etc/fresh-check-host-ca.crt
+fi
 
 if [ "$demo" -eq 1 ]; then
     inner='cd /src && ./scripts/demo.sh --seconds 1 && ./scripts/test.sh "$@"'
@@ -70,15 +79,15 @@ fi
 # network is the host's (apt-get and pip need it).
 set +e
 unshare --mount --propagation private --pid --fork -- /bin/bash -euc '
-    root=$1; inner=$2; shift 2
+    root=$1; inner=$2; pip_cert=$3; shift 3
     mount --rbind /dev "$root/dev"
     mount -t proc proc "$root/proc"
     mount --rbind /sys "$root/sys"
     mount -t tmpfs -o mode=1777 tmpfs "$root/dev/shm"
     mount -t tmpfs -o mode=755 tmpfs "$root/run"
     exec chroot "$root" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-        HOME=/root TERM=dumb LANG=C.UTF-8 /bin/bash -c "$inner" fresh-check "$@"
-' fresh-check "$root" "$inner" "$@"
+        HOME=/root TERM=dumb LANG=C.UTF-8 ${pip_cert:+PIP_CERT=$pip_cert} /bin/bash -c "$inner" fresh-check "$@"
+' fresh-check "$root" "$inner" "$pip_cert" "$@"
 rc=$?
 set -e
 echo "fresh-check.sh: the README's test command in a fresh Debian 12 root exited with $rc"
