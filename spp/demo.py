@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
                     input()
             step("Tearing down")
         say("  all processes stopped, shared memory removed")
-    except (TestbedError, OSError, subprocess.CalledProcessError) as e:
+    except (TestbedError, FileExistsError, subprocess.CalledProcessError) as e:
         detail = getattr(e, "stderr", None) or ""
         say(f"spp-demo: {e} {detail}".rstrip())
         return 1
