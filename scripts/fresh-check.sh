@@ -80,6 +80,8 @@ fi
 set +e
 unshare --mount --propagation private --pid --fork -- /bin/bash -euc '
     root=$1; inner=$2; pip_cert=$3; shift 3
+    # The root must be a mount point, as a machine'"'"'s / is: "ip netns exec" remounts / as a slave.
+    mount --bind "$root" "$root"
     mount --rbind /dev "$root/dev"
     mount -t proc proc "$root/proc"
     mount --rbind /sys "$root/sys"
