@@ -25,6 +25,7 @@ tools=(
     git:git                   # bench: records the commit measured
     taskset:util-linux        # bench: CPU pinning
     stdbuf:coreutils          # bench
+    iperf3:iperf3             # bench: TCP/UDP through the panel and its peers
 )
 need_apt=()
 for pair in "${tools[@]}"; do
