@@ -35,7 +35,26 @@ class KeyInvalid(ApiError):
     """
 
     def __init__(self, key: str, value: Any) -> None:
-        super().__init__(400, f"invalid key({key}): {value}.")
+        super().__init__(400, f"invalid key({key}): {shown(value)}.")
+
+
+SHOWN_MAX = 200
+"""Longest rendering of a client's value inside an error message."""
+
+
+def shown(value: Any) -> str:
+    """``str(value)`` as SPP showed it, cut to :data:`SHOWN_MAX` characters.
+
+    A client's value may be megabytes long or nested a thousand levels deep (``str`` of that
+    exhausts the recursion limit); the message only needs to point at it.
+    """
+    try:
+        text = str(value)
+    except (RecursionError, ValueError):
+        return f"<{type(value).__name__} too deep or too large to show>"
+    if len(text) > SHOWN_MAX:
+        return text[: SHOWN_MAX - 3] + "..."
+    return text
 
 
 class NotFound(ApiError):

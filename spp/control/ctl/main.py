@@ -1,8 +1,12 @@
 """``spp-ctl`` command line: parse options, set up logging, serve until SIGINT/SIGTERM.
 
-Same options as SPP's ``spp-ctl`` (``-b``, ``-p``, ``-s``, ``-a``) plus ``--log-level`` and the
-timeouts. The default bind address is 127.0.0.1, not every interface: the REST API and the wire
-ports have no authentication.
+Same options as SPP's ``spp-ctl`` (``-b``, ``-p``, ``-s``, ``-a``) plus ``--log-level``, the
+timeouts and the access options. The default bind address is 127.0.0.1, not every interface: the
+REST API and the wire ports have no authentication. The wire ports accept only processes of this
+host running as spp-ctl's user or root; with ``-b`` on another address, processes on other hosts
+are accepted only with ``--allow-remote-processes`` (their user cannot be checked). The REST API
+answers only requests addressed to an IP literal, ``localhost`` or an ``--allow-host`` name, and
+refuses state-changing requests from a foreign browser ``Origin`` (see :mod:`.httpguard`).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import asyncio
 import logging
 import sys
 
+from .loglimit import RateLimitFilter
 from .server import Config, Controller
 
 LOG = logging.getLogger("spp.control.ctl")
@@ -56,6 +61,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--launch-timeout", type=_seconds, default=20.0, metavar="SECONDS",
         help="seconds the primary gets to answer 'launch' (default 20)",
     )  # fmt: skip
+    parser.add_argument(
+        "--allow-remote-processes", action="store_true",
+        help="accept SPP processes connecting from other hosts (their user cannot be checked; "
+        "by default only processes of this host running as spp-ctl's user or root may register)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--allow-host", action="append", default=[], metavar="NAME",
+        help="a host name the REST API answers to besides IP addresses and localhost (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--allow-origin", action="append", default=[], metavar="ORIGIN",
+        help="a web origin (e.g. http://dashboard.example:8080) allowed to change state (repeatable)",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -66,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RateLimitFilter())
     config = Config(
         bind_addr=args.bind_addr,
         pri_port=args.pri_port,
@@ -73,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         api_port=args.api_port,
         command_timeout=args.command_timeout,
         launch_timeout=args.launch_timeout,
+        allow_remote_processes=args.allow_remote_processes,
+        allowed_hosts=tuple(args.allow_host),
+        allowed_origins=tuple(args.allow_origin),
     )
     try:
         asyncio.run(Controller(config).run())

@@ -37,6 +37,9 @@ LAUNCH_TIMEOUT = 20.0
 PROBE_TIMEOUT = 5.0
 """Time a process gets to answer a liveness ``status`` probe."""
 
+NOT_RESPONDING_AFTER = 1.0
+"""A process whose reply is this many seconds overdue is listed as not responding."""
+
 REJECT_WARN_INTERVAL = 30.0
 """Seconds between repeated warnings about the same rejected client id."""
 
@@ -93,21 +96,49 @@ class Registry:
 
     # -- joining and leaving --------------------------------------------------------------------
 
-    def set_primary(self, conn: Connection) -> Proc:
-        """Any connection on the primary port is the primary; a new one replaces the old."""
-        conn.label = TYPE_PRIMARY
-        old = self._procs.get(PRIMARY_ID)
-        proc = Proc(TYPE_PRIMARY, PRIMARY_ID, conn)
-        self._procs[PRIMARY_ID] = proc
-        if old is not None:
-            LOG.warning(
-                "spp_primary reconnected from %s; replacing the connection from %s", conn.peer, old.conn.peer
-            )
-            old.conn.close()
-        else:
-            LOG.info("primary connected from %s", conn.peer)
-        conn.add_close_callback(self._on_closed)
-        return proc
+    async def register_primary(self, conn: Connection) -> Proc | None:
+        """A connection on the primary port is the primary unless a live one is registered.
+
+        SPP let every new connection replace the primary (and receive its commands); here the
+        registered primary keeps its place as long as it answers, as a secondary keeps its id.
+        """
+        async with self._register_lock:
+            old = self._procs.get(PRIMARY_ID)
+            if old is not None and await self._is_alive(old):
+                self._warn_rejected(
+                    PRIMARY_ID,
+                    "Rejected a primary connecting from %s: the primary connected from %s is still "
+                    "alive. Stop it before starting another one.",
+                    conn.peer,
+                    old.conn.peer,
+                )
+                return None
+            self._rejected_at.pop(PRIMARY_ID, None)
+            if conn.closed:
+                return None
+            conn.label = TYPE_PRIMARY
+            self._procs[PRIMARY_ID] = Proc(TYPE_PRIMARY, PRIMARY_ID, conn)
+            if old is not None:
+                LOG.warning(
+                    "spp_primary reconnected from %s; its old connection from %s was dead",
+                    conn.peer,
+                    old.conn.peer,
+                )
+                old.conn.close()
+            else:
+                LOG.info("primary connected from %s", conn.peer)
+            conn.add_close_callback(self._on_closed)
+            return self._procs[PRIMARY_ID]
+
+    def _warn_rejected(self, proc_id: int, message: str, *args: object) -> None:
+        """A rejected C process reconnects every second: warn once, then now and then."""
+        now = time.monotonic()
+        last = self._rejected_at.get(proc_id)
+        level = logging.DEBUG
+        if last is None or now - last >= REJECT_WARN_INTERVAL:
+            level = logging.WARNING
+            self._rejected_at[proc_id] = now
+        LOG.log(level, message, *args)
 
     async def register_secondary(self, conn: Connection, ident: Identity) -> Proc | None:
         """Add a secondary that identified itself; None if its ID belongs to a live process."""
@@ -115,15 +146,8 @@ class Registry:
             label = f"{ident.type}({ident.id})"
             old = self._procs.get(ident.id)
             if old is not None and await self._is_alive(old):
-                # A rejected C secondary reconnects every second: warn once, then now and then.
-                now = time.monotonic()
-                last = self._rejected_at.get(ident.id)
-                level = logging.DEBUG
-                if last is None or now - last >= REJECT_WARN_INTERVAL:
-                    level = logging.WARNING
-                    self._rejected_at[ident.id] = now
-                LOG.log(
-                    level,
+                self._warn_rejected(
+                    ident.id,
                     "Rejected %s connecting from %s: client id %d is already used by %s (from %s), "
                     "which is still alive. Give the new process another ID.",
                     label, conn.peer, ident.id, old.label, old.conn.peer,
@@ -149,10 +173,10 @@ class Registry:
             return proc
 
     async def _is_alive(self, proc: Proc) -> bool:
-        """Does the current holder of an ID still answer? A busy one (command in flight) does."""
+        """Does the current holder of an ID still answer? A busy or a stopped (SIGSTOP) one does."""
         if proc.conn.closed:
             return False
-        if proc.conn.lock.locked():
+        if proc.conn.lock.locked() or proc.conn.stopped:
             return True
         # Not via command(): a dead holder must stay in the table until the newcomer has taken
         # its slot, so that the newcomer inherits its position.
@@ -188,6 +212,11 @@ class Registry:
         """Send one command to ``proc``; a broken or silent process is dropped -> 503."""
         timeout = self.command_timeout if timeout is None else timeout
         LOG.info("%s: command %r", proc.label, command)
+        if proc.conn.stopped:
+            # It would answer only once resumed; it keeps its registration meanwhile.
+            raise ProcessUnavailable(
+                f"{proc.label} is not responding: its process {proc.conn.pid} is stopped (SIGSTOP?)."
+            )
         try:
             return await proc.conn.request(command, timeout)
         except ConnectionClosed as exc:
@@ -206,8 +235,13 @@ class Registry:
             LOG.warning("%s dropped from the process list: %s", proc.label, reason)
         proc.conn.close()
 
-    async def probe(self, procs: list[Proc]) -> dict[int, Reply]:
-        """Send ``status`` to each of ``procs`` at once; drop the failures; return the replies."""
+    async def probe(self, procs: list[Proc], deadline: float | None = None) -> dict[int, Reply]:
+        """Send ``status`` to each of ``procs`` at once; drop the failures; return the replies.
+
+        With ``deadline`` the answer is given after that many seconds at most: probes still
+        running go on in the background (and drop their process if it never answers), their
+        processes are missing from the result. Stopped processes are not probed (nor dropped).
+        """
 
         async def one(proc: Proc) -> tuple[Proc, Reply | None]:
             try:
@@ -215,5 +249,13 @@ class Registry:
             except ProcessUnavailable:
                 return proc, None
 
-        results = await asyncio.gather(*(one(p) for p in procs))
+        tasks = [asyncio.ensure_future(one(p)) for p in procs if not p.conn.stopped]
+        if not tasks:
+            return {}
+        done, _running = await asyncio.wait(tasks, timeout=deadline)
+        results = [task.result() for task in done]
         return {proc.id: reply for proc, reply in results if reply is not None}
+
+    def responding(self, proc: Proc) -> bool:
+        """False while ``proc`` is stopped or has left a command unanswered for a while."""
+        return not proc.conn.stopped and proc.conn.busy_for() < NOT_RESPONDING_AFTER

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from .errors import ApiError, KeyInvalid, KeyRequired
+from .errors import ApiError, KeyInvalid, KeyRequired, shown
 
 PORT_TYPES = ("phy", "vhost", "ring", "pcap", "nullpmd", "tap", "memif", "pipe")
 """Port types spp-ctl accepts anywhere a port UID is expected (spp-api.md §2)."""
@@ -40,9 +40,26 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         body = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ApiError(400, "Not in json format.") from exc
+    except RecursionError as exc:
+        raise ApiError(400, "Not in json format: nested too deeply.") from exc
     if not isinstance(body, dict):
         raise ApiError(400, f"Not in json format: expected a JSON object, got {type(body).__name__}.")
     return body
+
+
+ID_MAX = 2**31 - 1
+"""Largest process, port or rule id accepted in a URL (a C ``int``, as SPP's processes parse them)."""
+
+
+def url_id(value: str, name: str) -> int:
+    """An id from the URL path (the route already matched ``[0-9]+``), at most :data:`ID_MAX`.
+
+    ``int()`` of thousands of digits raises (Python's int-string conversion limit), which used to
+    end in a 500; an id no process can have is a bad request.
+    """
+    if not (value.isascii() and value.isdigit()) or len(value) > len(str(ID_MAX)) or int(value) > ID_MAX:
+        raise ApiError(400, f"invalid {name}: {shown(value)} (expected an integer from 0 to {ID_MAX}).")
+    return int(value)
 
 
 def require(body: dict[str, Any], keys: Iterable[str]) -> None:
@@ -102,7 +119,7 @@ def uint(value: Any, key: str, maximum: int | None = None) -> int:
 
 def strict_int(value: Any, key: str) -> int:
     """A JSON integer (not a string, not a bool), >= 0 — for ``core``, flow ``group``/``priority``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= ID_MAX:
         raise KeyInvalid(key, value)
     return value
 

@@ -24,6 +24,7 @@ from aiohttp import web
 
 from . import cpu, launch, validate
 from .errors import ApiError, BadReply, NotFound, ProcessUnavailable
+from .httpguard import HostPolicy
 from .registry import Proc, Registry
 from .wire import ConnectionClosed, Reply, ReplyTimeout
 
@@ -36,6 +37,12 @@ FLOW_FAILURES_ARE_ERRORS = False
 """Flow endpoints return the primary's reply verbatim with 200, also for ``"result": "error"``
 (spp-api.md §3.4/§10.4): the reply *is* the response body, so nothing is hidden from the client
 and the SPP CLI prints its ``message`` either way. Set True to turn such replies into 400s."""
+
+LIST_DEADLINE = 0.8
+"""Seconds ``GET /v1/processes`` and ``/v1/cpu_usage`` wait for the processes' answers at most."""
+
+NOT_RESPONDING = "not responding"
+"""``status`` of a listed process that is stopped or has not answered its last command in time."""
 
 VF_PORT_KEYS = ("phy", "vhost", "ring")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -165,7 +172,7 @@ class Api:
         return proc
 
     def _secondary(self, request: web.Request, proc_type: str) -> Proc:
-        sec_id = int(request.match_info["sec_id"])
+        sec_id = validate.url_id(request.match_info["sec_id"], "sec_id")
         proc = self.registry.secondary(sec_id, proc_type)
         if proc is None:
             raise NotFound(f"sec_id {sec_id} not found.")
@@ -207,13 +214,20 @@ class Api:
     # /v1
 
     async def get_processes(self, request: web.Request) -> web.Response:
+        """SPP's list; a process that is stopped or overdue with a reply gets ``"status"``.
+
+        The probe weeds out processes that are connected but dead; it is given
+        :data:`LIST_DEADLINE` at most, so one stuck process cannot stall the listing.
+        """
         secondaries = [p for p in self.registry.all() if p.type != "primary"]
-        await self.registry.probe(secondaries)
+        await self.registry.probe(secondaries, deadline=LIST_DEADLINE)
         procs = []
         for proc in self.registry.all():
             entry: dict[str, Any] = {"type": proc.type}
             if proc.type != "primary":
                 entry["client-id"] = proc.id
+            if not self.registry.responding(proc):
+                entry["status"] = NOT_RESPONDING
             procs.append(entry)
         return data_response(procs)
 
@@ -221,7 +235,7 @@ class Api:
         return data_response(cpu.cpu_layout())
 
     async def get_cpu_usage(self, request: web.Request) -> web.Response:
-        replies = await self.registry.probe(self.registry.all())
+        replies = await self.registry.probe(self.registry.all(), deadline=LIST_DEADLINE)
         usage = []
         for proc in self.registry.all():
             if proc.id in replies:
@@ -314,9 +328,8 @@ class Api:
         attrs += rule["direction"]
         pattern = " / ".join(rule["pattern"])
         actions = " / ".join(rule["actions"])
-        return (
-            f"flow {sub_command} phy:{int(port_id)} {attrs} pattern {pattern} / end actions {actions} / end"
-        )
+        phy = validate.url_id(port_id, "port_id")
+        return f"flow {sub_command} phy:{phy} {attrs} pattern {pattern} / end actions {actions} / end"
 
     async def flow_validate(self, request: web.Request) -> web.Response:
         rule = validate.flow_rule(await self._body(request))
@@ -327,11 +340,12 @@ class Api:
         return await self._flow(self._flow_command("create", request.match_info["port_id"], rule))
 
     async def flow_destroy_all(self, request: web.Request) -> web.Response:
-        return await self._flow(f"flow destroy phy:{int(request.match_info['port_id'])} ALL")
+        port_id = validate.url_id(request.match_info["port_id"], "port_id")
+        return await self._flow(f"flow destroy phy:{port_id} ALL")
 
     async def flow_destroy(self, request: web.Request) -> web.Response:
-        port_id = int(request.match_info["port_id"])
-        rule_id = int(request.match_info["rule_id"])
+        port_id = validate.url_id(request.match_info["port_id"], "port_id")
+        rule_id = validate.url_id(request.match_info["rule_id"], "rule_id")
         return await self._flow(f"flow destroy phy:{port_id} {rule_id}")
 
     # /v1/nfvs/{id}
@@ -525,9 +539,10 @@ def routes(api: Api) -> list[tuple[str, str, Handler]]:
     ]
 
 
-def make_app(registry: Registry) -> web.Application:
-    """The aiohttp application serving REST v1 for ``registry``."""
-    app = web.Application(middlewares=[error_middleware])
+def make_app(registry: Registry, policy: HostPolicy | None = None) -> web.Application:
+    """The aiohttp application serving REST v1 for ``registry``, guarded by ``policy``."""
+    policy = policy or HostPolicy()
+    app = web.Application(middlewares=[policy.middleware(), error_middleware])
     api = Api(registry)
     for method, path, handler in routes(api):
         if method == "GET":

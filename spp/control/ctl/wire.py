@@ -27,9 +27,12 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from . import peercred
 
 LOG = logging.getLogger(__name__)
 
@@ -40,7 +43,12 @@ QUIET_PERIOD = 0.25
 """How long a reply that does not look like JSON may pause before we take it as complete."""
 
 MAX_REPLY = 16 * 1024 * 1024
-"""Upper bound for one reply; protects spp-ctl's memory from a process gone mad."""
+"""Upper bound for one reply of a registered process; protects spp-ctl's memory from one gone mad."""
+
+PENDING_MAX_REPLY = 2 * MSG_SIZE
+"""What a connection may buffer before it has registered: a padded ``_get_client_id`` reply is
+32768 bytes, nothing a registration needs is bigger. Anyone may connect, so this is what bounds
+the memory a connection costs (``MAX_REPLY`` applies once the process has been accepted)."""
 
 SECONDARY_TYPES = ("vf", "nfv", "mirror", "pcap")
 """Process types a secondary may announce, in the order SPP's spp-ctl tried them."""
@@ -67,9 +75,10 @@ class ReplyFramer:
     parsed (we stop reading at the first parse, the padding can trail behind).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = MAX_REPLY) -> None:
         self._frame = bytearray()
         self._saw_nul = False
+        self._limit = limit
 
     @property
     def empty(self) -> bool:
@@ -112,7 +121,7 @@ class ReplyFramer:
                     return True, value
         if len(self._frame) >= MSG_SIZE and (self._saw_nul or not self._looks_like_json()):
             return True, self.text()
-        if len(self._frame) > MAX_REPLY:
+        if len(self._frame) > self._limit:
             return True, self.text()
         return False, None
 
@@ -140,13 +149,24 @@ class Connection:
     identified itself.
     """
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, label: str = "") -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        label: str = "",
+        reply_limit: int = MAX_REPLY,
+    ) -> None:
         self._reader = reader
         self._writer = writer
+        self.reply_limit = reply_limit
+        """Most bytes buffered for one reply; raised to ``MAX_REPLY`` once the process registered."""
+        self.pid: int | None = None
+        """The peer's process id when it runs on this host and could be found (see :mod:`.peercred`)."""
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else str(peer)
         self.label = label or f"process@{self.peer}"
         self.lock = asyncio.Lock()
+        self._sent_at: float | None = None
         self._buf = bytearray()
         self._wakeup = asyncio.Event()
         self._closed = False
@@ -158,6 +178,16 @@ class Connection:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def busy_for(self) -> float:
+        """Seconds the reply to the command in flight has been awaited (0 when idle)."""
+        sent = self._sent_at
+        return 0.0 if sent is None else time.monotonic() - sent
+
+    @property
+    def stopped(self) -> bool:
+        """Is the peer process stopped (SIGSTOP, a debugger)? It cannot answer until resumed."""
+        return self.pid is not None and not self._closed and peercred.is_stopped(self.pid)
 
     def add_close_callback(self, callback: Callable[[Connection], None]) -> None:
         """Call ``callback(self)`` once the connection is gone (at once if it already is)."""
@@ -175,7 +205,7 @@ class Connection:
                     LOG.debug("%s: EOF", self.label)
                     break
                 self._buf += data
-                if len(self._buf) > MAX_REPLY and not self.lock.locked():
+                if len(self._buf) > self.reply_limit and not self.lock.locked():
                     LOG.warning("%s: dropping %d unsolicited bytes", self.label, len(self._buf))
                     self._buf.clear()
                 self._wakeup.set()
@@ -226,6 +256,7 @@ class Connection:
         except (ConnectionError, OSError) as exc:
             self.close()
             raise ConnectionClosed(f"{self.label}: send failed: {exc}") from exc
+        self._sent_at = time.monotonic()
         try:
             reply = await asyncio.wait_for(self._read_reply(), timeout)
         except TimeoutError as exc:
@@ -234,6 +265,8 @@ class Connection:
             # The reply may still arrive and would be taken for the next command's: give up the link.
             self.close()
             raise
+        finally:
+            self._sent_at = None
         if isinstance(reply, str):
             LOG.debug("%s: raw reply %r", self.label, reply[:200])
         else:
@@ -241,7 +274,7 @@ class Connection:
         return reply
 
     async def _read_reply(self) -> Reply:
-        framer = ReplyFramer()
+        framer = ReplyFramer(self.reply_limit)
         while True:
             if self._buf:
                 data = bytes(self._buf)
