@@ -46,7 +46,7 @@ RX, RX_DROP, TX, TX_DROP = range(4)
 # Process table columns and values.
 P_PID, P_KIND, P_STATE, P_SPARE = range(4)
 STATE_FREE, STATE_STARTING, STATE_REGISTERED = 0, 1, 2
-PROC_KINDS = {"primary": 1, "nfv": 2, "vf": 3, "mirror": 4, "pcap": 5}
+PROC_KINDS = {"primary": 1, "nfv": 2, "vf": 3, "mirror": 4, "pcap": 5, "pktgen": 6, "l2fwd": 7}
 
 
 def _align(n: int, a: int = PAGE) -> int:
