@@ -26,6 +26,7 @@ tools=(
     taskset:util-linux        # bench: CPU pinning
     stdbuf:coreutils          # bench
     iperf3:iperf3             # bench: TCP/UDP through the panel and its peers
+    qemu-system-x86_64:qemu-system-x86  # spp vm: guests on vhost-user ports
 )
 need_apt=()
 for pair in "${tools[@]}"; do
@@ -37,6 +38,9 @@ ldconfig -p 2>/dev/null | grep -q 'libatomic\.so\.1 ' || need_apt+=(libatomic1)
 if ! command -v python3 >/dev/null 2>&1 || ! python3 -c "import ensurepip, venv" >/dev/null 2>&1; then
     need_apt+=(python3-venv)
 fi
+# spp vm image: a static busybox and a Debian kernel with its modules, from distribution packages.
+dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
+compgen -G "/boot/vmlinuz-*" >/dev/null || need_apt+=(linux-image-amd64)
 if [ "${#need_apt[@]}" -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then
         echo "install.sh: apt-get install ${need_apt[*]}"

@@ -419,6 +419,18 @@ class Shell(cmd.Cmd):
             return matching(self.subgraphs, text)
         return []
 
+    # -- VMs on vhost ports (spp/integrations/vm) ----------------------------------------------
+
+    def do_vm(self, arg: str) -> None:
+        """VMs with vhost-user NICs: vm start ID -d 1,2 | exec ID CMD | status ID | list | stop ID | image
+
+        The same commands as the spp-vm program ('vm -h' for options), e.g.
+        vm start 1 -d 1,2 --ip 10.0.0.1/24 --ip 10.0.1.1/24
+        """
+        from spp.integrations.vm.cli import run_from_shell
+
+        run_from_shell(arg)
+
     # -- plugins -------------------------------------------------------------------------------
 
     def do_load_cmd(self, arg: str) -> None:

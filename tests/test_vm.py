@@ -1,0 +1,231 @@
+"""spp vm: the QEMU command line against SPP's recipe, the guest image, a real guest under TCG."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from spp.integrations.vm import manager
+from spp.integrations.vm.cli import parse_ids
+from spp.integrations.vm.image import READY_MARK, build_image, find_installed_kernel, resolve_modules
+from spp.integrations.vm.qemu import VmSpecError
+
+SPP_VM = [sys.executable, "-m", "spp.integrations.vm.cli"]
+
+
+def spp_vm(
+    *args: str, state: Path, check: bool = True, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(
+        [*SPP_VM, "--state-dir", str(state), *args], capture_output=True, text=True, timeout=timeout
+    )
+    if check:
+        assert r.returncode == 0, r.stdout + r.stderr
+    return r
+
+
+def dry_run_argv(*args: str, state: Path) -> list[str]:
+    out = spp_vm("start", *args, "--dry-run", state=state).stdout
+    assert not state.exists(), "a dry run creates nothing"
+    return shlex.split(out.replace("\\\n", " "))
+
+
+# SPP's recipe for one vhost VM (qemu-hda vm-launcher.py; spec spp-tools.md section 3), with
+# vid 2, -d 1,2, -c 2, -m 1024, -vc (client mode on the SPP side), KVM, a disk image:
+RECIPE = """
+sudo qemu-system-x86_64 -cpu host -numa node,memdev=mem -mem-prealloc -hda {hda} -m 1024
+  -smp cores=2,threads=1,sockets=1
+  -object memory-backend-file,id=mem,size=1024M,mem-path=/dev/hugepages,share=on
+  -enable-kvm -nographic
+  -chardev socket,id=chr1,path=/tmp/sock1,server
+  -netdev vhost-user,id=net_vu2_1,chardev=chr1,vhostforce
+  -device virtio-net-pci,netdev=net_vu2_1,mac=00:AD:BE:B4:02:01
+  -chardev socket,id=chr2,path=/tmp/sock2,server
+  -netdev vhost-user,id=net_vu2_2,chardev=chr2,vhostforce
+  -device virtio-net-pci,netdev=net_vu2_2,mac=00:AD:BE:B4:02:02
+  -monitor telnet::44902,server,nowait
+"""
+
+
+def options(argv: list[str]) -> list[tuple[str, str | None]]:
+    """(option, value) pairs of a QEMU command line."""
+    out: list[tuple[str, str | None]] = []
+    i = 1
+    while i < len(argv):
+        if i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+            out.append((argv[i], argv[i + 1]))
+            i += 2
+        else:
+            out.append((argv[i], None))
+            i += 1
+    return out
+
+
+def modernise(opt: tuple[str, str | None]) -> tuple[str, str | None]:
+    """QEMU 7.2 spellings of the recipe's bare booleans (``server`` -> ``server=on``)."""
+    name, value = opt
+    if value is not None:
+        value = re.sub(r",(server|vhostforce)(?=,|$)", r",\1=on", value)
+    return name, value
+
+
+def test_dry_run_matches_spps_vm_recipe(tmp_path: Path) -> None:
+    hda = tmp_path / "ubuntu.qcow2"
+    state = tmp_path / "state"
+    argv = dry_run_argv(
+        "2", "-d", "1,2", "-c", "2", "-m", "1024", "--vhost-client", "--accel", "kvm" if _kvm() else "tcg",
+        "--hda", str(hda), "--hugepages", "/dev/hugepages", state=state,
+    )  # fmt: skip
+    assert argv[0] == "qemu-system-x86_64"
+    ours = options(argv)
+    recipe = [modernise(o) for o in options(shlex.split(RECIPE.format(hda=hda))[1:])]
+    # Deliberate differences: accel via -machine (not -enable-kvm), no -nographic (-display none
+    # plus a serial socket), a unix-socket monitor (the recipe's telnet one listened on every
+    # interface), vectors=0 on NICs under TCG, and -cpu host only with KVM.
+    replaced = {("-enable-kvm", None), ("-nographic", None), ("-monitor", "telnet::44902,server=on,nowait")}
+    for opt in recipe:
+        if opt in replaced:
+            continue
+        if not _kvm() and opt[0] == "-cpu":
+            continue
+        if not _kvm() and opt[0] == "-device":
+            opt = (opt[0], f"{opt[1]},vectors=0")
+        assert opt in ours, f"recipe option {opt} missing from {ours}"
+    assert ("-machine", f"q35,accel={'kvm' if _kvm() else 'tcg'}") in ours
+    monitor = dict(ours)["-monitor"]
+    assert monitor == f"unix:{state}/2/monitor.sock,server=on,wait=off"
+    # the recipe's order of the per-NIC trio is kept
+    chardevs = [v for k, v in ours if k in ("-chardev", "-netdev", "-device")][:6]
+    assert chardevs[0].startswith("socket,id=chr1,") and chardevs[3].startswith("socket,id=chr2,")
+
+
+def test_dry_run_under_tcg_with_client_sockets_and_image(tmp_path: Path) -> None:
+    argv = dry_run_argv(
+        "7", "-d", "3", "--ip", "10.9.0.7/24", "--mac", "02:00:00:00:07:03", "--accel", "tcg",
+        "--image", str(tmp_path / "img"), state=tmp_path / "s",
+    )  # fmt: skip
+    opts = options(argv)
+    assert ("-chardev", "socket,id=chr3,path=/tmp/sock3") in opts  # QEMU is the client
+    assert ("-device", "virtio-net-pci,netdev=net_vu7_3,mac=02:00:00:00:07:03,vectors=0") in opts
+    assert ("-object", "memory-backend-memfd,id=mem,size=256M,share=on") in opts
+    assert ("-numa", "node,memdev=mem") in opts
+    assert "-cpu" not in dict(opts)
+    assert dict(opts)["-kernel"] == str(tmp_path / "img" / "vmlinuz")
+    assert "spp.net=02:00:00:00:07:03@10.9.0.7/24" in dict(opts)["-append"]
+
+
+def test_bad_vm_options_are_refused(tmp_path: Path) -> None:
+    r = spp_vm("start", "1", "-d", "1,x", "--dry-run", state=tmp_path, check=False)
+    assert r.returncode == 1 and "invalid device ids '1,x'" in r.stderr
+    r = spp_vm("start", "1", "-d", "1", "--ip", "a", "--ip", "b", "--dry-run", state=tmp_path, check=False)
+    assert r.returncode == 1 and "1 NIC(s)" in r.stderr
+    r = spp_vm("start", "100", "--dry-run", state=tmp_path, check=False)
+    assert r.returncode == 1 and "invalid VM id 100" in r.stderr
+    # client mode needs SPP's socket to exist already
+    r = spp_vm("start", "1", "-d", "97", "--accel", "tcg", state=tmp_path, check=False)
+    if not Path("/tmp/sock97").exists():
+        assert r.returncode == 1 and "/tmp/sock97 does not exist" in r.stderr
+    r = spp_vm("stop", "5", state=tmp_path, check=False)
+    assert r.returncode == 1 and "no VM 5" in r.stderr
+    assert parse_ids("1,3-5") == [1, 3, 4, 5]
+    with pytest.raises(VmSpecError):
+        parse_ids("")
+
+
+def _kvm() -> bool:
+    from spp.integrations.vm.qemu import kvm_usable
+
+    return kvm_usable()
+
+
+# -- the image and a real guest --------------------------------------------------------------------
+
+
+def test_modules_resolve_dependencies_first() -> None:
+    kernel = find_installed_kernel()
+    if kernel is None:
+        pytest.skip("no kernel with modules installed in /boot")
+    names = [Path(m).name for m in resolve_modules(kernel.modules)]
+    before = [
+        ("virtio_ring.ko", "virtio.ko"),
+        ("virtio.ko", "virtio_pci.ko"),
+        ("failover.ko", "net_failover.ko"),
+        ("net_failover.ko", "virtio_net.ko"),
+        ("virtio_pci_modern_dev.ko", "virtio_pci.ko"),
+        ("virtio_pci_legacy_dev.ko", "virtio_pci.ko"),
+    ]
+    for dep, mod in before:
+        assert names.index(dep) < names.index(mod)
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("vm-image")
+    img = build_image(out)
+    assert img.vmlinuz.stat().st_size > 1_000_000
+    assert 0 < img.initrd.stat().st_size < 8_000_000
+    meta = json.loads((out / "image.json").read_text())
+    assert meta["kernel_version"] == img.kernel_version and "virtio_net.ko" in meta["modules"]
+    return out
+
+
+def test_image_cli_builds(tmp_path: Path) -> None:
+    r = spp_vm("image", "-o", str(tmp_path / "img"), state=tmp_path / "s")
+    assert "guest image in" in r.stdout
+    assert (tmp_path / "img" / "vmlinuz").exists() and (tmp_path / "img" / "initrd.img").exists()
+
+
+@pytest.fixture
+def vm_state(tmp_path: Path) -> Iterator[Path]:
+    state = tmp_path / "vms"
+    yield state
+    for st in manager.list_vms(state):
+        manager.stop(state, st["id"])
+
+
+@pytest.mark.slow
+def test_guest_boots_under_tcg_and_answers_on_the_serial_console(image: Path, vm_state: Path) -> None:
+    spp_vm("start", "4", "--image", str(image), "--accel", "tcg", "--name", "probe", state=vm_state)
+    st = json.loads(spp_vm("status", "4", "--json", state=vm_state).stdout)
+    assert st["state"] == "running" and st["accel"] == "tcg"
+    pid = st["pid"]
+    r = spp_vm("exec", "4", "uname -r; hostname; wget -qO- http://127.0.0.1/", state=vm_state)
+    kernel = json.loads((image / "image.json").read_text())["kernel_version"]
+    assert r.stdout.splitlines() == [kernel, "probe", "hello from probe"]
+    r = spp_vm("exec", "4", "--", "sh", "-c", "exit 3", state=vm_state, check=False)
+    assert r.returncode == 3
+    assert READY_MARK in (vm_state / "4" / "serial.log").read_text(errors="replace")
+    listed = json.loads(spp_vm("list", "--json", state=vm_state).stdout)
+    assert [v["id"] for v in listed] == [4]
+    assert "stopped" in spp_vm("stop", "4", state=vm_state).stdout
+    assert not (vm_state / "4").exists()
+    assert not Path(f"/proc/{pid}").exists() or "qemu" not in Path(f"/proc/{pid}/cmdline").read_text()
+    assert not os.listdir(vm_state)
+
+
+def test_vm_command_in_spps_shell(tmp_path: Path) -> None:
+    from spp.integrations.testbed import Testbed
+
+    with Testbed(log_dir=tmp_path / "bed") as bed:
+        spp = [sys.executable, "-m", "spp.control.cli.main", "-b", f"127.0.0.1:{bed.api_port}"]
+        env = {**os.environ, "SPP_FILE_PREFIX": bed.prefix}
+        r = subprocess.run(
+            [*spp, "-e", "vm start 1 -d 1 --accel tcg --dry-run"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "-device virtio-net-pci,netdev=net_vu1_1,mac=00:AD:BE:B4:01:01,vectors=0" in r.stdout
+        assert f"/tmp/spp-{bed.prefix}/vm/1/serial.sock" in r.stdout  # the instance's state dir
+        r = subprocess.run([*spp, "-e", "vm stop 9"], capture_output=True, text=True, env=env, timeout=60)
+        assert r.returncode == 1 and "no VM 9" in r.stdout + r.stderr
