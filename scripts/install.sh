@@ -13,6 +13,7 @@ tools=(
     python3:python3           # everything
     ip:iproute2               # namespaces, veth, links (spp-demo, tests, bench)
     ping:iputils-ping         # spp-demo, tests across the panel
+    curl:curl                 # README and USER_GUIDE's REST examples, run by tests/test_docs.py
     ethtool:ethtool           # tests: offloads off on test veths
     sysctl:procps             # tests, bench: IPv6 off on test links
     tcpdump:tcpdump           # tests: an independent pcap reader and filter

@@ -39,7 +39,11 @@ def quiet_broken_pipe(main: Callable[P, int]) -> Callable[P, int]:
     @functools.wraps(main)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> int:
         try:
-            return main(*args, **kwargs)
+            status = main(*args, **kwargs)
+            # Output that fitted in the buffer is written only now (or at exit, where a closed
+            # pipe would print "Exception ignored ... BrokenPipeError" and end with status 120).
+            sys.stdout.flush()
+            return status
         except BrokenPipeError:
             silence_stdout()
             return EXIT_BROKEN_PIPE

@@ -3,6 +3,7 @@ form, messages that read as sentences, help texts without internal references.""
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
@@ -45,7 +46,12 @@ def spp(bed: Testbed, *commands: str) -> subprocess.CompletedProcess[str]:
 
 def run_with_closed_stdout(argv: list[str], timeout: float = 120) -> tuple[int, str]:
     """Start ``argv`` with stdout a pipe whose reader is already gone (``| head`` having exited)."""
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    # Buffered stdout, as on a user's machine: with PYTHONUNBUFFERED every print would meet the
+    # closed pipe at once, and output that fits in the buffer would never be tested.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env
+    )
     assert proc.stdout is not None and proc.stderr is not None
     proc.stdout.close()
     err = proc.stderr.read().decode(errors="replace")
