@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from spp.engine.shm import segment_path
+from spp.instance import log_dir
 from spp.integrations.testbed import Testbed, free_port
 from tests.leakcheck import run_token
 
@@ -38,6 +39,8 @@ def test_demo_runs_shows_traffic_and_cleans_up():
     assert " Mpps of 64-byte frames through a shared ring" in out
     assert "- status: running" in out  # the CLI's view of nfv 1
     assert "all processes stopped, shared memory removed" in out
+    assert not segment_path(PREFIX).exists()
+    assert not log_dir(PREFIX).exists(), "the demo's logs go with it when all went well"
     if os.geteuid() == 0:
         assert "3 packets transmitted, 3 received" in out
         netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
