@@ -8,8 +8,8 @@ Other test runs may share the machine (several checkouts on one host), so an obj
 this run's when its name carries the run's token, ``<pid of pytest>x`` (testbed prefixes
 ``bed<pid>x...``, test segments ``pyt...<pid>x...``, namespaces and veths ``sppt<pid>x...``),
 or, for processes, when they descend from this pytest or name the token on their command line.
-With ``SPP_LEAK_CHECK=all`` (CI, the fresh-machine check: nothing else runs there) every new
-object matching the project's name patterns counts, whoever made it.
+With ``SPP_LEAK_CHECK=all``, for a machine where nothing else runs, every new object matching
+the project's name patterns counts, whoever made it.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ RUN_TOKEN = f"{os.getpid() % 100000}x"  # as spp.integrations.testbed names its 
 _TOKEN_RE = re.compile(rf"(?<!\d){re.escape(RUN_TOKEN)}")
 
 # The names the project gives to what it creates (spp/instance.py, testbed, demo, tests/netutil.py).
-_DIR_RE = re.compile(r"spp-(testbed|log)")
+_DIR_RE = re.compile(r"spp-")  # spp-log-P, spp-testbed-P, spp-P (an instance's VMs)
 _SEGMENT_RE = re.compile(r"spp_.*\.seg")
 _NETNS_RE = re.compile(r"spp")
 _LINK_RE = re.compile(r"(spt|sd[0-9a-f]{6}[ab]|vtap\d|vt[0-9a-f]{8}-)|-tap\d+$")
@@ -89,7 +89,7 @@ def snapshot(strict: bool) -> set[str]:
     mine = (lambda _name: True) if strict else (lambda name: bool(_TOKEN_RE.search(name)))
     found: set[str] = set()
     for path in Path("/tmp").glob("spp*"):
-        if _DIR_RE.match(path.name) and mine(path.name):
+        if _DIR_RE.match(path.name) and path.is_dir() and mine(path.name):
             found.add(f"directory {path}")
     for path in Path("/dev/shm").glob("spp_*"):
         if _SEGMENT_RE.fullmatch(path.name) and mine(path.name):
