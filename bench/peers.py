@@ -97,6 +97,8 @@ def forwarder(side: str, a: Host, b: Host, tmp: Path, hugedir: Path | None, tag:
                 nfv.patch("phy:0", "phy:1")
                 nfv.patch("phy:1", "phy:0")
             else:
+                for port in ("ring:0", "ring:1", "ring:2", "ring:3"):
+                    nfv.add(port)
                 for src, dst in (
                     ("phy:0", "ring:0"),
                     ("ring:1", "phy:1"),

@@ -104,6 +104,9 @@ _AUX_SPACE = socket.CMSG_SPACE(_AUX.size)
 BUSY, IDLE, DRAIN = 0, 1, 2
 #: IDLE -> BUSY when the ringless socket delivered this many frames within a millisecond
 IDLE_MAX_PER_MS = 16
+#: frames taken from the ringless socket per call: buffers for them are allocated up front, and
+#: a pass that finds nothing should not have allocated (and freed) a whole burst
+IDLE_CHUNK = 2 * IDLE_MAX_PER_MS
 #: BUSY -> IDLE when a block retired by its timer held fewer frames (a trickle of traffic)
 BUSY_MIN_PER_BLOCK = 4
 
@@ -600,7 +603,7 @@ class PhyPort(Port):
             bufs = self._rx_ring(max_n)
             if len(bufs) >= max_n or self._owed():
                 return bufs  # older frames are still in the ring: the ringless socket waits
-            more = self._recv_idle(max_n - len(bufs))
+            more = self._recv_idle(min(max_n - len(bufs), IDLE_CHUNK))
             if len(more):
                 now = time.monotonic()
                 if now - self._idle_window > 0.001:
@@ -610,9 +613,10 @@ class PhyPort(Port):
                     self._go_busy()
             return more if not len(bufs) else np.concatenate((bufs, more))
         # DRAIN: what the ringless socket still holds came before anything in the ring.
-        bufs = self._recv_idle(max_n)
-        if len(bufs) >= max_n:
-            return bufs
+        want = min(max_n, IDLE_CHUNK)
+        bufs = self._recv_idle(want)
+        if len(bufs) >= want:
+            return bufs  # there may be more: the ring waits until the socket reads empty
         if not len(bufs) and time.monotonic() >= self._drain_until:
             self._mode = BUSY
         more = self._rx_ring(max_n - len(bufs))
