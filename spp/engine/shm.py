@@ -7,15 +7,24 @@ Layout (every region 4 KiB-aligned, offsets recorded in the JSON header so a sec
 arguments beyond the file prefix)::
 
     header      magic, JSON description (sizes, phy ports, primary pid)
-    pool        free-stack count + free stack (uint32 buffer indices)
-    buf_len     uint16 per buffer: data length (mbuf data_len)
-    buf_ts      uint64 per buffer: receive time stamp, ns since the epoch
-    buf_data    nb_bufs x buf_size bytes
+    pool        free-stack counts (small, large) + free stack (uint32 buffer indices)
+    large_stack free stack of the large buffers (the index of each one's first row)
+    buf_len     uint32 per row: frame length (mbuf pkt_len)
+    buf_ts      uint64 per row: receive time stamp, ns since the epoch
+    buf_vnet    10 bytes per row: offload metadata as a ``struct virtio_net_hdr``
+    buf_data    (nb_bufs + nb_large x large_rows) x buf_size bytes
     rings       per ring: head (byte 0), tail (byte 64), doorbell (byte 128) on their own cache
                 lines, then uint32 slots
     phy_stats   uint64 [MAX_PROCS][MAX_PHYS][4]  rx, rx_drop, tx, tx_drop
     ring_stats  uint64 [MAX_PROCS][nb_rings][4]
     procs       uint64 [MAX_PROCS][4]            pid, kind, state, heartbeat
+
+Buffers are rows of ``buf_data``. The first ``nb_bufs`` rows are the ordinary buffers; after
+them come ``nb_large`` *large* buffers of ``large_rows`` consecutive rows each (GSO aggregates up
+to 64 KiB, jumbo frames), named by the index of their first row. A large buffer is therefore
+contiguous, its address is computed like any other's, and everything that reads only headers
+(``data[bufs, :k]``) works on it unchanged; only code that copies or moves whole frames must
+look at the length.
 
 Counters are kept *per process* (one row per client id, row 0 for the primary) and summed by the
 reader. Two processes forwarding through the same ring therefore never race on one counter: each
@@ -33,12 +42,16 @@ from pathlib import Path
 
 import numpy as np
 
-MAGIC = b"SPPPYSEG1\0\0\0\0\0\0\0"
+MAGIC = b"SPPPYSEG3\0\0\0\0\0\0\0"
 HEADER_SIZE = 64 * 1024
 MAX_PROCS = 128  # client ids 1..127; row 0 is the primary
 MAX_PHYS = 32  # RTE_MAX_ETHPORTS
 RING_CTL = 192  # head, tail and the doorbell (spp.engine.doorbell), each on its own cache line
 PAGE = 4096
+#: bytes of one large buffer: an IP datagram's 64 KiB limit plus Ethernet and two VLAN headers
+LARGE_BYTES = 65536 + 64
+#: struct virtio_net_hdr (<linux/virtio_net.h>), little-endian as virtio 1.0 and vnet_le have it
+VNET_HDR_LEN = 10
 
 # Counter columns, as SPP's struct stats.
 RX, RX_DROP, TX, TX_DROP = range(4)
@@ -72,6 +85,7 @@ class SegmentSpec:
     buf_size: int = 2048
     nb_rings: int = 10
     ring_size: int = 1024
+    nb_large: int = 512
     phys: list[PhyInfo] = field(default_factory=list)
     primary_pid: int = 0
 
@@ -104,17 +118,25 @@ class Segment:
         s = spec
         if s.ring_size & (s.ring_size - 1):
             raise SegmentError(f"ring size {s.ring_size} is not a power of two")
+        self.large_rows = large_rows(s)
+        self.large_base = s.nb_bufs
+        self.nb_rows = rows = s.nb_bufs + s.nb_large * self.large_rows
         off = HEADER_SIZE
         self.pool_ctl = np.ndarray((8,), np.uint64, mm, off)
         self.free_stack = np.ndarray((s.nb_bufs,), np.uint32, mm, off + 64)
         off = _align(off + 64 + 4 * s.nb_bufs)
-        self.buf_len = np.ndarray((s.nb_bufs,), np.uint16, mm, off)
-        off = _align(off + 2 * s.nb_bufs)
-        self.buf_ts = np.ndarray((s.nb_bufs,), np.uint64, mm, off)
-        off = _align(off + 8 * s.nb_bufs)
-        self.buf_data = np.ndarray((s.nb_bufs, s.buf_size), np.uint8, mm, off)
+        self.large_stack = np.ndarray((s.nb_large,), np.uint32, mm, off)
+        off = _align(off + 4 * s.nb_large)
+        self.buf_len = np.ndarray((rows,), np.uint32, mm, off)
+        off = _align(off + 4 * rows)
+        self.buf_ts = np.ndarray((rows,), np.uint64, mm, off)
+        off = _align(off + 8 * rows)
+        self.buf_vnet = np.ndarray((rows, VNET_HDR_LEN), np.uint8, mm, off)
+        self.buf_vnet_addr = _address_of(self.buf_vnet)
+        off = _align(off + VNET_HDR_LEN * rows)
+        self.buf_data = np.ndarray((rows, s.buf_size), np.uint8, mm, off)
         self.buf_data_addr = _address_of(self.buf_data)
-        off = _align(off + s.nb_bufs * s.buf_size)
+        off = _align(off + rows * s.buf_size)
         self.ring_stride = _align(RING_CTL + 4 * s.ring_size, 64)
         self.rings_offset = off
         off = _align(off + s.nb_rings * self.ring_stride)
@@ -131,10 +153,13 @@ class Segment:
     @staticmethod
     def required_size(spec: SegmentSpec) -> int:
         s = spec
+        rows = s.nb_bufs + s.nb_large * large_rows(s)
         off = _align(HEADER_SIZE + 64 + 4 * s.nb_bufs)
-        off = _align(off + 2 * s.nb_bufs)
-        off = _align(off + 8 * s.nb_bufs)
-        off = _align(off + s.nb_bufs * s.buf_size)
+        off = _align(off + 4 * s.nb_large)
+        off = _align(off + 4 * rows)
+        off = _align(off + 8 * rows)
+        off = _align(off + VNET_HDR_LEN * rows)
+        off = _align(off + rows * s.buf_size)
         off = _align(off + s.nb_rings * _align(RING_CTL + 4 * s.ring_size, 64))
         off = _align(off + MAX_PROCS * MAX_PHYS * 4 * 8)
         off = _align(off + MAX_PROCS * max(s.nb_rings, 1) * 4 * 8)
@@ -170,6 +195,8 @@ class Segment:
         seg = cls(path, spec, mm, fd)
         seg.free_stack[:] = np.arange(spec.nb_bufs, dtype=np.uint32)
         seg.pool_ctl[0] = spec.nb_bufs
+        seg.large_stack[:] = spec.nb_bufs + seg.large_rows * np.arange(spec.nb_large, dtype=np.uint32)
+        seg.pool_ctl[1] = spec.nb_large
         mm[0:16] = MAGIC  # written last: a half-built segment is never taken for a good one
         return seg
 
@@ -200,8 +227,10 @@ class Segment:
         for name in (
             "pool_ctl",
             "free_stack",
+            "large_stack",
             "buf_len",
             "buf_ts",
+            "buf_vnet",
             "buf_data",
             "phy_stats",
             "ring_stats",
@@ -255,6 +284,11 @@ class Segment:
         ctl = np.ndarray((RING_CTL // 8,), np.uint64, self._mm, off)
         slots = np.ndarray((self.spec.ring_size,), np.uint32, self._mm, off + RING_CTL)
         return ctl, slots
+
+
+def large_rows(spec: SegmentSpec) -> int:
+    """Rows of ``buf_size`` bytes that make one large buffer."""
+    return -(-LARGE_BYTES // spec.buf_size)
 
 
 def _address_of(arr: np.ndarray) -> int:

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
+from spp.engine.offload import new_xstats
 from spp.engine.pool import BufferPool
 from spp.engine.portid import PortId
 from spp.engine.shm import RX, RX_DROP, TX, TX_DROP, Segment
@@ -68,6 +69,8 @@ class Port(abc.ABC):
         # rx, rx_drop, tx, tx_drop. Drivers bind phy and ring ports to the shared rows that the
         # primary reports; other types keep private counters, reported by the owning process.
         self.counters = np.zeros(4, np.uint64)
+        #: drops by reason and offload work done (names in :data:`spp.engine.offload.XSTATS`)
+        self.xstats = new_xstats()
 
     @abc.abstractmethod
     def rx_burst(self, max_n: int) -> np.ndarray:
