@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from spp.engine import linux
+from spp.engine.offload import XS
 from spp.engine.pool import BufferPool
 from spp.engine.portid import PortId
 from spp.engine.ports import open_port
@@ -216,16 +217,18 @@ def test_rx_sizes_changing_every_frame(veth: VethNs, make_phy) -> None:
     assert port.blocks_scanned >= 1
 
 
-def forged(seq: int) -> bytes:
+def forged(seq: int, mac: int) -> bytes:
     """A frame whose payload holds a valid-looking ring header at an 8-byte-aligned ring slot.
 
-    Frame byte k lies at header + tp_mac (82 for Ethernet on TPACKET_V3) + k, so bytes 22.. sit
-    on a slot: tp_next_offset 184 = align8(100 + 82), tp_snaplen 100, tp_mac 82.
+    Frame byte k lies at header + tp_mac (82 for Ethernet on TPACKET_V3, 92 with a
+    virtio_net_hdr in front) + k, so bytes from the first k that puts them on a multiple of 8
+    sit on a slot: tp_next_offset align8(100 + tp_mac), tp_snaplen 100, tp_mac.
     """
     f = bytearray(make_frame(seq, 200))
-    f[22:26] = (184).to_bytes(4, "little")
-    f[34:38] = (100).to_bytes(4, "little")
-    f[46:48] = (82).to_bytes(2, "little")
+    k = 16 + (-(mac + 16)) % 8
+    f[k : k + 4] = ((100 + mac + 7) & ~7).to_bytes(4, "little")
+    f[k + 12 : k + 16] = (100).to_bytes(4, "little")
+    f[k + 24 : k + 26] = mac.to_bytes(2, "little")
     return bytes(f)
 
 
@@ -233,7 +236,8 @@ def forged(seq: int) -> bytes:
 def test_rx_payload_that_mimics_ring_headers(veth: VethNs, make_phy) -> None:
     port, pool = make_phy(block_size=64 * 1024, block_nr=64, retire_ms=40)
     port.fileno()
-    frames = [forged(i) if i % 10 == 3 else make_frame(i, IMIX[i % len(IMIX)]) for i in range(500)]
+    mac = 92 if port.rx_vnet else 82
+    frames = [forged(i, mac) if i % 10 == 3 else make_frame(i, IMIX[i % len(IMIX)]) for i in range(500)]
     veth.send(frames)
     time.sleep(0.1)
     got, _, _ = receive(port, pool, len(frames), bursts=(64,))
@@ -307,8 +311,8 @@ def test_kernel_drops_are_counted_in_the_shared_row(veth: VethNs, make_phy) -> N
 
 
 @needs_root
-def test_rx_frames_too_long_for_a_buffer_are_dropped_and_counted(make_segment) -> None:
-    # Jumbo frames (or GRO/GSO aggregates) do not fit a 2 KiB pool buffer: count, skip, go on.
+def test_rx_jumbo_frames_land_in_large_buffers_in_order(make_segment) -> None:
+    # Jumbo frames (and GSO aggregates) do not fit a 2 KiB pool buffer: they get a large one.
     with veth_pair_in_netns(mtu=9000) as v:
         seg = make_segment(phys=[PhyInfo(iface=v.host_if)])
         pool = BufferPool(seg)
@@ -321,11 +325,14 @@ def test_rx_frames_too_long_for_a_buffer_are_dropped_and_counted(make_segment) -
                 make_frame(2, 2048),
                 make_frame(3, 2049),
                 make_frame(4, 60),
+                make_frame(5, 9014),
             ]
+            large_free = pool.large_free
             v.send(frames)
-            got, _, _ = receive(port, pool, 3, timeout=2)
-            assert got == [frames[0], frames[2], frames[4]]
-            assert int(port.counters[RX_DROP]) == 2
+            got, _, _ = receive(port, pool, len(frames), timeout=2)
+            assert got == frames
+            assert int(port.counters[RX_DROP]) == 0
+            assert pool.large_free == large_free  # the large buffers went back with free()
         finally:
             port.close()
             pool.close()
@@ -390,10 +397,28 @@ def test_tx_consumes_and_counts_frames_the_link_cannot_carry(veth: VethNs, make_
     burst = [good[0], bad[0], good[1], bad[1], good[2], bad[2], bad[3], good[3]]
     cap = veth.capture(len(good), timeout=2)
     bufs = pool.alloc_frames(burst)
-    assert port.tx_burst(bufs) == len(burst)
-    assert int(port.counters[TX_DROP]) == len(bad)
+    good_bufs = bufs[[0, 2, 4, 7]].copy()
+    # Each refused frame costs only itself: the good ones behind it are sent, and come first in
+    # the burst, so the caller frees and counts exactly the refused ones.
+    assert port.tx_burst(bufs) == len(good)
+    assert bufs[: len(good)].tolist() == good_bufs.tolist()
+    assert int(port.xstats[XS["tx_refused"]]) == len(bad)
+    pool.free(bufs[len(good) :])
     assert cap.frames() == good
     assert all_free(pool)
+
+
+@needs_root
+def test_one_refused_frame_costs_only_itself(veth: VethNs, make_phy) -> None:
+    port, pool = make_phy()
+    frames = [make_frame(i, 200) for i in range(41)]
+    frames[0] = make_frame(0, 4000)  # longer than the link's MTU
+    cap = veth.capture(40, timeout=2)
+    bufs = pool.alloc_frames(frames)
+    assert port.tx_burst(bufs) == 40
+    pool.free(bufs[40:])
+    assert cap.frames() == frames[1:]
+    assert int(port.xstats[XS["tx_refused"]]) == 1
 
 
 @needs_root

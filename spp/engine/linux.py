@@ -151,58 +151,84 @@ if ctypes.sizeof(ctypes.c_void_p) != 8:
     raise ImportError("spp.engine.linux: the mmsghdr layout here is for 64-bit Linux")
 
 
-class SendBatch:
-    """Preallocated ``mmsghdr``/``iovec`` vectors for ``sendmmsg`` of single-segment messages.
+#: errors that concern one message only: the kernel will never take *that* frame (longer than
+#: the MTU, a runt, offload metadata it rejects), but the ones behind it may go
+FRAME_ERRORS = frozenset({errno.EINVAL, errno.EMSGSIZE})
 
-    The arrays are numpy structured arrays in C layout: filling a burst is two vectorised stores
+
+class SendBatch:
+    """Preallocated ``mmsghdr``/``iovec`` vectors for ``sendmmsg``.
+
+    The arrays are numpy structured arrays in C layout: filling a burst is a few vectorised stores
     (addresses, lengths), and the syscall is one ctypes call. The iovecs point at memory the caller
-    owns (the shared pool); the kernel copies each frame into an skb before sendmmsg returns, so
-    the buffers are free to reuse as soon as the call is back.
+    owns (the shared pool, a receive ring); the kernel copies each frame into an skb before
+    sendmmsg returns, so the memory is free to reuse as soon as the call is back.
+
+    ``iovs`` is the number of pieces per message: 1 (a frame), or 2 (a ``virtio_net_hdr`` from
+    the pool's metadata, then the frame) for a socket with ``PACKET_VNET_HDR``.
+
+    A frame the kernel refuses (:data:`FRAME_ERRORS`) costs only itself: sending goes on with the
+    next one, and the refused positions are reported (``refused``, after each call).
     """
 
-    def __init__(self, capacity: int = UIO_MAXIOV) -> None:
+    def __init__(self, capacity: int = UIO_MAXIOV, iovs: int = 1) -> None:
         self.capacity = capacity
-        self.iov = np.zeros(capacity, IOVEC)
+        self.iovs = iovs
+        self.iov = np.zeros(capacity * iovs, IOVEC)
         self.msg = np.zeros(capacity, MMSGHDR)
         iov_addr = self.iov.ctypes.data
-        self.msg["iov"] = iov_addr + IOVEC.itemsize * np.arange(capacity, dtype=np.uint64)
-        self.msg["iovlen"] = 1
+        self.msg["iov"] = iov_addr + IOVEC.itemsize * iovs * np.arange(capacity, dtype=np.uint64)
+        self.msg["iovlen"] = iovs
         self._msg_addr = self.msg.ctypes.data
-        self._base = self.iov["base"]
-        self._len = self.iov["len"]
+        # Per message: the frame's iovec (the last piece) and, with two pieces, the header's.
+        self._base = self.iov["base"][iovs - 1 :: iovs]
+        self._len = self.iov["len"][iovs - 1 :: iovs]
+        if iovs == 2:
+            self._hdr_base = self.iov["base"][0::2]
+            self.iov["len"][0::2] = 10  # sizeof(struct virtio_net_hdr)
+        #: positions (in the last call's burst) of frames the kernel refused
+        self.refused: list[int] = []
 
-    def _send_prepared(self, fd: int, n: int, flags: int) -> tuple[int, int]:
-        """sendmmsg the first ``n`` prepared messages: ``(accepted, errno or 0)``.
+    def _send_prepared(self, fd: int, n: int, flags: int, first: int = 0) -> tuple[int, int]:
+        """sendmmsg the first ``n`` prepared messages: ``(consumed, errno or 0)``.
 
-        sendmmsg stops at the first message that fails and reports only the count, dropping the
-        reason. So after a short count, try again from the first unsent message: that either
-        makes progress or fails at once with the errno, which tells the caller whether the
-        device was full (EAGAIN/ENOBUFS) or that frame was unacceptable (EINVAL/EMSGSIZE).
+        ``consumed`` counts the messages sent *or refused*; the refused ones' positions (plus
+        ``first``) are appended to ``self.refused``. sendmmsg stops at the first message that
+        fails and reports only the count, dropping the reason. So after a short count, try again
+        from the first unsent message: that either makes progress or fails at once with the
+        errno, which tells whether the device was full (EAGAIN/ENOBUFS: stop, report it) or that
+        frame was unacceptable (EINVAL/EMSGSIZE: skip it, go on).
         """
         done = 0
         while done < n:
             r = _sendmmsg(fd, self._msg_addr + MMSGHDR.itemsize * done, n - done, flags)
-            if r <= 0:
-                return done, (ctypes.get_errno() or errno.EAGAIN) if r < 0 else errno.EAGAIN
-            done += r
+            if r > 0:
+                done += r
+                continue
+            err = (ctypes.get_errno() or errno.EAGAIN) if r < 0 else errno.EAGAIN
+            if err not in FRAME_ERRORS:
+                return done, err
+            self.refused.append(first + done)
+            done += 1
         return done, 0
 
     def send(
         self, fd: int, addrs: np.ndarray, lengths: np.ndarray, flags: int = MSG_DONTWAIT
     ) -> tuple[int, int]:
-        """Send ``len(addrs)`` frames; return ``(frames accepted, errno or 0)``.
+        """Send ``len(addrs)`` one-piece frames; return ``(frames consumed, errno or 0)``.
 
-        The accepted frames are always a prefix. An error is reported only when fewer than all
-        were accepted: EAGAIN/ENOBUFS mean "full, try later", EINVAL/EMSGSIZE "this frame (the
-        first one not accepted) can never go", ENETDOWN/ENXIO "the link is down or gone".
+        The consumed frames are always a prefix: sent, or refused (``self.refused``). An error is
+        reported only when fewer than all were consumed: EAGAIN/ENOBUFS mean "full, try later",
+        ENETDOWN/ENXIO "the link is down or gone".
         """
+        self.refused = []
         n = len(addrs)
         done = 0
         while done < n:
             k = min(n - done, self.capacity)
             self._base[:k] = addrs[done : done + k]
             self._len[:k] = lengths[done : done + k]
-            r, err = self._send_prepared(fd, k, flags)
+            r, err = self._send_prepared(fd, k, flags, done)
             done += r
             if err:
                 return done, err
@@ -216,21 +242,32 @@ class SendBatch:
         bufs: np.ndarray,
         lengths: np.ndarray,
         flags: int = MSG_DONTWAIT,
+        vnet_addr: int = 0,
     ) -> tuple[int, int]:
         """Send pool buffers ``bufs`` (lengths ``lengths``) zero-copy from Python's side.
 
         The address of buffer ``i`` is ``data_addr + i * buf_size``: the segment's data region is one
-        contiguous mapping, so the kernel reads each frame straight out of shared memory.
-        Returns as :meth:`send`.
+        contiguous mapping (a large buffer's rows included), so the kernel reads each frame
+        straight out of shared memory; with two pieces per message, its ``virtio_net_hdr`` comes
+        from ``vnet_addr + 10 * i``. Returns as :meth:`send`.
         """
         bufs = np.asarray(bufs, np.uint32)  # no copy for the usual uint32; keeps the products uint64
+        self.refused = []
         n = len(bufs)
-        if n <= self.capacity:
-            # The common case: compute the addresses directly into the iovec array, no temporaries.
-            base = self._base[:n]
-            np.multiply(bufs, np.uint64(buf_size), out=base)
+        done = 0
+        while done < n:
+            k = min(n - done, self.capacity)
+            part = bufs[done : done + k]
+            base = self._base[:k]
+            np.multiply(part, np.uint64(buf_size), out=base)
             base += data_addr
-            self._len[:n] = lengths
-            return self._send_prepared(fd, n, flags)
-        addrs = bufs.astype(np.uint64) * np.uint64(buf_size) + np.uint64(data_addr)
-        return self.send(fd, addrs, lengths, flags)
+            if self.iovs == 2:
+                hdr = self._hdr_base[:k]
+                np.multiply(part, np.uint64(10), out=hdr)
+                hdr += vnet_addr
+            self._len[:k] = lengths[done : done + k]
+            r, err = self._send_prepared(fd, k, flags, done)
+            done += r
+            if err:
+                return done, err
+        return done, 0

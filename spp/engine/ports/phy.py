@@ -15,9 +15,7 @@ Semantics, matching a DPDK port as SPP uses it:
   (PACKET_IGNORE_OUTGOING), nor is anything else this host transmits on the interface.
 * If the pool is empty, frames stay in the ring (like descriptors a NIC cannot refill); they are
   lost only if the kernel then runs out of ring, and those losses are counted in ``rx_drop``
-  from the socket's PACKET_STATISTICS. Frames too long for a pool buffer (GRO/GSO aggregates, or
-  a truncated frame) are dropped and counted there too. On veth, a peer with TSO/GSO or checksum
-  offload on sends exactly such aggregates and half-done checksums, so test beds turn them off.
+  from the socket's PACKET_STATISTICS.
 * Latency: a V3 block is handed over when full or ``retire_ms`` (>= 1 ms) after it opened, so
   a lone frame would wait a millisecond or two. The port therefore has a second, ringless socket
   in a PACKET_FANOUT group with the ring's socket, and a one-instruction classic-BPF fanout
@@ -25,17 +23,22 @@ Semantics, matching a DPDK port as SPP uses it:
   socket (readable per frame, read with ``recvmsg``) when the port is about to sleep or carries
   only a trickle. Switching is one ``setsockopt``; frames already handed to the other socket are
   delivered first, so the order on the wire is kept (:meth:`PhyPort._go_idle`).
-* ``tx_burst`` returns how many buffers it consumed, always a prefix; the caller frees the rest
-  and counts them as ``tx_drop``. Runts (< 14 bytes) and frames longer than the MTU allows are
-  consumed, freed and counted in ``tx_drop`` here, as DPDK's af_packet PMD drops oversized mbufs,
-  so one bad frame cannot block a queue.
+* Offloads: both sockets use ``PACKET_VNET_HDR``, so the kernel tells us, per frame, what a
+  device would still have had to do (a partial checksum, a TSO/GSO aggregate up to 64 KiB) and
+  takes the same on transmit; the ``struct virtio_net_hdr`` goes with the buffer
+  (:mod:`spp.engine.offload`). Frames longer than a pool buffer land in a large buffer. Runts and
+  frames too long even for that (or cut short) are dropped and counted in ``rx_drop`` and, by
+  reason, in ``xstats``.
+* ``tx_burst`` returns how many buffers it sent, always a prefix; the caller frees the rest and
+  counts them as ``tx_drop``. A frame the kernel refuses (longer than the MTU, a runt, offload
+  metadata it rejects) costs only itself: the frames behind it are still sent, and the refused
+  ones are moved behind the sent ones in the caller's array (counted in ``xstats``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import mmap
 import select
 import socket
@@ -45,8 +48,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spp.engine import linux
+from spp.engine import linux, offload
 from spp.engine.linux import ETH_HLEN, ETH_P_8021Q, VLAN_HLEN, SendBatch
+from spp.engine.offload import GSO_NONE, NEEDS_CSUM, XS
 from spp.engine.portid import PortId
 from spp.engine.ports.base import (
     PENDING,
@@ -69,6 +73,7 @@ PACKET_MR_PROMISC = 1
 PACKET_RX_RING = 5
 PACKET_STATISTICS = 6
 PACKET_VERSION = 10
+PACKET_VNET_HDR = 15
 PACKET_QDISC_BYPASS = 20
 PACKET_IGNORE_OUTGOING = 23
 TPACKET_V3 = 2
@@ -85,6 +90,8 @@ PACKET_FANOUT_FLAG_UNIQUEID = 0x2000
 PACKET_FANOUT_FLAG_IGNORE_OUTGOING = 0x4000
 SO_ATTACH_FILTER, SO_DETACH_FILTER = 26, 27
 TP_STATUS_BLK_TMO = 1 << 5  # a block retired by its timer, not because it was full
+VNET = 10  # sizeof(struct virtio_net_hdr), which the kernel puts right before each frame
+_VNET_COLS = np.arange(VNET, dtype=np.int64)
 
 # struct tpacket_block_desc: version, offset_to_priv, then tpacket_hdr_v1 from byte 8.
 BLK_STATUS, BLK_NUM_PKTS, BLK_FIRST, BLK_LEN = 8, 12, 16, 20
@@ -125,6 +132,15 @@ _TO_IDLE, _TO_IDLE_INSN = _bpf_return(1)
 _max = np.maximum.reduce
 _min = np.minimum.reduce
 _or = np.bitwise_or.reduce
+
+
+def _shift_vnet(hdr: np.ndarray, by: int) -> None:
+    """A tag went in front of L3: move one virtio_net_hdr's csum_start and hdr_len on."""
+    f16 = hdr.view("<u2")
+    if hdr[0] & NEEDS_CSUM:
+        f16[3] += by
+    if hdr[1] != GSO_NONE:
+        f16[1] += by
 
 
 class PhyPort(Port):
@@ -182,6 +198,7 @@ class PhyPort(Port):
         self.counters = ctx.seg.phy_stats[ctx.client_id, n]
         self.buf_size = ctx.seg.spec.buf_size
         self._data_addr = ctx.seg.buf_data_addr
+        self._vnet_addr = ctx.seg.buf_vnet_addr
         self.block_size = block_size or self.BLOCK_SIZE
         self.block_nr = block_nr or self.BLOCK_NR
         self.retire_ms = retire_ms or self.RETIRE_MS
@@ -205,6 +222,11 @@ class PhyPort(Port):
         self._trickle = False
         self._tx: socket.socket | None = None
         self._batch: SendBatch | None = None
+        self._cut_batch: SendBatch | None = None
+        #: whether the sockets speak ``struct virtio_net_hdr`` (PACKET_VNET_HDR was accepted)
+        self.rx_vnet = False
+        self.tx_vnet = False
+        self.large_size = ctx.pool.large_size
         self._reset_block()
 
     # -- receive ---------------------------------------------------------------------------------
@@ -218,6 +240,11 @@ class PhyPort(Port):
         try:
             s.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
             s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+            try:
+                s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+                self.rx_vnet = True
+            except OSError:
+                self.rx_vnet = False  # then aggregates and partial checksums arrive unmarked
             frame = 2048  # V3 ignores frame geometry beyond this consistency check
             req = struct.pack("7I", bs, nr, frame, bs * nr // frame, self.retire_ms, 0, 0)
             s.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
@@ -253,6 +280,8 @@ class PhyPort(Port):
         self._mode = BUSY
         self._owed_since = 0.0
         self._pool_mv = memoryview(self.pool.data.reshape(-1))
+        self._vnet_mv = memoryview(self.pool.vnet.reshape(-1))
+        self._spare = -1  # a large buffer whose tail catches long frames on the ringless socket
         self._idle = self._open_idle(s)
         self._ready: select.epoll | None = None
         if self._idle is not None:
@@ -280,6 +309,8 @@ class PhyPort(Port):
             # deaf with a reject-all filter until it has joined.
             q.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, _TO_RING)
             q.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+            if self.rx_vnet:
+                q.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)  # as the ring's socket
             # A burst can arrive before we switch back to the ring: room for a few thousand frames.
             try:
                 q.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, self.IDLE_RCVBUF)
@@ -311,7 +342,9 @@ class PhyPort(Port):
         self._run: np.ndarray | None = None  # the block's frames as a (frame x byte) view, if regular
         self._vlan: np.ndarray | None = None
         self._tags: np.ndarray | None = None
-        self._bad: np.ndarray | None = None
+        self._bad: np.ndarray | None = None  # frames to drop (runts, too long, cut short)
+        self._big: np.ndarray | None = None  # frames that need a large buffer
+        self._vh: np.ndarray | None = None  # the frames' virtio_net_hdr, if any is not zero
 
     def _walk(self, p: int, npk: int, end: int) -> np.ndarray:
         """Offsets of the ``npk`` frames of a block, starting at ``p``; the block's data ends at ``end``.
@@ -468,16 +501,25 @@ class PhyPort(Port):
             self._width = width = int(_max(snap))
             shortest = int(_min(snap))
             self._uniform = shortest == width
-            # Undeliverable frames (longer than a buffer, runts, truncated) are rare: test the
-            # extremes first and build the per-frame mask only when they say there are some.
+            # Frames that need care (longer than a buffer, runts, truncated) are rare: test the
+            # extremes first and build the per-frame masks only when they say there are some.
             if (
                 width + (VLAN_HLEN if self._vlan is not None else 0) > self.buf_size
                 or shortest < ETH_HLEN
                 or not np.array_equal(hdr[:, H_LEN], hdr[:, H_SNAP])
             ):
-                bad = (olen > self.buf_size) | (snap < ETH_HLEN) | (hdr[:, H_LEN] != hdr[:, H_SNAP])
-                self._bad = bad if bad.any() else None
-            if self._uniform and self._vlan is None and self._bad is None:
+                runt = snap < ETH_HLEN
+                long = (olen > self.large_size) | (hdr[:, H_LEN] != hdr[:, H_SNAP])
+                bad = runt | long
+                if bad.any():
+                    self._bad = bad
+                    self.xstats[XS["rx_runt"]] += int(np.count_nonzero(runt))
+                    self.xstats[XS["rx_too_long"]] += int(np.count_nonzero(long & ~runt))
+                big = (olen > self.buf_size) & ~bad
+                self._big = big if big.any() else None
+            if self.rx_vnet:
+                self._read_vnet(n)
+            if self._uniform and self._vlan is None and self._bad is None and self._big is None:
                 # Same-size frames at a fixed stride (a run): view them in place as a matrix, so a
                 # burst is one strided copy with no gather at all.
                 src = self._src
@@ -490,6 +532,24 @@ class PhyPort(Port):
             self.counters[RX_DROP] += npk - n  # frames past a broken chain cannot be found
         self._cur, self._cnt, self._held = 0, n, True
         return True
+
+    def _read_vnet(self, n: int) -> None:
+        """Pick up the block's virtio_net_hdrs when any says there is work left (one gather of
+        their first two bytes decides); a reinserted VLAN tag moves the offsets 4 bytes on."""
+        if not n:
+            return
+        at = self._src - VNET
+        if int(at[0]) & 1 or not _or(self._u16[at >> 1]):
+            if int(at[0]) & 1:  # (never seen: the kernel aligns frames so that this is even)
+                self._vh = self._u8[at[:, None] + _VNET_COLS]
+            return
+        vh = self._u8[at[:, None] + _VNET_COLS]
+        if self._vlan is not None:
+            f16 = vh.view("<u2")  # columns: flags|gso_type, hdr_len, gso_size, csum_start, csum_offset
+            tagged = self._vlan
+            f16[:, 3] += (tagged & ((vh[:, 0] & NEEDS_CSUM) != 0)) * VLAN_HLEN
+            f16[:, 1] += (tagged & (vh[:, 1] != GSO_NONE)) * VLAN_HLEN
+        self._vh = vh
 
     def _release_block(self) -> None:
         self._mv32[(self._blk * self.block_size + BLK_STATUS) >> 2] = TP_STATUS_KERNEL
@@ -556,6 +616,10 @@ class PhyPort(Port):
                     data[b, :ln] = u8[s : s + ln]
         pool.lengths[bi] = self._olen[sel]
         pool.stamps[bi] = self._ts[sel]
+        if self._vh is None:
+            pool.vnet_word[bi] = 0
+        else:
+            pool.vnet[bi] = self._vh[sel]
         if self._vlan is not None and self._tags is not None:
             vm = self._vlan[sel]
             if vm.any():
@@ -569,26 +633,67 @@ class PhyPort(Port):
         c = self._cur
         k = min(want, self._cnt - c)
         pool = self.pool
-        if self._bad is None:
-            bufs = pool.alloc(k)
+        if self._bad is None and self._big is None:
+            bufs = pool.alloc(k, plain=False)
             m = len(bufs)
             if m:
                 self._copy_out(bufs, slice(c, c + m))
                 self._cur = c + m
             return bufs, m < k
-        # Some frames of this block cannot be delivered: consume them without a buffer.
-        good = ~self._bad[c : c + k]
-        pos = np.flatnonzero(good)
-        bufs = pool.alloc(len(pos)) if len(pos) else EMPTY
-        dry = len(bufs) < len(pos)
+        # Some frames of this block cannot be delivered (consume them without a buffer), or need
+        # a large buffer: place each kind, in wire order.
+        bad = self._bad[c : c + k] if self._bad is not None else np.zeros(k, bool)
+        big = self._big[c : c + k] if self._big is not None else np.zeros(k, bool)
+        small_pos = np.flatnonzero(~bad & ~big)
+        big_pos = np.flatnonzero(big)
+        small = pool.alloc(len(small_pos), plain=False) if len(small_pos) else EMPTY
+        large = pool.alloc_large(len(big_pos)) if len(big_pos) else EMPTY
+        dry = len(small) < len(small_pos) or len(large) < len(big_pos)
         if dry:
-            k = int(pos[len(bufs)])  # stop before the first good frame we have no buffer for
-            pos = pos[: len(bufs)]
-        if len(pos):
-            self._copy_out(bufs, pos + c)
-        self.counters[RX_DROP] += k - len(pos)
+            # Stop before the first good frame we have no buffer for; give back what lies beyond.
+            cut = min(
+                int(small_pos[len(small)]) if len(small) < len(small_pos) else k,
+                int(big_pos[len(large)]) if len(large) < len(big_pos) else k,
+            )
+            k = cut
+            ns, nl = int(np.searchsorted(small_pos, cut)), int(np.searchsorted(big_pos, cut))
+            pool.free(small[ns:])
+            pool.free(large[nl:])
+            small, small_pos, large, big_pos = small[:ns], small_pos[:ns], large[:nl], big_pos[:nl]
+        if len(small):
+            self._copy_out(small, small_pos + c)
+        if len(large):
+            self._copy_big(large, big_pos + c)
+        placed = np.empty(k, np.uint32)
+        placed[small_pos] = small
+        placed[big_pos] = large
+        keep = ~bad[:k]
+        self.counters[RX_DROP] += k - int(np.count_nonzero(keep))
         self._cur = c + k
-        return bufs, dry
+        return (placed[keep] if not keep.all() else placed), dry
+
+    def _copy_big(self, bufs: np.ndarray, positions: np.ndarray) -> None:
+        """Copy the block's frames at ``positions`` into the large buffers ``bufs``, one numpy
+        copy each (a block holds at most a couple of 64 KiB frames)."""
+        pool = self.pool
+        flat = pool.data.reshape(-1)
+        u8 = self._u8
+        bs = self.buf_size
+        for b, p in zip(bufs.tolist(), positions.tolist(), strict=True):
+            s, ln = int(self._src[p]), int(self._snap[p])
+            o = b * bs
+            if self._vlan is not None and self._tags is not None and self._vlan[p]:
+                flat[o : o + 12] = u8[s : s + 12]
+                flat[o + 12 : o + 16] = self._tags[p]
+                flat[o + 16 : o + ln + VLAN_HLEN] = u8[s + 12 : s + ln]
+            else:
+                flat[o : o + ln] = u8[s : s + ln]
+        pool.lengths[bufs] = self._olen[positions]
+        pool.stamps[bufs] = self._ts[positions]
+        if self._vh is None:
+            pool.vnet_word[bufs] = 0
+        else:
+            pool.vnet[bufs] = self._vh[positions]
 
     def rx_burst(self, max_n: int) -> np.ndarray:
         if self._rx is None:
@@ -664,23 +769,39 @@ class PhyPort(Port):
         return bool(self._mv32[(self._blk * self.block_size + BLK_STATUS) >> 2] & TP_STATUS_USER)
 
     def _recv_idle(self, max_n: int) -> np.ndarray:
-        """Up to ``max_n`` frames from the ringless socket, one ``recvmsg`` each (a trickle)."""
+        """Up to ``max_n`` frames from the ringless socket, one ``recvmsg`` each (a trickle).
+
+        With PACKET_VNET_HDR each message starts with the frame's virtio_net_hdr, read straight
+        into the buffer's metadata. A frame longer than a pool buffer (an aggregate, a jumbo
+        frame) spills into the tail of a spare large buffer, which then becomes its buffer.
+        """
         q = self._idle
         if q is None or max_n <= 0:
             return EMPTY
-        bufs = self.pool.alloc(max_n)
+        pool = self.pool
+        bufs = pool.alloc(max_n, plain=not self.rx_vnet)
         if not len(bufs):
             return EMPTY
-        data, mv, bs = self.pool.data, self._pool_mv, self.buf_size
+        data, mv, bs = pool.data, self._pool_mv, self.buf_size
+        vnet = self.rx_vnet
+        vmv = self._vnet_mv
+        hdr = VNET if vnet else 0
         blist = bufs.tolist()
+        out: list[int] = []
         lens: list[int] = []
-        bad = 0
-        while len(lens) < len(blist):
-            b = blist[len(lens)]
+        runts = longs = 0
+        spent: list[int] = []
+        tail = self._spare_tail()
+        while len(out) + runts + longs < len(blist):
+            b = blist[len(out) + runts + longs]
+            iov = [mv[b * bs : (b + 1) * bs], *tail]
+            if vnet:
+                iov.insert(0, vmv[b * VNET : (b + 1) * VNET])
             try:
-                ln, anc, _, _ = q.recvmsg_into([mv[b * bs : (b + 1) * bs]], _AUX_SPACE, socket.MSG_TRUNC)
+                ln, anc, _, _ = q.recvmsg_into(iov, _AUX_SPACE, socket.MSG_TRUNC)
             except OSError:  # EAGAIN: empty (or the interface went away)
                 break
+            ln -= hdr
             tag = b""
             for level, kind, raw in anc:
                 if level == SOL_PACKET and kind == PACKET_AUXDATA and len(raw) >= _AUX.size:
@@ -688,24 +809,53 @@ class PhyPort(Port):
                     if status & TP_STATUS_VLAN_VALID:
                         tpid = tpid if status & TP_STATUS_VLAN_TPID_VALID else ETH_P_8021Q
                         tag = struct.pack(">HH", tpid, tci)
-            if ln < ETH_HLEN or ln + len(tag) > bs:
-                bad += 1  # a runt, or too long for a buffer: drop it, reuse the buffer
+            if ln < ETH_HLEN:
+                runts += 1  # drop it; its buffer goes back below
                 continue
+            buf = b
+            if ln + len(tag) > bs:
+                if not tail or ln + len(tag) > self.large_size:
+                    longs += 1
+                    continue
+                buf = self._spare
+                data[buf] = data[b]  # the first row; the rest is in place already
+                pool.vnet[buf] = pool.vnet[b]
+                self._spare = -1
+                spent.append(b)  # its pool buffer goes back below
+                tail = self._spare_tail()
             if tag:  # put back the 802.1Q/802.1ad tag the kernel moved into metadata
-                row = data[b]
-                row[ETH_HLEN + VLAN_HLEN - 2 : ln + VLAN_HLEN] = row[12:ln].copy()
-                row[12 : 12 + VLAN_HLEN] = np.frombuffer(tag, np.uint8)
+                frame = pool.frame(buf, ln + VLAN_HLEN)
+                frame[ETH_HLEN + VLAN_HLEN - 2 :] = frame[12:ln].copy()
+                frame[12 : 12 + VLAN_HLEN] = np.frombuffer(tag, np.uint8)
+                if vnet:
+                    _shift_vnet(pool.vnet[buf], VLAN_HLEN)
+            out.append(buf)
             lens.append(ln + len(tag))
-        if bad:
-            self.counters[RX_DROP] += bad
-        n = len(lens)
-        if n < len(bufs):
-            self.pool.free(bufs[n:])
-            bufs = bufs[:n]
-        if n:
-            self.pool.lengths[bufs] = lens
-            self.pool.stamps[bufs] = time.time_ns()
-        return bufs
+        if runts or longs:
+            self.counters[RX_DROP] += runts + longs
+            self.xstats[XS["rx_runt"]] += runts
+            self.xstats[XS["rx_too_long"]] += longs
+        taken = set(out)
+        rest = [b for b in blist if b not in taken]  # unused, dropped frames', spilled frames'
+        if rest:
+            pool.free(np.array(rest, np.uint32))
+        if not out:
+            return EMPTY
+        got = np.array(out, np.uint32)
+        pool.lengths[got] = lens
+        pool.stamps[got] = time.time_ns()
+        return got
+
+    def _spare_tail(self) -> list[memoryview]:
+        """The iovec that catches a frame's bytes beyond a pool buffer: the rest of a spare large
+        buffer (none while no large buffer is free; such a frame is then cut short, and dropped)."""
+        if self._spare < 0:
+            got = self.pool.alloc_large(1)
+            if not len(got):
+                return []
+            self._spare = int(got[0])
+        o = self._spare * self.buf_size
+        return [self._pool_mv[o + self.buf_size : o + self.large_size]]
 
     def prepare_sleep(self, waiter: int) -> int:
         """Switch to per-frame readiness, so that a lone frame wakes the worker at once."""
@@ -756,9 +906,12 @@ class PhyPort(Port):
 
         ``sendmmsg``'s iovecs point into our TPACKET_V3 ring, so the kernel copies each frame
         once, from ring to skb, and no pool buffer, gather or free is involved: the l2fwd case
-        (``patch phy:0 phy:1``) saves about a third of its Python work. Frames that need their
-        VLAN tag put back, or that cannot be delivered as they are, take the pool path. What
-        ``dst`` refuses is counted as its ``tx_drop``, as on the pool path.
+        (``patch phy:0 phy:1``) saves about a third of its Python work. The kernel put each
+        frame's ``virtio_net_hdr`` right in front of it, so with both sockets speaking it one
+        iovec carries header and frame, aggregates and partial checksums included. Frames that
+        need their VLAN tag put back, that cannot be delivered as they are, or whose metadata
+        ``dst`` cannot take, go the pool path. What ``dst`` refuses is counted as its
+        ``tx_drop``, as on the pool path; a refused frame costs only itself.
         """
         if self._rx is None:
             self._open_rx()
@@ -766,14 +919,16 @@ class PhyPort(Port):
             return self._forward_pooled(dst, max_n)  # a trickle: latency matters, not the copy
         if dst._tx is None:
             dst._open_tx()
-        assert dst._tx is not None and dst._batch is not None
+        assert dst._tx is not None and dst._cut_batch is not None
+        same_hdr = self.rx_vnet == dst.tx_vnet
+        hdr = VNET if self.rx_vnet else 0
         moved = 0
         while moved < max_n:
             if not self._held and not self._take_block():
                 if not moved and time.monotonic() - self._last_drop_poll > self.DROP_POLL_S:
                     self.poll_drops()
                 break
-            if self._vlan is not None or self._bad is not None:
+            if self._vlan is not None or self._bad is not None or not same_hdr:
                 bufs, dry = self._deliver(max_n - moved)
                 n = len(bufs)
                 if n:
@@ -792,14 +947,19 @@ class PhyPort(Port):
             c = self._cur
             k = min(max_n - moved, self._cnt - c)
             addrs = self._src[c : c + k].astype(np.uint64)
-            addrs += self._ring_addr
-            sent, err = dst._batch.send(dst._tx.fileno(), addrs, self._snap[c : c + k])
+            addrs += self._ring_addr - np.uint64(hdr)
+            lens = self._snap[c : c + k] + hdr if hdr else self._snap[c : c + k]
+            batch = dst._cut_batch
+            done, err = batch.send(dst._tx.fileno(), addrs, lens)
             if err:
                 dst.tx_error = err
+            refused = len(batch.refused)
+            if refused:
+                dst.xstats[XS["tx_refused"]] += refused
             self.counters[RX] += k
-            dst.counters[TX] += sent
-            if sent < k:
-                dst.counters[TX_DROP] += k - sent
+            dst.counters[TX] += done - refused
+            if done - refused < k:
+                dst.counters[TX_DROP] += k - done + refused
             self._cur = c + k
             moved += k
             if self._cur >= self._cnt:
@@ -841,50 +1001,21 @@ class PhyPort(Port):
                 s.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, self.TX_SNDBUF)
             except PermissionError:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.TX_SNDBUF)
+            try:
+                s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+                self.tx_vnet = True
+            except OSError:
+                self.tx_vnet = False  # then offloads are finished in software before sending
             s.bind((self.iface, 0))
             s.setblocking(False)
-            self._refresh_mtu()
         except OSError as e:
             s.close()
             raise PortError(
                 f"phy:{self.uid.num}: cannot open tx on {self.iface}: {e.strerror or e}"
             ) from None
         self._tx = s
-        self._batch = SendBatch()
-
-    def _refresh_mtu(self) -> None:
-        # The kernel refuses frames longer than MTU + link header (+4 if 802.1Q-tagged) with
-        # EMSGSIZE, and runts with EINVAL; _tx_checked filters both out of a burst.
-        self.mtu = linux.get_mtu(self.iface)
-        self._tx_limit = self.mtu + ETH_HLEN
-
-    def _tx_checked(self, bufs: np.ndarray, lens: np.ndarray) -> int:
-        """Send ``bufs`` when some may be frames the link cannot carry; return how many consumed.
-
-        Unsendable frames (runts, longer than MTU + header, +4 for an 802.1Q tag as the kernel
-        allows) are consumed, freed and counted in ``tx_drop``, and the others sent, so a bad
-        frame does not cost the good frames behind it.
-        """
-        with contextlib.suppress(OSError):
-            self._refresh_mtu()  # perhaps the MTU changed since we looked
-        data = self.pool.data
-        bi = bufs.astype(np.intp)
-        tagged = (data[bi, 12] == ETH_P_8021Q >> 8) & (data[bi, 13] == ETH_P_8021Q & 0xFF)
-        good = (lens >= ETH_HLEN) & (lens <= self._tx_limit + VLAN_HLEN * tagged)
-        pos = np.flatnonzero(good)
-        sent = self._send(bufs[pos], lens[pos]) if len(pos) else 0
-        # Consumed: everything before the first good frame the kernel did not take.
-        consumed = len(bufs) if sent == len(pos) else int(pos[sent])
-        self.counters[TX_DROP] += consumed - sent
-        self.pool.free(bufs[:consumed])
-        return consumed
-
-    def _send(self, bufs: np.ndarray, lens: np.ndarray) -> int:
-        assert self._tx is not None and self._batch is not None
-        sent, err = self._batch.send_pool(self._tx.fileno(), self._data_addr, self.buf_size, bufs, lens)
-        if err:
-            self.tx_error = err
-        return sent
+        self._batch = SendBatch(iovs=2 if self.tx_vnet else 1)
+        self._cut_batch = SendBatch()
 
     def tx_burst(self, bufs: np.ndarray) -> int:
         n = len(bufs)
@@ -893,17 +1024,93 @@ class PhyPort(Port):
         if self._tx is None:
             self._open_tx()
         assert self._tx is not None and self._batch is not None
-        lens = self.pool.lengths[bufs.astype(np.intp)]
-        # No validity check up front: the kernel makes it anyway, and stops the vector at the
-        # first frame it refuses, telling us why.
-        sent, err = self._batch.send_pool(self._tx.fileno(), self._data_addr, self.buf_size, bufs, lens)
-        if sent:
-            self.pool.free(bufs[:sent])  # the kernel copied them into skbs
+        pool = self.pool
+        if not self.tx_vnet:
+            return self._tx_finished(bufs)
+        bi = bufs.astype(np.intp)
+        word = pool.vnet_word[bi]
+        bad: np.ndarray | None = None
+        if _or(word):
+            some = np.flatnonzero(word)
+            inv = offload.invalid(pool, bufs[some])
+            if inv.any():
+                # Metadata the kernel would refuse, or worse, trust: never passed on.
+                bad = some[inv]
+                self.xstats[XS["tx_bad_vnet"]] += len(bad)
+        lens = pool.lengths[bi]
+        send_bufs, send_lens = bufs, lens
+        if bad is not None:
+            ok = np.ones(n, bool)
+            ok[bad] = False
+            send_pos = np.flatnonzero(ok)
+            send_bufs, send_lens = bufs[send_pos], lens[send_pos]
+        batch = self._batch
+        done, err = batch.send_pool(
+            self._tx.fileno(), self._data_addr, self.buf_size, send_bufs, send_lens, vnet_addr=self._vnet_addr
+        )
         if err:
             self.tx_error = err
-            if err in (errno.EINVAL, errno.EMSGSIZE):
-                return sent + self._tx_checked(bufs[sent:], lens[sent:])
-        return sent
+        refused = batch.refused
+        if bad is None and not refused:
+            if done:
+                pool.free(bufs[:done])  # the kernel copied them into skbs
+            return done
+        # Some frames were not taken: sent ones first in the caller's array, the rest behind.
+        if refused:
+            self.xstats[XS["tx_refused"]] += len(refused)
+        sent_mask = np.zeros(len(send_bufs), bool)
+        sent_mask[:done] = True
+        sent_mask[refused] = False
+        sent_pos = send_pos[sent_mask] if bad is not None else np.flatnonzero(sent_mask)
+        return self._sent_first(bufs, sent_pos)
+
+    def _sent_first(self, bufs: np.ndarray, sent_pos: np.ndarray) -> int:
+        """Free the buffers at ``sent_pos`` and move the others behind them (in order), so that
+        the caller's "free and count the rest" sees exactly the frames that did not go."""
+        n = len(bufs)
+        rest = np.ones(n, bool)
+        rest[sent_pos] = False
+        order = np.concatenate([sent_pos, np.flatnonzero(rest)])
+        sent = len(sent_pos)
+        if bufs.flags.writeable:
+            bufs[:] = bufs[order]
+            self.pool.free(bufs[:sent])
+            return sent
+        # (A read-only burst cannot be reordered: consume it all and count the drops here.)
+        self.pool.free(bufs)
+        self.counters[TX_DROP] += n - sent
+        return n
+
+    def _tx_finished(self, bufs: np.ndarray) -> int:
+        """Transmit on a socket without virtio_net_hdr: finish offloads in software first."""
+        assert self._tx is not None and self._batch is not None
+        pool = self.pool
+        out = offload.finish(pool, bufs, self.xstats)
+        if out is bufs:
+            lens = pool.lengths[bufs.astype(np.intp)]
+            done, err = self._batch.send_pool(self._tx.fileno(), self._data_addr, self.buf_size, bufs, lens)
+            if err:
+                self.tx_error = err
+            if not self._batch.refused:
+                if done:
+                    pool.free(bufs[:done])
+                return done
+            self.xstats[XS["tx_refused"]] += len(self._batch.refused)
+            sent_mask = np.zeros(len(bufs), bool)
+            sent_mask[:done] = True
+            sent_mask[self._batch.refused] = False
+            return self._sent_first(bufs, np.flatnonzero(sent_mask))
+        # The burst changed (segments, drops): the originals are gone, so all of it is consumed
+        # here, and what does not go is freed and counted here.
+        lens = pool.lengths[out.astype(np.intp)]
+        done, err = self._batch.send_pool(self._tx.fileno(), self._data_addr, self.buf_size, out, lens)
+        if err:
+            self.tx_error = err
+        refused = len(self._batch.refused)
+        self.xstats[XS["tx_refused"]] += refused
+        pool.free(out)
+        self.counters[TX_DROP] += len(out) - done + refused
+        return len(bufs)
 
     # -- lifetime ----------------------------------------------------------------------------------
 
@@ -917,6 +1124,10 @@ class PhyPort(Port):
             self._reset_block()
             self._mv32.release()
             self._pool_mv.release()
+            self._vnet_mv.release()
+            if self._spare >= 0:
+                self.pool.free(np.array([self._spare], np.uint32))
+                self._spare = -1
             # A stray view would keep the mapping alive until it goes; the socket closes anyway.
             with contextlib.suppress(BufferError):
                 self._mm.close()
@@ -932,6 +1143,7 @@ class PhyPort(Port):
             self._tx.close()
             self._tx = None
             self._batch = None
+            self._cut_batch = None
 
 
 @dataclass(frozen=True)
