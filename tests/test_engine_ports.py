@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from spp.engine.offload import xstats_dict
 from spp.engine.patchpanel import PatchPanel, PatchPanelError
 from spp.engine.pool import BufferPool
 from spp.engine.portid import PortId
@@ -113,12 +114,15 @@ def test_pcap_rejects_a_file_that_is_not_pcap(pcap_ctx, tmp_path):
         open_port(PortId("pcap", 5), pcap_ctx)
 
 
-def test_pcap_counts_frames_too_big_for_a_buffer(pcap_ctx, tmp_path):
-    write_pcap(tmp_path / "spp-rx6.pcap", [b"\x01" * 60, b"\x02" * 4000, b"\x03" * 60])
+def test_pcap_carries_jumbo_frames_and_counts_what_no_buffer_holds(pcap_ctx, tmp_path):
+    frames = [b"\x01" * 60, b"\x02" * 9000, b"\x03" * 70000, b"\x04" * 10, b"\x05" * 60]
+    write_pcap(tmp_path / "spp-rx6.pcap", frames)
     port = open_port(PortId("pcap", 6), pcap_ctx)
     bufs = port.rx_burst(32)
-    assert [pcap_ctx.pool.read(b) for b in bufs.tolist()] == [b"\x01" * 60, b"\x03" * 60]
-    assert port.counters[RX_DROP] == 1
+    assert [pcap_ctx.pool.read(b) for b in bufs.tolist()] == [frames[0], frames[1], frames[4]]
+    assert port.counters[RX_DROP] == 2
+    assert xstats_dict(port.xstats) == {"rx_runt": 1, "rx_too_long": 1}
+    pcap_ctx.pool.free(bufs)
     port.close()
 
 

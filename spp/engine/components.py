@@ -53,6 +53,7 @@ from functools import cached_property
 import numpy as np
 
 from spp.engine.classifier import DROP, FLOOD, UNTAGGED, ClassifierTable, Entry, FrameWords
+from spp.engine.offload import xstats_dict
 from spp.engine.pool import BufferPool
 from spp.engine.portid import PortId
 from spp.engine.ports import Port, PortContext, PortError, open_port
@@ -159,10 +160,11 @@ def runnable(spec: ComponentSpec, config: Config) -> bool:
 class PortEnd:
     """A port as one component uses it in one direction: the port plus that direction's VLAN op."""
 
-    __slots__ = ("data", "free", "lengths", "port", "vlan")
+    __slots__ = ("data", "free", "lengths", "pool", "port", "vlan")
 
     def __init__(self, port: Port, vlan: VlanOp, pool: BufferPool) -> None:
         self.port = port
+        self.pool = pool
         self.vlan = vlan if vlan.active else None
         self.data = pool.data
         self.lengths = pool.lengths
@@ -198,7 +200,7 @@ class PortEnd:
 
     def _edit(self, bufs: np.ndarray, ctr: np.ndarray) -> np.ndarray:
         assert self.vlan is not None
-        refused = self.vlan.apply(self.data, self.lengths, bufs)
+        refused = self.vlan.apply(self.data, self.lengths, bufs, self.pool)
         if len(refused):
             self.free(refused)
             ctr[C_DROP] += len(refused)
@@ -207,8 +209,11 @@ class PortEnd:
 
 
 def copy_frames(pool: BufferPool, src: np.ndarray) -> np.ndarray:
-    """Deep copies of ``src`` in new buffers (fewer, a prefix, if the pool runs dry)."""
-    copies = pool.alloc(len(src))
+    """Deep copies of ``src`` in new buffers, offload metadata included (fewer, a prefix, if the
+    pool runs dry). A frame in a large buffer is copied into a large buffer, one copy each."""
+    if len(src) and int(src.max()) >= pool.large_base:
+        return _copy_mixed(pool, src)
+    copies = pool.alloc(len(src), plain=False)
     m = len(copies)
     if m:
         s = src[:m].astype(np.intp)
@@ -218,7 +223,33 @@ def copy_frames(pool: BufferPool, src: np.ndarray) -> np.ndarray:
         frames[c] = frames[s]
         pool.lengths[c] = lens
         pool.stamps[c] = pool.stamps[s]
+        pool.vnet[c] = pool.vnet[s]
     return copies
+
+
+def _copy_mixed(pool: BufferPool, src: np.ndarray) -> np.ndarray:
+    big = src >= pool.large_base
+    big_pos = np.flatnonzero(big)
+    large = pool.alloc_large(len(big_pos))
+    m = len(src) if len(large) == len(big_pos) else int(big_pos[len(large)])
+    small_src = src[:m][~big[:m]]
+    small = copy_frames(pool, small_src) if len(small_src) else np.empty(0, np.uint32)
+    if len(small) < len(small_src):
+        m = min(m, int(np.flatnonzero(~big)[len(small)]))
+    keep_large = int(np.searchsorted(big_pos, m))
+    pool.free(large[keep_large:])
+    pool.free(small[int(np.count_nonzero(~big[:m])) :])
+    out = np.empty(m, np.uint32)
+    out[~big[:m]] = small[: int(np.count_nonzero(~big[:m]))]
+    lb, ls = large[:keep_large], src[big_pos[:keep_large]]
+    out[big_pos[:keep_large]] = lb
+    for d, s in zip(lb.tolist(), ls.tolist(), strict=True):
+        pool.frame(d, int(pool.lengths[s]))[:] = pool.frame(s)
+    if len(lb):
+        pool.lengths[lb] = pool.lengths[ls]
+        pool.stamps[lb] = pool.stamps[ls]
+        pool.vnet[lb] = pool.vnet[ls]
+    return out
 
 
 class ForwardStep:
@@ -569,7 +600,20 @@ class ComponentManager:
             }
             if with_table:
                 info["classifier_table"] = self._table(cfg)
+            # Not in SPP: per port, drops by reason and offload work done (zeros left out).
+            info["xstats"] = self._xstats()
             return info
+
+    def _xstats(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for lane in self.lanes.values():
+            for uid, port in lane.ports.items():
+                xs = xstats_dict(port.xstats)
+                if xs:
+                    merged = out.setdefault(uid.display, {})
+                    for k, v in xs.items():
+                        merged[k] = merged.get(k, 0) + v
+        return out
 
     def _cores(self, cfg: Config) -> list[dict[str, object]]:
         out: list[dict[str, object]] = []

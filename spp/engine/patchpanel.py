@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from spp.engine.offload import xstats_dict
 from spp.engine.portid import PortId, parse_port_uid
 from spp.engine.ports import Port, PortContext, PortError, open_port
 from spp.engine.ports.base import RX, RX_DROP, TX, TX_DROP
@@ -131,6 +132,8 @@ class PatchPanel:
                     "rx_drop": int(c[RX_DROP]),
                     "tx": int(c[TX]),
                     "tx_drop": int(c[TX_DROP]),
+                    # Not in SPP: drops by reason and offload work done (zeros left out).
+                    "xstats": xstats_dict(port.xstats),
                 }
             )
         return out

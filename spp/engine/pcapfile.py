@@ -73,7 +73,8 @@ def pack_records(
     if n == 0:
         return np.empty(0, np.uint8), sizes
     first = int(lens[0])
-    if bool((lens == first).all()):
+    # (A frame longer than a row lives in a large buffer's consecutive rows: the flat path.)
+    if first <= data.shape[1] and bool((lens == first).all()):
         p = int(padded[0])
         rec = np.empty((n, h + p + t), np.uint8)
         rec[:, :h] = head

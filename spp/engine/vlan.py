@@ -16,14 +16,20 @@ Semantics (SPP's, spec §4.4):
 * SPP also wrote a CRC past the data; frames here carry no FCS, so nothing of the kind is done.
 
 Frames shorter than an Ethernet header are left alone, and a frame that would not fit its
-buffer with a tag more is returned as refused (the caller frees and counts it).
+buffer with a tag more is returned as refused (the caller frees and counts it). Frames in large
+buffers (longer than an ordinary one) are moved one numpy copy each; there are few of them. A
+frame's offload metadata moves with its headers: ``csum_start`` and ``hdr_len`` follow the tag.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from spp.engine.pool import BufferPool
 
 ETH_HLEN = 14
 VLAN_HLEN = 4
@@ -65,12 +71,14 @@ class VlanOp:
             return {"operation": ADD, "id": self.vid, "pcp": self.pcp}
         return {"operation": self.operation, "id": 0, "pcp": 0}
 
-    def apply(self, data: np.ndarray, lengths: np.ndarray, bufs: np.ndarray) -> np.ndarray:
+    def apply(
+        self, data: np.ndarray, lengths: np.ndarray, bufs: np.ndarray, pool: BufferPool | None = None
+    ) -> np.ndarray:
         """Edit the frames of ``bufs`` in place; return the buffers that could not be edited."""
         if self.operation == ADD:
-            return push_tag(data, lengths, bufs, self.tci)
+            return push_tag(data, lengths, bufs, self.tci, pool)
         if self.operation == DEL:
-            strip_tag(data, lengths, bufs)
+            strip_tag(data, lengths, bufs, pool)
         return EMPTY
 
 
@@ -95,7 +103,34 @@ def _tagged(data: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (data[b, 12] == TPID_8021Q >> 8) & (data[b, 13] == TPID_8021Q & 0xFF)
 
 
-def push_tag(data: np.ndarray, lengths: np.ndarray, bufs: np.ndarray, tci: int) -> np.ndarray:
+def _shift_offloads(pool: BufferPool | None, b: np.ndarray, by: int) -> None:
+    """Headers grew or shrank by ``by`` bytes in front of L3: move the metadata's offsets."""
+    if pool is None or len(b) == 0:
+        return
+    word = pool.vnet_word[b]
+    if not word.any():
+        return
+    f16 = pool.vnet.view("<u2")  # columns: flags|gso_type, hdr_len, gso_size, csum_start, csum_offset
+    some = b[word != 0]
+    w = word[word != 0]
+    csum = some[(w & 1) != 0]
+    gso = some[(w >> 8) != 0]
+    f16[csum, 3] = (f16[csum, 3].astype(np.int64) + by).astype(np.uint16)
+    f16[gso, 1] = (f16[gso, 1].astype(np.int64) + by).astype(np.uint16)
+
+
+def _move_large(data: np.ndarray, b: np.ndarray, lens: np.ndarray, src: int, dst: int) -> None:
+    """Move bytes ``[src, len)`` of each large-buffer frame to ``dst``, one copy per frame."""
+    flat = data.reshape(-1)
+    row = data.shape[1]
+    for buf, ln in zip(b.tolist(), lens.tolist(), strict=True):
+        o = buf * row
+        flat[o + dst : o + dst + ln - src] = flat[o + src : o + ln].copy()
+
+
+def push_tag(
+    data: np.ndarray, lengths: np.ndarray, bufs: np.ndarray, tci: int, pool: BufferPool | None = None
+) -> np.ndarray:
     """Give every frame of ``bufs`` the outer 802.1Q tag ``tci`` (insert or rewrite).
 
     Returns the buffers refused because the tag would not fit (not modified).
@@ -119,7 +154,16 @@ def push_tag(data: np.ndarray, lengths: np.ndarray, bufs: np.ndarray, tci: int) 
     fits = lens + VLAN_HLEN <= buf_size
     refused = EMPTY
     if not fits.all():
-        refused = b[~fits].astype(np.uint32)
+        large = np.zeros(len(b), bool)
+        if pool is not None:
+            large = ~fits & (b >= pool.large_base) & (lens + VLAN_HLEN <= pool.large_size)
+            if large.any():
+                lb, ll = b[large], lens[large]
+                _move_large(data, lb, ll, 12, 16)
+                data[lb, 12:16] = np.array([TPID_8021Q >> 8, TPID_8021Q & 0xFF, hi, lo], np.uint8)
+                lengths[lb] = ll + VLAN_HLEN
+                _shift_offloads(pool, lb, VLAN_HLEN)
+        refused = b[~fits & ~large].astype(np.uint32)
         b, lens = b[fits], lens[fits]
         if len(b) == 0:
             return refused
@@ -129,10 +173,13 @@ def push_tag(data: np.ndarray, lengths: np.ndarray, bufs: np.ndarray, tci: int) 
     rows(data, 16, width, room)[b] = rows(data, 12, width, room)[b]
     data[b, 12:16] = np.array([TPID_8021Q >> 8, TPID_8021Q & 0xFF, hi, lo], np.uint8)
     lengths[b] = lens + VLAN_HLEN
+    _shift_offloads(pool, b, VLAN_HLEN)
     return refused
 
 
-def strip_tag(data: np.ndarray, lengths: np.ndarray, bufs: np.ndarray) -> None:
+def strip_tag(
+    data: np.ndarray, lengths: np.ndarray, bufs: np.ndarray, pool: BufferPool | None = None
+) -> None:
     """Remove the outer 802.1Q tag of every tagged frame of ``bufs``; others stay as they are."""
     if len(bufs) == 0:
         return
@@ -143,6 +190,14 @@ def strip_tag(data: np.ndarray, lengths: np.ndarray, bufs: np.ndarray) -> None:
     if len(b) == 0:
         return
     lens = lengths[b].astype(np.int64)
+    _shift_offloads(pool, b, -VLAN_HLEN)
+    big = lens > data.shape[1]
+    if big.any():
+        _move_large(data, b[big], lens[big], 16, 12)
+        lengths[b[big]] = lens[big] - VLAN_HLEN
+        b, lens = b[~big], lens[~big]
+        if len(b) == 0:
+            return
     width, room = int(lens.max()) - 16, data.shape[1] - 16
     rows(data, 12, width, room)[b] = rows(data, 16, width, room)[b]
     lengths[b] = lens - VLAN_HLEN

@@ -57,7 +57,9 @@ from typing import IO, Any
 import lz4.frame
 import numpy as np
 
+from spp.engine import offload
 from spp.engine.capfilter import CaptureFilter, FilterError, compile_filter
+from spp.engine.offload import new_xstats, xstats_dict
 from spp.engine.pcapfile import GLOBAL_HEADER, pcap_records, pcapng_header, pcapng_records
 from spp.engine.pool import BufferPool
 from spp.engine.portid import PortId, PortUidError, parse_port_uid
@@ -136,6 +138,8 @@ class CaptureWriter(threading.Thread):
         self.number = number
         self.lcore = lcore
         self.pool = BufferPool(seg)  # a handle belongs to one thread: this one frees our buffers
+        #: software offload work and drops by reason (spp.engine.offload.XSTATS)
+        self.xstats = new_xstats()
         self.queue = hand_off
         self.capture = capture
         self.resume = threading.Event()
@@ -209,6 +213,8 @@ class CaptureWriter(threading.Thread):
                 bursts.append(nxt)
                 n += len(nxt)
             bufs = bursts[0] if len(bursts) == 1 else np.concatenate(bursts)
+            # As tcpdump would see them on the wire: checksums complete, aggregates segmented.
+            bufs = offload.finish(self.pool, bufs, self.xstats)
             wanted = self._select(bufs)
             before = self.written
             try:
@@ -485,6 +491,9 @@ class Pcap(SppProcess):
                 "dropped": step.dropped,
             }
         ]
+        port_xs = xstats_dict(step.port.xstats)
+        if port_xs:
+            cores[0]["xstats"] = port_xs
         for w in self.writers:
             entry: dict[str, Any] = {
                 "core": w.lcore,
@@ -496,6 +505,9 @@ class Pcap(SppProcess):
             }
             if w.dropped:
                 entry["dropped"] = w.dropped
+            xs = xstats_dict(w.xstats)
+            if xs:
+                entry["xstats"] = xs
             if w.error:
                 entry["error"] = w.error
             cores.append(entry)

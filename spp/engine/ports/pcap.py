@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from spp.engine import offload
+from spp.engine.offload import XS
 from spp.engine.pcapfile import (
     GLOBAL_HEADER,
     LINKTYPE_ETHERNET,
@@ -29,11 +31,12 @@ from spp.engine.pcapfile import (
     pcap_records,
 )
 from spp.engine.portid import PortId
-from spp.engine.ports.base import RX_DROP, Port, PortContext, PortError
+from spp.engine.ports.base import RX_DROP, TX_DROP, Port, PortContext, PortError
 
 __all__ = ["GLOBAL_HEADER", "PcapPort", "PcapReader", "PcapWriter", "rx_path", "tx_path"]
 
 INDEX_CHUNK = 8192
+ETH_HLEN = 14
 _U32 = np.arange(4)
 
 
@@ -153,38 +156,60 @@ class PcapPort(Port):
         except OSError as e:
             self.reader.close()
             raise PortError(f"{uid}: cannot create {txp}: {e.strerror}") from e
-        self.max_len = ctx.pool.buf_size
+        self.max_len = ctx.pool.large_size
 
     def rx_burst(self, max_n: int) -> np.ndarray:
         offs, lens = self.reader.next_records(max_n)
         if len(offs) == 0:
             return np.empty(0, np.uint32)
+        runt = lens < ETH_HLEN
         too_long = lens > self.max_len
-        if too_long.any():
-            # A frame bigger than a pool buffer cannot be carried; count it rather than cut it.
-            self.counters[RX_DROP] += int(too_long.sum())
-            offs, lens = offs[~too_long], lens[~too_long]
-        bufs = self.pool.alloc(len(offs))
-        if len(bufs) < len(offs):
-            self.counters[RX_DROP] += len(offs) - len(bufs)
-            offs, lens = offs[: len(bufs)], lens[: len(bufs)]
-        if len(bufs) == 0:
-            return bufs
-        width = int(lens.max())
-        cols = np.arange(width)
-        # Reading past a record's end is harmless except past the file's end: clip there.
-        src = np.minimum(offs[:, None] + cols, self.reader.size - 1)
-        self.pool.data[bufs, :width] = self.reader.buf[src]
-        self.pool.lengths[bufs] = lens
-        self.pool.stamps[bufs] = time.time_ns()
-        return bufs
+        if runt.any() or too_long.any():
+            # A frame bigger than any buffer cannot be carried, a runt is no frame: count, skip.
+            self.counters[RX_DROP] += int(np.count_nonzero(runt | too_long))
+            self.xstats[XS["rx_runt"]] += int(np.count_nonzero(runt))
+            self.xstats[XS["rx_too_long"]] += int(np.count_nonzero(too_long))
+            ok = ~(runt | too_long)
+            offs, lens = offs[ok], lens[ok]
+        pool = self.pool
+        big = lens > pool.buf_size
+        bufs = pool.alloc(int(np.count_nonzero(~big)))
+        large = pool.alloc_large(int(np.count_nonzero(big))) if big.any() else bufs[:0]
+        if len(bufs) + len(large) < len(offs):
+            self.counters[RX_DROP] += len(offs) - len(bufs) - len(large)
+            pool.free(bufs)
+            pool.free(large)
+            return np.empty(0, np.uint32)
+        out = np.empty(len(offs), np.uint32)
+        out[~big] = bufs
+        out[big] = large
+        if len(bufs):
+            o, ln = offs[~big], lens[~big]
+            width = int(ln.max())
+            cols = np.arange(width)
+            # Reading past a record's end is harmless except past the file's end: clip there.
+            src = np.minimum(o[:, None] + cols, self.reader.size - 1)
+            pool.data[bufs, :width] = self.reader.buf[src]
+        for b, o, ln in zip(large.tolist(), offs[big].tolist(), lens[big].tolist(), strict=True):
+            pool.frame(b, ln)[:] = self.reader.buf[o : o + ln]
+        pool.lengths[out] = lens
+        pool.stamps[out] = time.time_ns()
+        return out
 
     def tx_burst(self, bufs: np.ndarray) -> int:
+        # A file takes no offload metadata: checksums completed and aggregates segmented first,
+        # so the file shows what a wire would have carried.
+        pool = self.pool
+        out = offload.finish(pool, bufs, self.xstats)
         try:
-            self.writer.write_burst(self.pool.data, bufs, self.pool.lengths[bufs], self.pool.stamps[bufs])
+            self.writer.write_burst(pool.data, out, pool.lengths[out], pool.stamps[out])
         except OSError:
-            return 0  # disk full or gone: the caller frees the burst and counts it as tx_drop
-        self.pool.free(bufs)
+            if out is bufs:
+                return 0  # disk full or gone: the caller frees the burst and counts it as tx_drop
+            pool.free(out)
+            self.counters[TX_DROP] += len(out)
+            return len(bufs)
+        pool.free(out)
         return len(bufs)
 
     def close(self) -> None:
