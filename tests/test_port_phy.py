@@ -518,3 +518,26 @@ def test_rx_is_promiscuous_only_while_open(veth: VethNs, make_phy) -> None:
     assert promiscuity(veth.host_if) == 1, "a NIC port receives every frame on the wire"
     port.close()
     assert promiscuity(veth.host_if) == 0, "and leaves the interface as it found it"
+
+
+@needs_root
+def test_rx_jumbo_frames_on_the_ringless_socket_land_in_large_buffers(make_segment) -> None:
+    # An idle port reads per frame (latency); long frames spill into a spare large buffer there.
+    with veth_pair_in_netns(mtu=9000) as v:
+        seg = make_segment(phys=[PhyInfo(iface=v.host_if)])
+        pool = BufferPool(seg)
+        port = PhyPort(PHY0, PortContext(seg=seg, pool=pool, client_id=1))
+        try:
+            port.fileno()
+            port.prepare_sleep(0)  # to the ringless socket
+            frames = [make_frame(0, 100), make_frame(1, 9014), make_frame(2, 3000), make_frame(3, 60)]
+            large_free = pool.large_free
+            v.send(frames)
+            got, _, _ = receive(port, pool, len(frames), timeout=2)
+            assert got == frames
+            assert int(port.counters[RX_DROP]) == 0
+            port.close()
+            assert pool.large_free == large_free  # the spare went back too
+        finally:
+            port.close()
+            pool.close()
