@@ -177,7 +177,13 @@ class Primary(SppProcess):
             for n in range(self.seg.spec.nb_rings)
         ]
         out["pipes"] = [{"id": n, "rx": rx, "tx": tx} for n, (rx, tx) in sorted(self.pipes.items())]
-        out["pool"] = {"size": self.seg.spec.nb_bufs, "free": int(self.seg.pool_ctl[0])}
+        out["pool"] = {
+            "size": self.seg.spec.nb_bufs,
+            "free": int(self.seg.pool_ctl[0]),
+            # Not in SPP: the large buffers (jumbo frames, GSO aggregates up to 64 KiB).
+            "large_size": self.seg.spec.nb_large,
+            "large_free": int(self.seg.pool_ctl[1]),
+        }
         return out
 
     def shutdown(self) -> None:
@@ -263,6 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--nb-bufs", type=int, default=0, help="packet buffers in the pool (default: by ring count)"
     )
     p.add_argument(
+        "--nb-large",
+        type=int,
+        default=512,
+        help="large buffers (66 KiB each) for jumbo frames and GSO aggregates (default %(default)s)",
+    )
+    p.add_argument(
         "--burst", type=int, default=DEFAULT_BURST, help="forwarder burst size (default %(default)s)"
     )
     p.add_argument(
@@ -283,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         host, port = parse_server(args.server, 5555)
         if not 0 < args.num_rings < 1024:
             raise OptionError(f"-n {args.num_rings}: number of rings must be 1..1023")
+        if not 0 <= args.nb_large <= 65536:
+            raise OptionError(f"--nb-large {args.nb_large}: must be 0..65536")
         if args.ring_size < 2 or args.ring_size & (args.ring_size - 1):
             raise OptionError(f"--ring-size {args.ring_size}: must be a power of two")
         ifaces = [i for arg in args.iface for i in arg.split(",") if i]
@@ -291,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = SegmentSpec(
             prefix=eal.file_prefix,
             nb_bufs=nb_bufs,
+            nb_large=args.nb_large,
             nb_rings=args.num_rings,
             ring_size=args.ring_size,
             phys=phys,

@@ -156,7 +156,7 @@ class PcapPort(Port):
         except OSError as e:
             self.reader.close()
             raise PortError(f"{uid}: cannot create {txp}: {e.strerror}") from e
-        self.max_len = ctx.pool.large_size
+        self.max_len = ctx.pool.large_size if ctx.seg.spec.nb_large else ctx.pool.buf_size
 
     def rx_burst(self, max_n: int) -> np.ndarray:
         offs, lens = self.reader.next_records(max_n)

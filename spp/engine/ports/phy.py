@@ -226,7 +226,8 @@ class PhyPort(Port):
         #: whether the sockets speak ``struct virtio_net_hdr`` (PACKET_VNET_HDR was accepted)
         self.rx_vnet = False
         self.tx_vnet = False
-        self.large_size = ctx.pool.large_size
+        # (no large buffers at all: a long frame can never be delivered, so it is dropped)
+        self.large_size = ctx.pool.large_size if ctx.seg.spec.nb_large else self.buf_size
         self._reset_block()
 
     # -- receive ---------------------------------------------------------------------------------
