@@ -600,8 +600,11 @@ class ComponentManager:
             }
             if with_table:
                 info["classifier_table"] = self._table(cfg)
-            # Not in SPP: per port, drops by reason and offload work done (zeros left out).
-            info["xstats"] = self._xstats()
+            # Not in SPP: per port, drops by reason and offload work done; only when there are
+            # any, so that the reply is SPP's byte for byte otherwise.
+            xstats = self._xstats()
+            if xstats:
+                info["xstats"] = xstats
             return info
 
     def _xstats(self) -> dict[str, dict[str, int]]:
