@@ -234,6 +234,7 @@ def test_a_full_hand_off_queue_drops_and_counts_never_silently(port_ctx, pool):
 def capture_stub(out_dir: Path, fsize: int, fmt: str = "pcap", flt: str | None = None) -> SimpleNamespace:
     return SimpleNamespace(
         out_dir=out_dir,
+        out_fd=os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC),  # as Pcap opens it
         fsize=fsize,
         format=FORMATS[fmt],
         filter=compile_filter(flt) if flt else None,

@@ -37,6 +37,7 @@ import contextlib
 import json
 import mmap
 import os
+import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -88,6 +89,8 @@ class SegmentSpec:
     nb_large: int = 512
     phys: list[PhyInfo] = field(default_factory=list)
     primary_pid: int = 0
+    pcaps: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Files of ``pcap:N`` named by the primary's ``--vdev net_pcapN``: ``{"N": {"rx": .., "tx": ..}}``."""
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self)).encode()
@@ -204,12 +207,20 @@ class Segment:
     def attach(cls, prefix: str, directory: str | os.PathLike[str] = "/dev/shm") -> Segment:
         path = segment_path(prefix, directory)
         try:
-            fd = os.open(path, os.O_RDWR)
+            # No link followed, and only our own user's (or root's) file: /dev/shm is writable by
+            # everyone, and we map the segment read-write.
+            fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
             raise SegmentError(
                 f"no primary with file prefix '{prefix}' ({path} missing): start spp-primary first"
             ) from None
-        size = os.fstat(fd).st_size
+        except OSError as e:
+            raise SegmentError(f"{path}: cannot open the segment: {e.strerror}") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid not in (os.geteuid(), 0):
+            os.close(fd)
+            raise SegmentError(f"{path} is not a segment of this user's primary (owner uid {st.st_uid})")
+        size = st.st_size
         if size < HEADER_SIZE:
             os.close(fd)
             raise SegmentError(f"{path} is not an SPP segment")

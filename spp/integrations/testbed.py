@@ -220,6 +220,7 @@ class Testbed:
         prefix: str | None = None,
         extra_primary_args: list[str] | None = None,
         keep_logs: bool = False,
+        primary_eal: list[str] | None = None,
     ) -> None:
         self.ifaces = ifaces or []
         self.nb_rings = nb_rings
@@ -239,6 +240,7 @@ class Testbed:
         self.keep_logs = keep_logs or log_dir is not None
         self._made_log_dir = False
         self.extra_primary_args = extra_primary_args or []
+        self.primary_eal = primary_eal or []  # more EAL options, e.g. --vdev
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         #: set once the spp-ctl answering on api_port is known to be the one this bed started;
         #: until then close() sends nothing to it
@@ -345,6 +347,7 @@ class Testbed:
             self.primary_lcores,
             "--file-prefix",
             self.prefix,
+            *self.primary_eal,
             "--",
             "-n",
             str(self.nb_rings),

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from spp.engine import safefile
 from spp.engine.shm import STATE_FREE, STATE_REGISTERED, Segment
 
 log = logging.getLogger(__name__)
@@ -60,7 +62,13 @@ class Launcher:
         argv = [sys.executable, "-m", module, *self._with_prefix(args)]
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}-{client_id}.log"
-        with open(log_path, "ab") as out:
+        try:
+            # The default log dir is in /tmp: no link or stranger's file there is written through.
+            safefile.check_own_directory(self.log_dir)
+            log_fd = safefile.open_append(log_path)
+        except OSError as e:
+            raise LaunchError(f"cannot open the log file {log_path}: {e.strerror or e}") from None
+        with os.fdopen(log_fd, "ab") as out:
             child = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,

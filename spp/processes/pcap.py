@@ -57,7 +57,7 @@ from typing import IO, Any
 import lz4.frame
 import numpy as np
 
-from spp.engine import offload
+from spp.engine import offload, safefile
 from spp.engine.capfilter import CaptureFilter, FilterError, compile_filter
 from spp.engine.offload import new_xstats, xstats_dict
 from spp.engine.pcapfile import GLOBAL_HEADER, pcap_records, pcapng_header, pcapng_records
@@ -85,6 +85,8 @@ WRITER_MIN_BATCH = 1024
 GATHER_SECONDS = 0.002
 #: Upper bound of the hand-off queue in packets (SPP's ``cap_ring`` holds 16383).
 QUEUE_MAX = 16384
+CAPTURE_MODE = 0o640
+"""Capture files hold other people's traffic: readable by the owner and its group only."""
 STOP_TIMEOUT = 30.0
 
 END_OF_SESSION = object()  # queue marker: the session is over, close your file and wait for the next one
@@ -149,6 +151,7 @@ class CaptureWriter(threading.Thread):
         self.stamp = ""
         self.seq = 0
         self.filename = ""  # the open file's final name; "" when none is open
+        self._name = ""  # the same, relative to the capture directory
         self.error = ""
         self._file: IO[bytes] | None = None
         self._compressor: lz4.frame.LZ4FrameCompressor | None = None
@@ -278,22 +281,29 @@ class CaptureWriter(threading.Thread):
         self._open_next()
 
     def _open_next(self) -> None:
+        """The next free name in the capture directory, created as ``NAME.tmp``.
+
+        Relative to the directory descriptor opened at start-up and exclusively: no link in the
+        directory is followed and nothing in it is overwritten, whoever else can write there.
+        """
         cap = self.capture
         while True:
             self.seq += 1
-            final = (
-                cap.out_dir
-                / f"spp_pcap.{self.stamp}.{cap.port_tag}.{self.number}.{self.seq}.{cap.format.suffix}"
-            )
-            if final.exists():
-                continue
+            name = f"spp_pcap.{self.stamp}.{cap.port_tag}.{self.number}.{self.seq}.{cap.format.suffix}"
             try:
-                f = open(f"{final}.tmp", "xb")  # noqa: SIM115 - open until rotation or stop
+                os.lstat(name, dir_fd=cap.out_fd)
+                continue
+            except FileNotFoundError:
+                pass
+            try:
+                fd = os.open(f"{name}.tmp", safefile.WRITE_FLAGS, CAPTURE_MODE, dir_fd=cap.out_fd)
             except FileExistsError:
                 continue
             break
+        f = os.fdopen(fd, "wb")
         self._file, self._compressor = f, new_compressor()
-        self.filename = str(final)
+        self._name = name
+        self.filename = str(cap.out_dir / name)
         self._file_bytes = self._file_records = 0
         try:
             f.write(self._compressor.begin())
@@ -304,16 +314,21 @@ class CaptureWriter(threading.Thread):
 
     def close_file(self) -> None:
         """Finish the LZ4 frame, close and drop the ``.tmp`` suffix. Safe without a file."""
-        f, comp, final = self._file, self._compressor, self.filename
+        f, comp, name = self._file, self._compressor, self._name
         self._file = self._compressor = None
-        self.filename = ""
+        self.filename = self._name = ""
         if f is None or comp is None:
             return
         try:
             f.write(comp.flush())
         finally:
             f.close()
-            os.rename(f"{final}.tmp", final)
+            try:
+                safefile.link_no_replace(f"{name}.tmp", name, self.capture.out_fd)
+            except FileExistsError:
+                log.error(
+                    "writer %d: %s appeared meanwhile; the capture stays in %s.tmp", self.number, name, name
+                )
 
     def _fail(self, e: OSError) -> None:
         where = self.filename or str(self.capture.out_dir)
@@ -403,6 +418,13 @@ class Pcap(SppProcess):
         self.port_uid = capture
         self.port_tag = f"{capture.type}{capture.num}" + (f"nq{capture.queue}" if capture.queue else "")
         self.out_dir = out_dir
+        try:
+            # Opened once: files are created relative to it, so swapping the path for a link later
+            # cannot send them elsewhere.
+            self.out_fd = safefile.open_directory(out_dir)
+        except OSError as e:
+            seg.release_process_slot(client_id)
+            raise OptionError(f"--out-dir {out_dir}: {e.strerror or e}") from None
         self.fsize = fsize
         self.format = FORMATS[fmt]
         self.filter = capture_filter
@@ -585,6 +607,8 @@ class Pcap(SppProcess):
             w.pool.close()
         self.worker.stop()
         self.port.close()
+        with contextlib.suppress(OSError):
+            os.close(self.out_fd)
         super().shutdown()
 
 

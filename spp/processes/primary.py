@@ -4,9 +4,11 @@
 
 It creates the shared segment (pool, rings, counters, process table) and the ``phy`` ports:
 Linux interfaces named by ``--vdev net_af_packetN,iface=NAME`` (DPDK's style) or ``--iface NAME``,
-of which ``-p PORTMASK`` selects. With two or more lcores it also runs SPP's primary forwarder,
-which has spp_nfv's patch table. Counters of phy and ring ports are the sum of every process's
-row in the segment, less what was there at the last ``clear``.
+of which ``-p PORTMASK`` selects. ``--vdev net_pcapN,rx_pcap=PATH,tx_pcap=PATH`` names the files of
+this instance's ``pcap:N`` port (SPP's secondaries create ``net_pcapN`` for ``pcap:N``; without it
+they are ``/tmp/spp-rxN.pcap`` and ``/tmp/spp-txN.pcap``). With two or more lcores it also runs
+SPP's primary forwarder, which has spp_nfv's patch table. Counters of phy and ring ports are the
+sum of every process's row in the segment, less what was there at the last ``clear``.
 """
 
 from __future__ import annotations
@@ -203,17 +205,58 @@ class Primary(SppProcess):
 # -- start-up ---------------------------------------------------------------------------------
 
 
+PCAP_VDEV_PREFIXES = ("net_pcap", "eth_pcap")
+PCAP_VDEV_KEYS = {"rx_pcap": "rx", "tx_pcap": "tx"}
+
+
+def collect_pcaps(vdevs: list[str]) -> dict[str, dict[str, str]]:
+    """``net_pcapN,rx_pcap=PATH,tx_pcap=PATH`` -> ``{"N": {"rx": abs PATH, "tx": abs PATH}}``.
+
+    Paths are made absolute here: the secondaries that open them may run in other directories.
+    """
+    pcaps: dict[str, dict[str, str]] = {}
+    for vdev in vdevs:
+        name, params = parse_vdev(vdev)
+        prefix = next((p for p in PCAP_VDEV_PREFIXES if name.startswith(p)), None)
+        if prefix is None:
+            continue
+        num = name[len(prefix) :]
+        if not (num.isascii() and num.isdigit()) or len(num) > 4:
+            raise OptionError(f"--vdev {vdev}: expected {prefix}N with N the pcap port number")
+        unknown = sorted(set(params) - set(PCAP_VDEV_KEYS))
+        if unknown:
+            raise OptionError(f"--vdev {vdev}: unknown key(s) {', '.join(unknown)} (rx_pcap, tx_pcap)")
+        files: dict[str, str] = {}
+        for key, side in PCAP_VDEV_KEYS.items():
+            if key in params:
+                path = params[key]
+                if not path or "\0" in path:
+                    raise OptionError(f"--vdev {vdev}: {key} needs a file path")
+                files[side] = os.path.abspath(path)
+        if files.get("rx") is not None and files.get("rx") == files.get("tx"):
+            raise OptionError(f"--vdev {vdev}: rx_pcap and tx_pcap must be different files")
+        if str(int(num)) in pcaps:
+            raise OptionError(f"--vdev {vdev}: pcap port {int(num)} is already given")
+        pcaps[str(int(num))] = files
+    return pcaps
+
+
 def collect_phys(ifaces: list[str], vdevs: list[str], portmask: str | None) -> list[PhyInfo]:
     """The phy ports, in DPDK's ethdev order (plain interfaces, then vdevs), filtered by -p."""
     candidates: list[str] = list(ifaces)
     for vdev in vdevs:
         name, params = parse_vdev(vdev)
+        if name.startswith(PCAP_VDEV_PREFIXES):
+            continue  # pcap:N's files, see collect_pcaps
         if name.startswith(("net_af_packet", "eth_af_packet")):
             if "iface" not in params:
                 raise OptionError(f"--vdev {vdev}: af_packet needs iface=NAME")
             candidates.append(params["iface"])
         else:
-            raise OptionError(f"--vdev {vdev}: only net_af_packetN,iface=NAME devices are supported")
+            raise OptionError(
+                f"--vdev {vdev}: only net_af_packetN,iface=NAME and net_pcapN,rx_pcap=PATH,tx_pcap=PATH "
+                "devices are supported"
+            )
     if portmask is not None:
         try:
             mask = int(portmask, 16)
@@ -300,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.ring_size < 2 or args.ring_size & (args.ring_size - 1):
             raise OptionError(f"--ring-size {args.ring_size}: must be a power of two")
         ifaces = [i for arg in args.iface for i in arg.split(",") if i]
+        pcaps = collect_pcaps(eal.vdevs)
         phys = collect_phys(ifaces, eal.vdevs, args.portmask)
         nb_bufs = args.nb_bufs or max(16384, (args.num_rings + len(phys)) * 2 * args.ring_size + 8192)
         spec = SegmentSpec(
@@ -310,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
             ring_size=args.ring_size,
             phys=phys,
             primary_pid=os.getpid(),
+            pcaps=pcaps,
         )
         seg = Segment.create(spec)
     except (OptionError, SegmentError) as e:
