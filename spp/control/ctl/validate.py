@@ -30,6 +30,11 @@ VLAN_ID_MAX = 4095
 VLAN_PCP_MAX = 7
 
 
+def _no_constant(name: str) -> Any:
+    """Python's json accepts ``NaN``/``Infinity``; JSON does not, and no field takes them."""
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse_body(raw: bytes) -> dict[str, Any]:
     """Decode a POST/PUT body as a JSON object, whatever the Content-Type says.
 
@@ -37,7 +42,7 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     data=json.dumps(...))`` sends none) — so do we. Not JSON -> ``400 Not in json format.``
     """
     try:
-        body = json.loads(raw.decode("utf-8"))
+        body = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError) as exc:
         raise ApiError(400, "Not in json format.") from exc
     except RecursionError as exc:

@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import cpu, launch, validate
+from . import cpu, launch, openapi, validate
 from .errors import ApiError, BadReply, NotFound, ProcessUnavailable
 from .httpguard import HostPolicy
 from .registry import Proc, Registry
@@ -83,8 +83,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status >= 500:
             LOG.warning("%s %s: %s", request.method, request.path, exc.message)
         response = text_response(exc.status, exc.message)
-    except web.HTTPMethodNotAllowed:
+    except web.HTTPMethodNotAllowed as exc:
         response = text_response(405, "Method not allowed.")
+        response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
     except web.HTTPNotFound:
         response = text_response(404, not_found_message(request.path))
     except web.HTTPException as exc:  # aiohttp's own, e.g. 413 body too large
@@ -162,6 +163,7 @@ class Api:
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
+        self._openapi: bytes | None = None
 
     # helpers
 
@@ -230,6 +232,11 @@ class Api:
                 entry["status"] = NOT_RESPONDING
             procs.append(entry)
         return data_response(procs)
+
+    async def get_openapi(self, request: web.Request) -> web.Response:
+        if self._openapi is None:
+            self._openapi = json.dumps(openapi.build(routes(self))).encode()
+        return web.Response(status=200, body=self._openapi, headers={"Content-Type": "application/json"})
 
     async def get_cpu_layout(self, request: web.Request) -> web.Response:
         return data_response(cpu.cpu_layout())
@@ -501,6 +508,7 @@ def routes(api: Api) -> list[tuple[str, str, Handler]]:
     """(method, path, handler) for every v1 endpoint of spp-api.md §3.2."""
     return [
         ("GET", "/v1/processes", api.get_processes),
+        ("GET", "/v1/openapi.json", api.get_openapi),
         ("GET", "/v1/cpu_layout", api.get_cpu_layout),
         ("GET", "/v1/cpu_usage", api.get_cpu_usage),
         ("GET", "/v1/primary/status", api.primary_status),
