@@ -316,3 +316,57 @@ def leftover_private_pools() -> list[Path]:
         if kind in ("pktgen", "l2fwd") and pid.isdigit() and not Path(f"/proc/{pid}").exists():
             left.append(p)
     return left
+
+
+# -- virtio-user ports: the tools as a container's VNF would attach ----------------------------------
+
+
+def _virtio_user_supported() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("spp.engine.ports.virtio_user") is not None
+
+
+@pytest.mark.skipif(not _virtio_user_supported(), reason="virtio_user:N ports are not in this build")
+def test_pktgen_and_l2fwd_on_virtio_user_ports_of_an_nfv(tmp_path: Path) -> None:
+    socks = tmp_path / "socks"
+    socks.mkdir()
+    with Testbed(log_dir=tmp_path / "bed") as bed:
+        nfv = bed.start_nfv(1, extra=["--vhost-dir", str(socks)])
+        for port in ("vhost:1", "vhost:2", "vhost:3", "vhost:4"):
+            nfv.add(port)
+        # pktgen -> vhost:1 -> vhost:3 -> l2fwd (rewrite) -> vhost:4 -> vhost:2 -> pktgen
+        nfv.patch("vhost:1", "vhost:3")
+        nfv.patch("vhost:4", "vhost:2")
+        nfv.forward()
+        vu = ["--vhost-dir", str(socks)]
+        fwd = subprocess.Popen(
+            [*L2FWD, "virtio_user:3", "virtio_user:4", *vu, "--json", "--eth-dest", "1,02:00:00:00:00:77"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            gen = subprocess.run(
+                [*PKTGEN, "--tx", "virtio_user:1", "--rx", "virtio_user:2", *vu, "--count", "2000",
+                 "--rate", "2000", "--drain", "5", "--interval", "0", "--json"],
+                capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            fwd.send_signal(signal.SIGTERM)
+            fwd_out, _ = fwd.communicate(timeout=30)
+        finally:
+            if fwd.poll() is None:
+                fwd.kill()
+                fwd.wait()
+        assert gen.returncode == 0, gen.stderr
+        s = json.loads(gen.stdout)
+        rx = s["rx"]
+        counters = json.loads(fwd_out.strip().splitlines()[-1])
+        # Before a virtio-user port is attached, transmit refuses (counted as tx_drop), so what the
+        # path lost is visible as drops; in order and without duplicates, whatever arrived.
+        assert rx["unique"] > 0 and (rx["duplicates"], rx["reordered"]) == (0, 0)
+        assert counters["virtio_user:4"]["tx"] >= rx["unique"]
+        assert rx["unique"] + rx["lost"] == s["tx"]["frames"] == 2000
+        stats = nfv.port_stats()
+        dropped = (
+            stats["vhost:3"]["tx_drop"] + stats["vhost:2"]["tx_drop"] + counters["virtio_user:4"]["tx_drop"]
+        )
+        assert rx["lost"] == dropped, (rx, stats, counters)

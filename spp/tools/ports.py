@@ -63,6 +63,7 @@ def add_port_options(p: argparse.ArgumentParser) -> None:
         help="interface name of a tap:N port (default vtapN)",
     )
     g.add_argument("--vhost-client", action="store_true", help="vhost-user ports connect as client")
+    g.add_argument("--vhost-dir", help="directory of vhost:N / virtio_user:N sockets sockN (default /tmp)")
     g.add_argument("--nb-bufs", type=int, default=8192, help="standalone: buffers in the private pool")
 
 
@@ -87,6 +88,10 @@ class ToolPorts:
     @classmethod
     def open(cls, args: argparse.Namespace, kind: str) -> ToolPorts:
         options = {"pcap_dir": args.pcap_dir}
+        if args.vhost_dir:
+            if not os.path.isdir(args.vhost_dir):
+                raise ToolError(f"--vhost-dir {args.vhost_dir}: no such directory")
+            options["vhost-dir"] = args.vhost_dir
         for item in args.tap_name:
             uid, sep, name = item.partition("=")
             if not sep or not name:

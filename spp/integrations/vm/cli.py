@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="SPP's vhost ports are clients (spp_nfv --vhost-client): QEMU is the socket server",
     )
+    s.add_argument("--vhost-dir", default="/tmp", help="directory of SPP's sockN (its --vhost-dir)")
     s.add_argument("--image", type=Path, help="guest from 'spp vm image' (default: the cache dir)")
     s.add_argument("--kernel", type=Path, help="guest kernel (instead of --image)")
     s.add_argument("--initrd", type=Path, help="guest initramfs (with --kernel)")
@@ -120,7 +121,8 @@ def make_spec(args: argparse.Namespace, root: Path) -> VmSpec:
     nics = []
     for i, dev in enumerate(ids):
         mac = args.mac[i] if i < len(args.mac) else default_mac(args.id, dev)
-        nics.append(Nic(dev, vhost_socket(dev), mac, args.ip[i] if i < len(args.ip) else None))
+        address = args.ip[i] if i < len(args.ip) else None
+        nics.append(Nic(dev, vhost_socket(dev, args.vhost_dir), mac, address))
     kernel, initrd = args.kernel, args.initrd
     if args.hda is None and kernel is None:
         image = args.image or default_image_dir()

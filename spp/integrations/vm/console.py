@@ -49,7 +49,7 @@ def serial_exec(sock_path: Path, command: str, timeout: float = 60.0) -> ExecRes
         raise ConsoleError("the command must be a single line")
     nonce = secrets.token_hex(6)
     begin = f"__SPPB_{nonce}".encode()
-    end = re.compile(rb"__SPPE_" + nonce.encode() + rb"_(\d+)")
+    end = re.compile(rb"__SPPE_" + nonce.encode() + rb"_(\d+)\n")  # whole number: up to the newline
     line = f'echo __SPP""B_{nonce}; {command}; echo __SPP""E_{nonce}_$?\n'
     lock_path = sock_path.with_name(sock_path.name + ".lock")
     with open(lock_path, "a") as lock:

@@ -89,9 +89,9 @@ def default_mac(vm_id: int, dev_id: int) -> str:
     return f"00:AD:BE:B4:{vm_id:02d}:{dev_id:02d}"
 
 
-def vhost_socket(dev_id: int) -> str:
-    """Where SPP's ``vhost:N`` port has its socket."""
-    return f"/tmp/sock{dev_id}"
+def vhost_socket(dev_id: int, directory: str = "/tmp") -> str:
+    """Where SPP's ``vhost:N`` port has its socket (``<--vhost-dir>/sockN``, /tmp by default)."""
+    return os.path.join(directory, f"sock{dev_id}")
 
 
 def kvm_usable() -> bool:
