@@ -239,6 +239,10 @@ def test_pktgen_through_nfv_and_l2fwd_on_rings(tmp_path: Path) -> None:
                 capture_output=True, text=True, timeout=90,
             )  # fmt: skip
             assert gen.returncode == 0, gen.stderr
+            fwd.send_signal(signal.SIGUSR1)  # counters while it keeps running
+            assert fwd.stdout is not None
+            on_usr1 = json.loads(fwd.stdout.readline())
+            assert fwd.poll() is None
             fwd.send_signal(signal.SIGTERM)
             fwd_out, _ = fwd.communicate(timeout=30)
         finally:
@@ -261,7 +265,7 @@ def test_pktgen_through_nfv_and_l2fwd_on_rings(tmp_path: Path) -> None:
         # live lines went to stderr, one per interval, while it ran
         assert "ready (tx ring:0, rx ring:2)" in gen.stderr
         assert gen.stderr.count("total tx") >= 1
-        assert counters["ring:2"]["tx"] == rx["unique"]
+        assert counters["ring:2"]["tx"] == rx["unique"] == on_usr1["ring:2"]["tx"]
         assert counters["ring:1"]["rx"] == 3000 - bed.ring_stats(1)["tx_drop"]
         # the tools' ring counters are in the instance's process rows, so the primary shows them
         assert bed.ring_stats(0)["tx"] >= 3000

@@ -6,6 +6,9 @@ fields fixed or stepping through ranges. Each frame carries a signature (sequenc
 time, :mod:`spp.tools.frames`), so a receiver (the same process with ``--rx``, or another
 ``spp-pktgen`` with only ``--rx``) reports loss, duplicates, reordering and latency.
 
+Sizes and bit rates count the frame as it sits in the buffer (what tcpdump shows): no FCS,
+preamble or inter-frame gap, so 64-byte frames at 10 Mbit/s are 19,531 pps.
+
 While it runs it prints one line per ``--interval`` (plain lines, so logs and pipes work); at the
 end a summary, or with ``--json`` a JSON document on stdout (live lines then go to stderr).
 
