@@ -166,6 +166,30 @@ def test_modules_resolve_dependencies_first() -> None:
         assert names.index(dep) < names.index(mod)
 
 
+def test_modules_resolve_without_modules_dep_as_in_the_package(tmp_path: Path) -> None:
+    """A kernel unpacked from its .deb has no modules.dep: each module's depends= is read instead."""
+    kernel = find_installed_kernel()
+    if kernel is None:
+        pytest.skip("no kernel with modules installed in /boot")
+    with_dep = resolve_modules(kernel.modules)
+    for rel in with_dep:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes((kernel.modules / rel).read_bytes())
+    (tmp_path / "kernel/drivers/net/dummy.ko").write_bytes(b"\0name=dummy\0")  # not wanted
+    without = resolve_modules(tmp_path)
+    assert sorted(without) == sorted(with_dep)
+    for i, mod in enumerate(without):  # each module after everything it depends on
+        deps = [
+            d for d in with_dep if d != mod and Path(d).name.split(".")[0] in _depends(kernel.modules / mod)
+        ]
+        assert all(without.index(d) < i for d in deps)
+
+
+def _depends(path: Path) -> list[str]:
+    m = re.search(rb"\0depends=([^\0]*)\0", path.read_bytes())
+    return m.group(1).decode().split(",") if m and m.group(1) else []
+
+
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("vm-image")

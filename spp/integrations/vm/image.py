@@ -20,10 +20,12 @@ import gzip
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,32 +126,55 @@ def kernel_from_package(workdir: Path, package: str = "linux-image-amd64") -> Ke
     for vmlinuz in (root / "boot").glob("vmlinuz-*"):
         version = vmlinuz.name.removeprefix("vmlinuz-")
         for base in (root / "lib/modules", root / "usr/lib/modules"):
-            if (base / version / "modules.dep").exists():
+            if (base / version / "kernel").is_dir():
                 return Kernel(version, vmlinuz, base / version)
-    raise ImageError(f"{debs[-1].name} holds no kernel with modules.dep")
+    raise ImageError(f"{debs[-1].name} holds no kernel with modules")
+
+
+def _module_name(path: str) -> str:
+    return Path(path).name.split(".ko")[0].replace("-", "_")
+
+
+def _dependency_map(modules_dir: Path) -> tuple[Callable[[str], list[str]], dict[str, str]]:
+    """A module's dependencies and ``{name: path}``: from modules.dep when depmod has run (an
+    installed kernel), else from each needed module's own ``depends=`` (a kernel unpacked from its
+    package, which ships no modules.dep; only the modules visited are read)."""
+    by_name: dict[str, str] = {}
+    dep_file = modules_dir / "modules.dep"
+    if dep_file.exists():
+        table: dict[str, list[str]] = {}
+        for line in dep_file.read_text().splitlines():
+            mod, _, rest = line.partition(":")
+            table[mod] = rest.split()
+            by_name[_module_name(mod)] = mod
+        return (lambda mod: table.get(mod, [])), by_name
+    for path in modules_dir.rglob("*.ko"):
+        rel = str(path.relative_to(modules_dir))
+        by_name[_module_name(rel)] = rel
+
+    def from_modinfo(mod: str) -> list[str]:
+        found = re.search(rb"\0depends=([^\0]*)\0", (modules_dir / mod).read_bytes())
+        names = found.group(1).decode().split(",") if found and found.group(1) else []
+        return [by_name[n] for n in (x.replace("-", "_") for x in names) if n in by_name]
+
+    return from_modinfo, by_name
 
 
 def resolve_modules(modules_dir: Path, wanted: tuple[str, ...] = WANTED_MODULES) -> list[str]:
     """Relative paths of ``wanted`` and their dependencies, dependencies first."""
-    deps: dict[str, list[str]] = {}
-    by_name: dict[str, str] = {}
-    for line in (modules_dir / "modules.dep").read_text().splitlines():
-        mod, _, rest = line.partition(":")
-        deps[mod] = rest.split()
-        name = Path(mod).name.split(".ko")[0].replace("-", "_")
-        by_name[name] = mod
+    deps, by_name = _dependency_map(modules_dir)
     order: list[str] = []
 
     def visit(mod: str, trail: tuple[str, ...]) -> None:
         if mod in order or mod in trail:
             return
-        for dep in deps.get(mod, []):
+        for dep in deps(mod):
             visit(dep, (*trail, mod))
         order.append(mod)
 
     for name in wanted:
         if name not in by_name:
-            raise ImageError(f"kernel module {name} not found in {modules_dir}/modules.dep")
+            raise ImageError(f"kernel module {name} not found under {modules_dir}")
         visit(by_name[name], ())
     return order
 
