@@ -234,7 +234,7 @@ def test_guest_boots_under_tcg_and_answers_on_the_serial_console(image: Path, vm
     assert "stopped" in spp_vm("stop", "4", state=vm_state).stdout
     assert not (vm_state / "4").exists()
     assert not Path(f"/proc/{pid}").exists() or "qemu" not in Path(f"/proc/{pid}/cmdline").read_text()
-    assert not os.listdir(vm_state)
+    assert not vm_state.exists(), "the last VM's stop removes the emptied state dir"
 
 
 def test_vm_command_in_spps_shell(tmp_path: Path) -> None:

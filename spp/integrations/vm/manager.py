@@ -165,6 +165,11 @@ def stop(root: Path, vm_id: int, timeout: float = 10.0) -> bool:
         if not _wait_gone(pid, timeout / 2):
             _kill(pid, timeout / 2)
     shutil.rmtree(state, ignore_errors=True)
+    # The last VM gone: so are the (empty) state dirs, /tmp/spp-<prefix>/vm and /tmp/spp-<prefix>.
+    with contextlib.suppress(OSError):
+        root.rmdir()
+        if root.name == "vm":
+            root.parent.rmdir()
     return pid is not None
 
 
