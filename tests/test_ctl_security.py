@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import resource
+import secrets
 import signal
 import socket
 import subprocess
@@ -23,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.ctl_doubles import CtlServer
+from tests.netutil import veth_pair_in_netns
 
 NOBODY = 65534
 
@@ -150,6 +152,56 @@ def test_refusals_are_rate_limited_in_the_log(ctl):
     assert ctl.wait_until(lambda: "Refused a secondary connection" in ctl.log_text())
     lines = [line for line in ctl.log_text().splitlines() if "Refused a secondary connection" in line]
     assert 1 <= len(lines) <= 5, lines
+
+
+REMOTE = textwrap.dedent("""
+    import json, socket, sys
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+    got = []
+    try:
+        while True:
+            data = s.recv(65536)
+            if not data:
+                break
+            got.append(data.decode(errors="replace"))
+            reply = {"results": [{"result": "success"}], "client_id": 5, "process_type": "nfv"}
+            if got[-1] == "status":
+                reply = {"client-id": 5, "status": "idling", "ports": [], "patches": []}
+            s.sendall(json.dumps(reply).encode().ljust(32768, b"\\0"))
+    except OSError:
+        pass
+    print(json.dumps(got))
+""")
+
+
+@needs_root
+@pytest.mark.parametrize("allowed", [False, True])
+def test_processes_on_other_hosts_register_only_with_the_explicit_option(allowed):
+    """A peer in another network namespace is another host to spp-ctl: its user is unknown."""
+    third = 1 + secrets.randbelow(250)
+    host_ip, peer_ip = f"10.251.{third}.1", f"10.251.{third}.2"
+    with veth_pair_in_netns(host_ip=f"{host_ip}/30", ns_ip=f"{peer_ip}/30") as veth:
+        extra = ("-b", "0.0.0.0", *(["--allow-remote-processes"] if allowed else []))
+        server = CtlServer(*extra)
+        peer = subprocess.Popen(
+            ["ip", "netns", "exec", veth.ns, sys.executable, "-c", REMOTE, host_ip, str(server.sec_port)],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            entry = {"type": "nfv", "client-id": 5}
+            assert server.wait_until(lambda: peer.poll() is not None or entry in server.processes(), 15)
+            if allowed:
+                assert server.processes() == [entry]
+                assert server.http.get("/v1/nfvs/5").status_code == 200
+            else:
+                out, _ = peer.communicate(timeout=15)
+                assert json.loads(out) == []  # hung up on before being asked anything
+                assert server.processes() == []
+                assert "not a process of this host" in server.log_text()
+        finally:
+            peer.kill()
+            peer.wait(5)
+            server.close()
 
 
 # -- floods -------------------------------------------------------------------------------------
@@ -359,4 +411,42 @@ def test_stopped_secondary_does_not_stall_the_api():
         os.kill(child.pid, signal.SIGCONT)
         child.kill()
         child.wait(5)
+        server.close()
+
+
+# -- peer credentials, unit level ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "family,listen,connect",
+    [
+        (socket.AF_INET, "127.0.0.1", "127.0.0.1"),
+        (socket.AF_INET6, "::1", "::1"),
+        (socket.AF_INET6, "127.0.0.1", "::ffff:127.0.0.1"),  # a dual-stack client of an IPv4 server
+    ],
+)
+def test_peer_of_a_local_connection_is_found_with_uid_and_pid(family, listen, connect):
+    from spp.control.ctl import peercred
+
+    server = socket.socket(socket.AF_INET6 if ":" in listen else socket.AF_INET)
+    try:
+        server.bind((listen, 0))
+    except OSError:
+        server.close()
+        pytest.skip(f"no {listen} on this host")
+    server.listen(1)
+    client = socket.socket(family)
+    try:
+        client.connect((connect, server.getsockname()[1]))
+        accepted, _ = server.accept()
+        with accepted:
+            cred = peercred.lookup(accepted)
+            assert cred is not None
+            assert cred.uid == os.geteuid()
+            assert peercred.find_pid(cred.inode) == os.getpid()
+            assert peercred.may_register(cred, os.geteuid(), allow_remote=False) is None
+            assert "uid" in (peercred.may_register(peercred.PeerCred(4242, 1), 1000, False) or "")
+            assert peercred.may_register(None, 1000, allow_remote=True) is None
+    finally:
+        client.close()
         server.close()

@@ -31,18 +31,24 @@ class PeerCred:
     pid: int | None = None
 
 
-def _hex_addr(ip: str, port: int) -> tuple[str, str]:
-    """``(table, "ADDR:PORT")`` as the kernel prints an address in /proc/net/tcp{,6}."""
+def _hex_addrs(ip: str, port: int) -> list[tuple[str, str]]:
+    """Where ``ip:port`` may be listed: ``(table, "ADDR:PORT")`` as the kernel prints it.
+
+    An IPv4 address can belong to an IPv4 socket (``/proc/net/tcp``) or to a dual-stack IPv6
+    one, which lists it IPv4-mapped (``/proc/net/tcp6``).
+    """
     addr = ipaddress.ip_address(ip.split("%", 1)[0])
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is None:
-        words = struct.unpack("=4I", addr.packed)
-        return "tcp6", "".join(f"{w:08X}" for w in words) + f":{port:04X}"
-    if isinstance(addr, ipaddress.IPv6Address):
-        # An IPv4 client of a dual-stack listener: its own socket is IPv4, in /proc/net/tcp.
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
-    assert addr is not None
+    if isinstance(addr, ipaddress.IPv6Address):
+        return [("tcp6", _hex6(addr, port))]
     (word,) = struct.unpack("=I", addr.packed)
-    return "tcp", f"{word:08X}:{port:04X}"
+    mapped = ipaddress.IPv6Address(f"::ffff:{addr}")
+    return [("tcp", f"{word:08X}:{port:04X}"), ("tcp6", _hex6(mapped, port))]
+
+
+def _hex6(addr: ipaddress.IPv6Address, port: int) -> str:
+    return "".join(f"{w:08X}" for w in struct.unpack("=4I", addr.packed)) + f":{port:04X}"
 
 
 def lookup(sock: socket.socket) -> PeerCred | None:
@@ -52,20 +58,22 @@ def lookup(sock: socket.socket) -> PeerCred | None:
         local = sock.getsockname()
     except OSError:
         return None
-    table, peer_hex = _hex_addr(peer[0], peer[1])
-    _t, local_hex = _hex_addr(local[0], local[1])
-    try:
-        with open(PROC_NET / table) as lines:
-            next(lines, None)
-            for line in lines:
-                fields = line.split()
-                if len(fields) < 10 or fields[1] != peer_hex or fields[2] != local_hex:
-                    continue
-                if fields[3] == TCP_LISTEN:
-                    continue
-                return PeerCred(uid=int(fields[7]), inode=int(fields[9]))
-    except OSError:
-        return None
+    locals_ = dict(_hex_addrs(local[0], local[1]))
+    for table, peer_hex in _hex_addrs(peer[0], peer[1]):
+        local_hex = locals_.get(table)
+        if local_hex is None:
+            continue
+        try:
+            with open(PROC_NET / table) as lines:
+                next(lines, None)
+                for line in lines:
+                    fields = line.split()
+                    if len(fields) < 10 or fields[1] != peer_hex or fields[2] != local_hex:
+                        continue
+                    if fields[3] != TCP_LISTEN:
+                        return PeerCred(uid=int(fields[7]), inode=int(fields[9]))
+        except OSError:
+            continue
     return None
 
 
