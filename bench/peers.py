@@ -86,8 +86,11 @@ def forwarder(side: str, a: Host, b: Host, tmp: Path, hugedir: Path | None, tag:
         finally:
             run(["ip", "link", "del", br], check=False)
     elif side == "testpmd":
-        assert hugedir is not None
-        with TestPmd([a.outer, b.outer], hugedir, tmp / "testpmd.log", tag, 4096, 32) as pmd:
+        pmd = TestPmd([a.outer, b.outer], hugedir or tmp, tmp / "testpmd.log", tag, 4096, 32)
+        if hugedir is None:  # anonymous memory: no hugepage reservation to race with others over
+            at = pmd.argv.index("--huge-dir")
+            pmd.argv[at : at + 2] = ["--no-huge", "-m", "1024"]
+        with pmd:
             yield [pmd.pid]
     elif side in ("nfv", "nfv-rings"):
         bed = Testbed(ifaces=[a.outer, b.outer], nb_rings=4, prefix=f"spb{tag}", log_dir=tmp)
