@@ -240,3 +240,39 @@ class StreamSniffer:
 
     def result(self, timeout: float = 60) -> dict[str, object]:
         return _last_json(self.proc, timeout)
+
+
+_UDP_GSO_SEND = r"""
+import socket, struct, sys
+host, port, sends, seg = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_UDP, 103, seg)  # UDP_SEGMENT: the kernel sends one aggregate per call
+per = 45
+seq = 0
+for _ in range(sends):
+    buf = bytearray()
+    for _ in range(per):
+        buf += struct.pack("!II", seq, seg) + bytes((seq + j) & 0xFF for j in range(seg - 8))
+        seq += 1
+    s.sendto(bytes(buf), (host, port))
+"""
+
+
+def udp_gso_datagrams(
+    sender_ns: str, receiver_ns: str, receiver_ip: str, sends: int = 40, port: int = 5302
+) -> tuple[int, dict[str, object]]:
+    """Send ``sends`` UDP GSO aggregates (UDP_SEGMENT, 45 datagrams of 1,400 bytes each); return
+    the number of datagrams and what the receiver got intact."""
+    count = sends * 45
+    rx = _spawn(receiver_ns, _UDP_RECV, [str(port), str(count), "5"])
+    try:
+        _ready(rx)
+        time.sleep(0.05)
+        argv = [sys.executable, "-c", _UDP_GSO_SEND, receiver_ip, str(port), str(sends), "1400"]
+        r = run_in_netns(sender_ns, argv, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return count, _last_json(rx, 40)
+    finally:
+        if rx.poll() is None:
+            rx.kill()
+            rx.wait()
