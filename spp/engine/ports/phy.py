@@ -795,9 +795,10 @@ class PhyPort(Port):
         tail = self._spare_tail()
         while len(out) + runts + longs < len(blist):
             b = blist[len(out) + runts + longs]
-            iov = [mv[b * bs : (b + 1) * bs], *tail]
             if vnet:
-                iov.insert(0, vmv[b * VNET : (b + 1) * VNET])
+                iov = [vmv[b * VNET : (b + 1) * VNET], mv[b * bs : (b + 1) * bs], *tail]
+            else:
+                iov = [mv[b * bs : (b + 1) * bs], *tail]
             try:
                 ln, anc, _, _ = q.recvmsg_into(iov, _AUX_SPACE, socket.MSG_TRUNC)
             except OSError:  # EAGAIN: empty (or the interface went away)
