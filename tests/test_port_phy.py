@@ -532,10 +532,13 @@ def test_rx_jumbo_frames_on_the_ringless_socket_land_in_large_buffers(make_segme
             port.prepare_sleep(0)  # to the ringless socket
             frames = [make_frame(0, 100), make_frame(1, 9014), make_frame(2, 3000), make_frame(3, 60)]
             large_free = pool.large_free
+            t0 = time.time_ns()
             v.send(frames)
-            got, _, _ = receive(port, pool, len(frames), timeout=2)
+            got, _, stamps = receive(port, pool, len(frames), timeout=2)
             assert got == frames
             assert int(port.counters[RX_DROP]) == 0
+            # The kernel's arrival stamps, as on the ring: in order, before we read them.
+            assert stamps == sorted(stamps) and t0 <= stamps[0]
             port.close()
             assert pool.large_free == large_free  # the spare went back too
         finally:

@@ -104,7 +104,9 @@ MIN_FRAME_STRIDE = 64  # a tpacket3 header and sockaddr_ll alone take more than 
 
 EMPTY = np.empty(0, np.uint32)
 _AUX = struct.Struct("IIIHHHH")  # struct tpacket_auxdata
-_AUX_SPACE = socket.CMSG_SPACE(_AUX.size)
+SO_TIMESTAMPNS = 35  # SCM_TIMESTAMPNS: the kernel's receive time of each frame, struct timespec
+_TS = struct.Struct("qq")
+_AUX_SPACE = socket.CMSG_SPACE(_AUX.size) + socket.CMSG_SPACE(_TS.size)
 
 # Receive modes: frames go to the ring (BUSY), to the ringless socket (IDLE), or to the ring
 # while the ringless socket still holds earlier frames (DRAIN).
@@ -310,6 +312,9 @@ class PhyPort(Port):
             # deaf with a reject-all filter until it has joined.
             q.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, _TO_RING)
             q.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+            # Stamped by the kernel on arrival, as the ring's frames are: stamps stay in wire
+            # order when the port moves between the two sockets.
+            q.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             if self.rx_vnet:
                 q.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)  # as the ring's socket
             # A burst can arrive before we switch back to the ring: room for a few thousand frames.
@@ -792,6 +797,7 @@ class PhyPort(Port):
         lens: list[int] = []
         runts = longs = 0
         spent: list[int] = []
+        stamps: list[int] = []
         tail = self._spare_tail()
         while len(out) + runts + longs < len(blist):
             b = blist[len(out) + runts + longs]
@@ -805,8 +811,12 @@ class PhyPort(Port):
                 break
             ln -= hdr
             tag = b""
+            stamp = 0
             for level, kind, raw in anc:
-                if level == SOL_PACKET and kind == PACKET_AUXDATA and len(raw) >= _AUX.size:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(raw) >= _TS.size:
+                    sec, nsec = _TS.unpack_from(raw)
+                    stamp = sec * 1_000_000_000 + nsec
+                elif level == SOL_PACKET and kind == PACKET_AUXDATA and len(raw) >= _AUX.size:
                     status, _, _, _, _, tci, tpid = _AUX.unpack_from(raw)
                     if status & TP_STATUS_VLAN_VALID:
                         tpid = tpid if status & TP_STATUS_VLAN_TPID_VALID else ETH_P_8021Q
@@ -833,6 +843,7 @@ class PhyPort(Port):
                     _shift_vnet(pool.vnet[buf], VLAN_HLEN)
             out.append(buf)
             lens.append(ln + len(tag))
+            stamps.append(stamp or time.time_ns())
         if runts or longs:
             self.counters[RX_DROP] += runts + longs
             self.xstats[XS["rx_runt"]] += runts
@@ -845,7 +856,7 @@ class PhyPort(Port):
             return EMPTY
         got = np.array(out, np.uint32)
         pool.lengths[got] = lens
-        pool.stamps[got] = time.time_ns()
+        pool.stamps[got] = stamps
         return got
 
     def _spare_tail(self) -> list[memoryview]:
