@@ -6,7 +6,7 @@ import logging
 import os
 import signal
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from spp.engine.pool import BufferPool
 from spp.engine.shm import Segment, pid_alive
@@ -67,18 +67,36 @@ class SppProcess:
     def handle(self, tokens: list[str]) -> Reply | str:
         return failed(tokens[0], f"unknown command '{tokens[0]}'")
 
-    def run(self) -> int:
+    def run(self) -> NoReturn:
+        """Serve spp-ctl until told to stop, shut down, and end the process.
+
+        The process ends with ``os._exit`` while its spp-ctl connection is still open, so the
+        connection closes only when the process is gone: spp-ctl's ``DELETE`` answers on that
+        EOF, and a script that relaunches the same id right after finds it free.
+        """
+
         def on_signal(signum: int, _frame: object) -> None:
             log.info("%s: signal %d, shutting down", self.name, signum)
             self.channel.closing.set()
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        code = 0
         try:
             self.channel.serve_forever()
-        finally:
+        except BaseException:
+            log.exception("%s: control loop failed", self.name)
+            code = 1
+        try:
             self.shutdown()
-        return 0
+        except BaseException:
+            log.exception("%s: shutdown failed", self.name)
+            code = 1
+        log.info("%s: exiting", self.name)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
     def shutdown(self) -> None:
         """Stop forwarding, release ports and buffers. Subclasses extend it."""

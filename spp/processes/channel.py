@@ -48,6 +48,9 @@ class ControlChannel:
         self.pad = pad
         self.name = name
         self.closing = threading.Event()
+        # The connection open when the process was told to close. It is never closed by us: the
+        # kernel closes it when the process is gone, so spp-ctl's EOF means "exited, id free".
+        self.held: socket.socket | None = None
 
     def serve_forever(self) -> None:
         """Connect, answer commands, reconnect on loss; return once :attr:`closing` is set."""
@@ -74,7 +77,10 @@ class ControlChannel:
             except OSError as e:
                 log.warning("%s: connection to spp-ctl lost: %s", self.name, e)
             finally:
-                sock.close()
+                if self.closing.is_set() and self.held is None:
+                    self.held = sock
+                else:
+                    sock.close()
             if not self.closing.is_set():
                 time.sleep(RETRY_SECONDS)
 

@@ -59,14 +59,18 @@ class Primary(SppProcess):
         self._phy_base = np.zeros((self.nb_phys, 4), np.uint64)
         self._ring_base = np.zeros((seg.spec.nb_rings, 4), np.uint64)
         self.pipes: dict[int, tuple[int, int]] = {}
-        self.panel: PatchPanel | None = None
-        self.worker: Worker | None = None
-        if len(lcores) >= 2:
-            self.worker = Worker(self.pool, name="primary-fwd", burst=burst, lcore=lcores[1])
-            ctx = PortContext(seg=seg, pool=self.pool, client_id=0)
-            self.panel = PatchPanel(ctx, self.worker, PRIMARY_ADDABLE)
-            for n in range(self.nb_phys):
-                self.panel.register(PortId("phy", n))
+        # The port table exists with or without a forwarder lcore: SPP's primary adds and deletes
+        # ports (``add ring:N``) in either mode, and scripts rely on it. Only ``forward`` needs
+        # the worker, which runs on the second lcore.
+        self.has_forwarder = len(lcores) >= 2
+        self.worker = Worker(
+            self.pool, name="primary-fwd", burst=burst, lcore=lcores[1] if self.has_forwarder else None
+        )
+        ctx = PortContext(seg=seg, pool=self.pool, client_id=0)
+        self.panel = PatchPanel(ctx, self.worker, PRIMARY_ADDABLE)
+        for n in range(self.nb_phys):
+            self.panel.register(PortId("phy", n))
+        if self.has_forwarder:
             self.worker.start()
 
     # -- commands ------------------------------------------------------------------------------
@@ -88,9 +92,13 @@ class Primary(SppProcess):
                 "result": "error",
                 "message": "Flow rules need NIC hardware offload, which this build has not",
             }
+        if cmd == "forward" and not self.has_forwarder:
+            return failed(
+                cmd,
+                f"no forwarder lcore: the primary runs on lcore {self.lcores[0]} only; start it with "
+                "two or more lcores (e.g. -l 0,1) to forward",
+            )
         if cmd in PANEL_COMMANDS:
-            if self.panel is None:
-                return failed(cmd, "no forwarder is running (start the primary with two or more lcores)")
             return run_panel_command(self.panel, tokens)
         return failed(cmd, f"unknown command '{cmd}'")
 
@@ -146,7 +154,7 @@ class Primary(SppProcess):
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {"master-lcore": self.lcores[0], "lcores": sorted(self.lcores)}
-        if self.panel is not None:
+        if self.has_forwarder:
             out["forwarder"] = {
                 "status": "running" if self.panel.forwarding else "idling",
                 "ports": self.panel.port_names(),
@@ -189,10 +197,8 @@ class Primary(SppProcess):
         return out
 
     def shutdown(self) -> None:
-        if self.panel is not None:
-            self.panel.close()
-        if self.worker is not None:
-            self.worker.stop()
+        self.panel.close()
+        self.worker.stop()
         self.launcher.stop_all()
         for phy in self.seg.spec.phys:
             if phy.set_promisc:
@@ -374,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         args.ring_size,
         nb_bufs,
         [p.iface for p in phys],
-        "on" if primary.panel else "off",
+        "on" if primary.has_forwarder else "off",
     )
     return primary.run()
 

@@ -198,19 +198,31 @@ class Api:
         return reply
 
     async def _exit(self, proc: Proc) -> None:
-        """Remove first, then send ``exit`` (SPP's order: the entry goes even if exit fails)."""
+        """Remove first, then send ``exit`` (SPP's order: the entry goes even if exit fails), then
+        wait until the process has closed its connection, which it does only by ending: when
+        this returns the process is gone and its id can be used again at once."""
         self.registry.remove(proc)
         LOG.info("%s: command 'exit'", proc.label)
+        timeout = self.registry.command_timeout
         try:
-            reply = await proc.conn.request("exit", self.registry.command_timeout)
+            reply = await proc.conn.request("exit", timeout)
+            check_reply("exit", reply)
         except ConnectionClosed:
             LOG.info("%s: gone before answering 'exit'", proc.label)
             return None
         except ReplyTimeout as exc:
-            raise ProcessUnavailable(f"{proc.label} did not answer 'exit'; it has been removed.") from exc
-        finally:
             proc.conn.close()
-        check_reply("exit", reply)
+            raise ProcessUnavailable(f"{proc.label} did not answer 'exit'; it has been removed.") from exc
+        except ApiError:
+            proc.conn.close()
+            raise
+        if not await proc.conn.wait_closed(timeout):
+            proc.conn.close()
+            raise ProcessUnavailable(
+                f"{proc.label} answered 'exit' but was still running {timeout:g} s later; it has been "
+                "removed, and its id may stay in use until it ends."
+            )
+        LOG.info("%s: exited", proc.label)
         return None
 
     # /v1

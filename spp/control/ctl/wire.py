@@ -170,6 +170,7 @@ class Connection:
         self._buf = bytearray()
         self._wakeup = asyncio.Event()
         self._closed = False
+        self._closed_event = asyncio.Event()
         self._close_callbacks: list[Callable[[Connection], None]] = []
         self._task = asyncio.get_running_loop().create_task(
             self._read_loop(), name=f"wire-reader-{self.peer}"
@@ -218,6 +219,7 @@ class Connection:
         if self._closed:
             return
         self._closed = True
+        self._closed_event.set()
         self._wakeup.set()
         with contextlib.suppress(Exception):
             self._writer.close()
@@ -227,6 +229,14 @@ class Connection:
                 callback(self)
             except Exception:
                 LOG.exception("%s: close callback failed", self.label)
+
+    async def wait_closed(self, timeout: float) -> bool:
+        """Wait until the peer has closed the connection; False if it is still open after ``timeout``."""
+        try:
+            await asyncio.wait_for(self._closed_event.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     def close(self) -> None:
         """Close the socket; the reader task ends by itself and the close callbacks run now."""
