@@ -203,12 +203,26 @@ def test_launch_command_examples_from_spec():
     body = {
         "proc_name": "spp_vf",
         "client_id": 2,
-        "eal": {"-m": 512, "--proc-type": "secondary", "--no-pci": None, "-l": "1,4-7", "--bogus": "x"},
-        "app": {"--vhost-client": "", "-s": "127.0.0.1:6666", "--client-id": 2, "-n": "9"},
+        "eal": {"-m": 512, "--proc-type": "secondary", "--no-pci": None, "-l": "1,4-7"},
+        "app": {"--vhost-client": "", "-s": "127.0.0.1:6666", "--client-id": 2},
     }
     assert launch.build_launch(body)[1] == (
         "launch 2 spp_vf -l 1,4-7 --no-pci --proc-type secondary -m 512 -- --client-id 2 -s 127.0.0.1:6666 "
         "--vhost-client"
+    )
+
+
+def test_launch_passes_other_known_options_after_spps():
+    """DPDK EAL options beyond SPP's list and our processes' own app options are passed on."""
+    body = {
+        "proc_name": "spp_pcap",
+        "client_id": 3,
+        "eal": {"--main-lcore": "0", "-l": "0-2", "--proc-type": "secondary", "--no-telemetry": None},
+        "app": {"--format": "pcapng", "--client-id": 3, "-c": "ring:0", "--burst": 64},
+    }
+    assert launch.build_launch(body)[1] == (
+        "launch 3 spp_pcap -l 0-2 --proc-type secondary --main-lcore 0 --no-telemetry -- "
+        "--client-id 3 -c ring:0 --format pcapng --burst 64"
     )
 
 
@@ -225,6 +239,14 @@ def test_launch_command_examples_from_spec():
         ({"eal": {"-l": "1, 2", "--proc-type": "secondary"}}, "invalid key(eal -l): 1, 2."),
         ({"eal": []}, "invalid key(eal): []."),
         ({"app": {"-n": "2"}}, "invalid key(app -n): 2. It must equal client_id 1."),
+        (
+            {"eal": {"-l": "1", "--proc-type": "secondary", "--bogus": "x"}},
+            "invalid key(eal): unknown EAL option '--bogus'.",
+        ),
+        (
+            {"app": {"--client-id": "1", "-x": 1}},
+            "invalid key(app): unknown spp_nfv option '--client-id', '-x'.",
+        ),
     ],
 )
 def test_launch_rejects(change, message):

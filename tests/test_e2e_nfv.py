@@ -199,8 +199,10 @@ def test_primary_pipes_and_no_forwarder_with_one_lcore(bed):
     r = bed.request("PUT", "/v1/primary/ports", body)
     assert r.status_code == 400 and "already added" in r.text
     assert "forwarder" not in bed.primary_status()
-    r = bed.request("PUT", "/v1/primary/ports", {"action": "add", "port": "ring:0"})
-    assert r.status_code == 400 and "no forwarder" in r.text
+    # Without a forwarder lcore ports are still added (SPP's primary does); forwarding is refused.
+    assert bed.request("PUT", "/v1/primary/ports", {"action": "add", "port": "ring:0"}).status_code == 204
+    r = bed.request("PUT", "/v1/primary/forward", {"action": "start"})
+    assert r.status_code == 400 and "no forwarder lcore" in r.text
     assert bed.request("PUT", "/v1/primary/ports", {"action": "del", "port": "pipe:0"}).status_code == 204
     assert bed.primary_status()["pipes"] == []
 

@@ -279,6 +279,12 @@ class Segment:
             self.procs[client_id, P_STATE] = STATE_FREE
             self.procs[client_id, P_PID] = 0
 
+    def clear_process_slot(self, client_id: int, pid: int) -> None:
+        """Free the row of a process that died without releasing it (a launch that failed)."""
+        if int(self.procs[client_id, P_PID]) == pid:
+            self.procs[client_id, P_STATE] = STATE_FREE
+            self.procs[client_id, P_PID] = 0
+
     def process_state(self, client_id: int) -> tuple[int, int]:
         """``(pid, state)`` of a slot, with dead pids reported as free."""
         pid, state = int(self.procs[client_id, P_PID]), int(self.procs[client_id, P_STATE])

@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 from spp.engine.pool import BufferPool
 from spp.engine.shm import Segment, pid_alive
-from spp.processes.channel import ControlChannel
+from spp.processes.channel import ControlChannel, ControlUnreachable
 from spp.processes.commands import Reply, failed
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,9 @@ class SppProcess:
         code = 0
         try:
             self.channel.serve_forever()
+        except ControlUnreachable as e:
+            log.error("%s: %s", self.name, e)
+            code = 1
         except BaseException:
             log.exception("%s: control loop failed", self.name)
             code = 1

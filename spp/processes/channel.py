@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -21,6 +22,14 @@ log = logging.getLogger(__name__)
 
 MSG_SIZE = 32768
 RETRY_SECONDS = 1.0
+CONNECT_ATTEMPTS_ENV = "SPP_CONNECT_ATTEMPTS"
+"""Set by the primary's ``launch``: give up after this many failed connections (a launched
+secondary that cannot reach spp-ctl will never register; it should say why and end)."""
+
+
+class ControlUnreachable(OSError):
+    """spp-ctl could not be reached within the allowed attempts."""
+
 
 Handler = Callable[[str], Any]
 
@@ -55,10 +64,17 @@ class ControlChannel:
     def serve_forever(self) -> None:
         """Connect, answer commands, reconnect on loss; return once :attr:`closing` is set."""
         warned = False
+        attempts_left = int(os.environ.get(CONNECT_ATTEMPTS_ENV, "0")) or None
         while not self._should_close():
             try:
                 sock = socket.create_connection(self.addr, timeout=2)
             except OSError as e:
+                if attempts_left is not None:
+                    attempts_left -= 1
+                    if attempts_left <= 0:
+                        raise ControlUnreachable(
+                            f"error: cannot reach spp-ctl at {self.addr[0]}:{self.addr[1]}: {e.strerror or e}"
+                        ) from None
                 if not warned:
                     log.warning(
                         "%s: cannot reach spp-ctl at %s:%d (%s); retrying every %.0f s",
@@ -71,6 +87,7 @@ class ControlChannel:
                 self.closing.wait(RETRY_SECONDS / 2)
                 continue
             warned = False
+            attempts_left = None  # reached once: from now on retry for ever, as SPP's processes
             log.info("%s: connected to spp-ctl at %s:%d", self.name, *self.addr)
             try:
                 self._serve(sock)

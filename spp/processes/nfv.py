@@ -82,6 +82,7 @@ class Nfv(SppProcess):
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
+        allow_abbrev=False,  # an option is spelt out or refused, never guessed
         prog="spp-nfv",
         description="SPP secondary: patch-table forwarder",
         usage="spp-nfv [EAL options] -- -n CLIENT_ID -s HOST:PORT [--vhost-client]",

@@ -2,7 +2,8 @@
 
 SPP's processes are DPDK applications, and scripts, spp-ctl's ``launch`` and spp-runner pass them
 DPDK EAL options. We read the few that mean something here (lcores, ``--file-prefix``,
-``--vdev``) and accept and ignore the rest, so an existing command line works unchanged.
+``--vdev``) and accept and ignore DPDK's others, so an existing command line works unchanged;
+an option DPDK does not know is an error that names it, never silently dropped.
 """
 
 from __future__ import annotations
@@ -12,44 +13,27 @@ from dataclasses import dataclass, field
 
 from spp.instance import check_file_prefix
 
-# EAL options that take a value (so the value is not mistaken for the next option).
-EAL_WITH_VALUE = {
-    "-c",
-    "-l",
-    "--lcores",
-    "--master-lcore",
-    "--main-lcore",
-    "-s",
-    "--service-lcores",
-    "-b",
-    "--pci-blacklist",
-    "--block",
-    "-w",
-    "--pci-whitelist",
-    "-a",
-    "--allow",
-    "--vdev",
-    "-d",
-    "--proc-type",
-    "-n",
-    "-r",
-    "-m",
-    "--iova-mode",
-    "--log-level",
-    "--file-prefix",
-    "--vfio-intr",
-    "--vfio-vf-token",
-    "--base-virtaddr",
-    "--socket-mem",
-    "--socket-limit",
-    "--huge-dir",
-    "--mbuf-pool-ops-name",
-    "--trace",
-    "--trace-dir",
-    "--trace-bufsz",
-    "--trace-mode",
+EAL_WITH_VALUE: tuple[str, ...] = (
+    "-c", "-l", "--lcores", "--master-lcore", "--main-lcore", "-s", "-S",
+    "-b", "--pci-blacklist", "--block", "-w", "--pci-whitelist", "-a", "--allow", "--vdev", "-d",
+    "--proc-type", "-n", "-r", "-m", "--iova-mode", "--log-level", "--file-prefix", "--vfio-intr",
+    "--vfio-vf-token", "--base-virtaddr", "--socket-mem", "--socket-limit", "--huge-dir",
+    "--mbuf-pool-ops-name", "--trace", "--trace-dir", "--trace-bufsz", "--trace-mode",
     "--force-max-simd-bitwidth",
-}
+)  # fmt: skip
+"""DPDK EAL options that take a value (``-l 0,1`` or ``--lcores=0,1``)."""
+
+EAL_FLAGS: tuple[str, ...] = (
+    "--no-pci", "--no-huge", "--in-memory", "--no-shconf", "--legacy-mem", "--single-file-segments",
+    "--huge-unlink", "--match-allocations", "--create-uio-dev", "--vmware-tsc-map", "--no-hpet",
+    "--no-telemetry", "--telemetry", "--syslog", "--huge-worker-stack", "--log-color",
+    "--log-timestamp", "-v", "-h", "--help",
+)  # fmt: skip
+"""DPDK EAL options without a value (some take an optional ``=VALUE``, as in DPDK). They mean
+nothing here and are accepted and ignored, so DPDK command lines work unchanged."""
+
+EAL_OPTIONS = frozenset(EAL_WITH_VALUE) | frozenset(EAL_FLAGS)
+"""Every EAL option a process accepts; anything else is an error naming the option."""
 
 
 class OptionError(ValueError):
@@ -107,6 +91,8 @@ def parse_coremask(text: str) -> list[int]:
 
 
 def parse_eal(args: list[str]) -> EalOptions:
+    """Read the EAL part of a command line. DPDK options that mean nothing here are accepted and
+    ignored; an option DPDK does not know either, or a stray word, is an :class:`OptionError`."""
     eal = EalOptions()
     i = 0
     while i < len(args):
@@ -114,14 +100,23 @@ def parse_eal(args: list[str]) -> EalOptions:
         if arg.startswith("--") and "=" in arg:
             name, value = arg.split("=", 1)
             i += 1
+            if name not in EAL_OPTIONS:
+                raise OptionError(f"unknown EAL option '{name}'")
         elif arg in EAL_WITH_VALUE:
             if i + 1 >= len(args):
                 raise OptionError(f"EAL option {arg} needs a value")
             name, value = arg, args[i + 1]
             i += 2
-        else:
-            i += 1  # a flag we do not need (--no-pci, --in-memory, ...)
+        elif arg in EAL_FLAGS:
+            i += 1
             continue
+        elif not arg.startswith("--") and arg[:2] in EAL_WITH_VALUE:
+            name, value = arg[:2], arg[2:]  # getopt's attached form, -l0-3
+            i += 1
+        elif arg.startswith("-"):
+            raise OptionError(f"unknown EAL option '{arg}'")
+        else:
+            raise OptionError(f"unexpected EAL argument '{arg}' (application options go after '--')")
         if name == "-l" or name == "--lcores":
             eal.lcores = parse_lcore_list(value)
         elif name == "-c":

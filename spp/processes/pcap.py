@@ -617,6 +617,7 @@ class Pcap(SppProcess):
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
+        allow_abbrev=False,  # an option is spelt out or refused, never guessed
         prog="spp-pcap",
         description="SPP secondary: capture a port to LZ4-compressed pcap files",
         usage=(

@@ -32,7 +32,7 @@ from spp.engine.worker import DEFAULT_BURST, Worker
 from spp.instance import log_dir
 from spp.processes.base import SppProcess, setup_logging
 from spp.processes.commands import PANEL_COMMANDS, Reply, failed, run_panel_command, succeeded
-from spp.processes.launcher import Launcher, LaunchError
+from spp.processes.launcher import REGISTER_TIMEOUT, Launcher, LaunchError
 from spp.processes.options import OptionError, parse_eal, parse_server, parse_vdev, split_eal
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,8 @@ class Primary(SppProcess):
             return succeeded(cmd)
         if cmd == "launch":
             return self.launch(tokens)
+        if cmd == "launch_status":
+            return self.launch_status(tokens)
         if cmd in ("add", "del") and len(tokens) > 1 and tokens[1].startswith("pipe:"):
             return self.pipe_command(tokens)
         if cmd == "flow":
@@ -103,6 +105,7 @@ class Primary(SppProcess):
         return failed(cmd, f"unknown command '{cmd}'")
 
     def launch(self, tokens: list[str]) -> Reply:
+        """Spawn a secondary and answer at once; ``launch_status ID`` tells what became of it."""
         if len(tokens) < 3:
             return failed("launch", "usage: launch ID PROC_NAME [EAL options] -- [app options]")
         try:
@@ -110,10 +113,15 @@ class Primary(SppProcess):
         except ValueError:
             return failed("launch", f"invalid secondary id '{tokens[1]}'")
         try:
-            self.launcher.launch(client_id, tokens[2], tokens[3:])
+            pid = self.launcher.launch(client_id, tokens[2], tokens[3:])
         except LaunchError as e:
             return failed("launch", str(e))
-        return succeeded("launch")
+        return succeeded("launch", client_id=client_id, pid=pid)
+
+    def launch_status(self, tokens: list[str]) -> Reply:
+        if len(tokens) != 2 or not tokens[1].isdigit():
+            return failed("launch_status", "usage: launch_status ID")
+        return succeeded("launch_status", **self.launcher.status(int(tokens[1])))
 
     def pipe_command(self, tokens: list[str]) -> Reply:
         """``add pipe:N ring:A ring:B`` / ``del pipe:N``: SPP's pipe, the pair of rings through which
@@ -199,7 +207,7 @@ class Primary(SppProcess):
     def shutdown(self) -> None:
         self.panel.close()
         self.worker.stop()
-        self.launcher.stop_all()
+        self.launcher.stop()
         for phy in self.seg.spec.phys:
             if phy.set_promisc:
                 with contextlib.suppress(OSError):  # the interface may be gone already
@@ -290,6 +298,7 @@ def collect_phys(ifaces: list[str], vdevs: list[str], portmask: str | None) -> l
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
+        allow_abbrev=False,  # an option is spelt out or refused, never guessed
         prog="spp-primary",
         description="SPP primary: shared resources, phy ports, forwarder, launcher",
         usage="spp-primary [EAL options] -- -n NUM_RINGS [-p PORTMASK] -s HOST:PORT [--iface NAME ...]",
@@ -331,6 +340,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="where launched secondaries log (default /tmp/spp-log, or /tmp/spp-log-PREFIX for a "
         "--file-prefix other than spp)",
     )
+    p.add_argument(
+        "--launch-timeout",
+        type=float,
+        default=REGISTER_TIMEOUT,
+        help="seconds a launched secondary gets to register before it is killed (default %(default)s)",
+    )
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -370,7 +385,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.disp_stats:
         lcores = lcores[:1]  # SPP: --disp-stats replaces the forwarder by a monitor
     launcher = Launcher(
-        seg, eal.file_prefix, Path(args.log_dir) if args.log_dir else log_dir(eal.file_prefix)
+        seg,
+        eal.file_prefix,
+        Path(args.log_dir) if args.log_dir else log_dir(eal.file_prefix),
+        args.launch_timeout,
     )
     primary = Primary(seg, host, port, lcores, launcher, args.burst)
     log.info(

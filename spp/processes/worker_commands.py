@@ -324,6 +324,7 @@ class WorkerSecondary(SppProcess):
 
 def build_parser(prog: str, description: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
+        allow_abbrev=False,  # an option is spelt out or refused, never guessed
         prog=prog,
         description=description,
         usage=f"{prog} [EAL options] -- --client-id ID -s HOST:PORT [--vhost-client]",

@@ -1,11 +1,16 @@
 """Building the primary's ``launch`` command from a ``PUT /v1/primary/launch`` body (spp-api.md §6).
 
 The command is ``launch ID NAME EAL... -- APP...``. EAL options are emitted in the fixed order of
-:data:`EAL_OPTS` (not request order) and unknown ones are dropped; app options are filtered and
-ordered by the per-program allow-list :data:`APP_OPTS`. A ``null`` or ``""`` value emits the flag
-alone. All of this is SPP's behaviour, kept byte-for-byte.
+:data:`EAL_OPTS` (not request order), app options in the per-program order of :data:`APP_OPTS`. A
+``null`` or ``""`` value emits the flag alone. For SPP's options this is SPP's command, byte for
+byte.
 
-Deliberate differences (SPP sent garbage or answered 500):
+Deliberate differences (SPP sent garbage, answered 500, or dropped what it did not know):
+
+* An option the secondary does not know is a 400 naming it; SPP dropped it silently, so the
+  process ran without what the user asked for. Other DPDK EAL options (``--main-lcore``,
+  ``-a``, ...) and our processes' own app options (:data:`APP_EXTRA_OPTS`, e.g. ``--burst``) are
+  passed on after SPP's.
 
 * ``client_id`` must be an integer 1..127 (a string of digits is accepted), ``proc_name`` one of
   :data:`PROC_NAMES`; ``eal``/``app`` must be objects; a missing ``-c``/``-l``/``--lcores`` or
@@ -20,10 +25,23 @@ Deliberate differences (SPP sent garbage or answered 500):
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from spp.processes.options import EAL_OPTIONS
 
 from .errors import ApiError, KeyInvalid
 from .validate import require
+
+if TYPE_CHECKING:
+    from .registry import Proc, Registry
+
+LOG = logging.getLogger(__name__)
+
+POLL_INTERVAL = 0.1
+"""How often spp-ctl asks the primary about a pending launch (each ask is one short command, so
+the primary's other commands are never held up)."""
 
 EAL_OPTS: tuple[str, ...] = (
     "-c", "-l", "--lcores", "--master-lcore", "-s",
@@ -44,6 +62,14 @@ APP_OPTS: dict[str, tuple[str, ...]] = {
     "spp_pcap": ("--client-id", "-s", "-c", "--out-dir", "--fsize"),
 }
 """Application options allowed per program, in emission order (SPP's ``APP_OPTS``)."""
+
+APP_EXTRA_OPTS: dict[str, tuple[str, ...]] = {
+    "spp_nfv": ("--burst", "--log-level"),
+    "spp_vf": ("--burst", "--log-level"),
+    "spp_mirror": ("--burst", "--log-level"),
+    "spp_pcap": ("--format", "--filter", "--burst", "--queue", "--log-level"),
+}
+"""Options our secondaries accept beyond SPP's, emitted after those of :data:`APP_OPTS`."""
 
 PROC_NAMES: tuple[str, ...] = tuple(APP_OPTS)
 
@@ -96,6 +122,14 @@ def _options(section: str, given: dict[str, Any], allowed: tuple[str, ...]) -> l
     return argv
 
 
+def _refuse_unknown(section: str, name: str, given: dict[str, Any], known: tuple[str, ...]) -> None:
+    unknown = [opt for opt in given if opt not in known]
+    if unknown:
+        what = "EAL" if section == "eal" else f"{name}"
+        listed = ", ".join(repr(opt) for opt in unknown)
+        raise ApiError(400, f"invalid key({section}): unknown {what} option {listed}.")
+
+
 def build_launch(body: dict[str, Any]) -> tuple[int, str]:
     """Validate a launch body and return ``(client_id, command)``.
 
@@ -118,7 +152,38 @@ def build_launch(body: dict[str, Any]) -> tuple[int, str]:
         given = app[id_opt]
         if str(given) != str(cid) and not (isinstance(given, str) and given.isdigit() and int(given) == cid):
             raise ApiError(400, f"invalid key(app {id_opt}): {given}. It must equal client_id {cid}.")
-    eal_argv = _options("eal", eal, EAL_OPTS)
-    app_argv = _options("app", app, APP_OPTS[name])
+    eal_known = EAL_OPTS + tuple(sorted(EAL_OPTIONS - set(EAL_OPTS)))
+    app_known = APP_OPTS[name] + APP_EXTRA_OPTS[name]
+    _refuse_unknown("eal", name, eal, eal_known)
+    _refuse_unknown("app", name, app, app_known)
+    eal_argv = _options("eal", eal, eal_known)
+    app_argv = _options("app", app, app_known)
     command = f"launch {cid} {name} {' '.join(eal_argv)} -- {' '.join(app_argv)}"
     return cid, command
+
+
+async def await_registration(registry: Registry, primary: Proc, cid: int, launch_reply: Any) -> None:
+    """Return once secondary ``cid`` has registered with spp-ctl; 400 with the primary's reason
+    if the launch failed (the primary has then killed the child and freed the id).
+
+    Our primary answers ``launch`` at once with the child's ``pid`` and reports on it through
+    ``launch_status ID``. SPP's C primary answers without a ``pid`` and knows nothing more; as
+    with SPP's spp-ctl, the request then ends there.
+    """
+    if not isinstance(launch_reply, dict) or "pid" not in launch_reply:
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + registry.launch_timeout
+    while registry.get(cid) is None:
+        reply = await registry.command(primary, f"launch_status {cid}")
+        if isinstance(reply, dict) and reply.get("state") in ("failed", "exited", "none"):
+            message = reply.get("message") or f"secondary {cid} ended before it registered"
+            raise ApiError(400, f"launch of secondary {cid} failed: {message}")
+        if loop.time() > deadline:
+            raise ApiError(
+                504,
+                f"secondary {cid} (pid {launch_reply['pid']}) did not register within "
+                f"{registry.launch_timeout:g} s",
+            )
+        await asyncio.sleep(POLL_INTERVAL)
+    LOG.info("secondary %d registered", cid)

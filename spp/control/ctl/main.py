@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument(
         "--launch-timeout", type=_seconds, default=20.0, metavar="SECONDS",
-        help="seconds the primary gets to answer 'launch' (default 20)",
+        help="seconds a launched secondary gets to register with spp-ctl (default 20)",
     )  # fmt: skip
     parser.add_argument(
         "--allow-remote-processes", action="store_true",

@@ -32,7 +32,8 @@ COMMAND_TIMEOUT = 10.0
 """Default time a process gets to answer one command."""
 
 LAUNCH_TIMEOUT = 20.0
-"""Time for ``launch``: our primary answers only once the new secondary has registered."""
+"""Time for ``launch``, until the new secondary has registered (our primary kills a secondary that
+has not registered after its own, shorter ``--launch-timeout``, and reports why)."""
 
 PROBE_TIMEOUT = 5.0
 """Time a process gets to answer a liveness ``status`` probe."""

@@ -318,7 +318,8 @@ class Api:
         cid, command = launch.build_launch(body)
         if self.registry.get(cid) is not None:
             raise ApiError(409, f"Secondary ID {cid} is already used.")
-        await self._run(proc, command, timeout=self.registry.launch_timeout)
+        reply = await self._run(proc, command, timeout=self.registry.launch_timeout)
+        await launch.await_registration(self.registry, proc, cid, reply)
         return data_response(None)
 
     async def primary_exit(self, request: web.Request) -> web.Response:
