@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -14,7 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from spp.engine.shm import pid_alive, segment_path
+from spp.control.ctl.testing import CtlServer, FakeProcess
+from spp.engine.ring import Ring
+from spp.engine.shm import Segment, pid_alive, segment_path
 from spp.integrations.testbed import Testbed, free_port, launch_pcap, wait_for
 from spp.processes.options import parse_eal
 
@@ -170,3 +173,243 @@ def test_dpdk_options_that_mean_nothing_here_are_accepted():
          "--main-lcore", "1", "--in-memory", "--syslog", "--file-prefix=x"]
     )  # fmt: skip
     assert (eal.lcores, eal.file_prefix) == ([1, 0, 2], "x")
+
+
+# -- the primary's death -------------------------------------------------------------------------
+
+
+def kill_primary(bed: Testbed) -> None:
+    primary = bed.procs["spp-primary"]
+    os.kill(primary.pid, signal.SIGKILL)
+    primary.wait(10)
+    wait_for(lambda: {"type": "primary"} not in bed.processes(), 10, "spp-ctl to drop the primary")
+
+
+def nfv_counter(nfv: Any, port: str, key: str) -> int:
+    return int(nfv.port_stats()[port][key])
+
+
+def run_primary(bed: Testbed, *app: str) -> subprocess.CompletedProcess[str]:
+    """Run a second primary on the bed's prefix to completion (it is expected to refuse)."""
+    argv = [sys.executable, "-m", "spp.processes.primary", "-l", "0", "--file-prefix", bed.prefix, "--"]
+    argv += ["-s", f"127.0.0.1:{free_port()}", *app]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+
+def test_traffic_survives_the_primary_and_a_new_primary_adopts_the_segment(bed):
+    nfv = bed.launch_nfv(1)
+    for port in ("nullpmd:0", "ring:0", "nullpmd:1"):
+        nfv.add(port)
+    nfv.patch("nullpmd:0", "ring:0")
+    nfv.patch("ring:0", "nullpmd:1")
+    nfv.forward()
+    wait_for(lambda: nfv_counter(nfv, "nullpmd:1", "tx") > 0, 10, "traffic through ring:0")
+
+    kill_primary(bed)
+    # Forwarding goes on, the nfv stays registered, what needs the primary says it is missing.
+    before = nfv_counter(nfv, "nullpmd:1", "tx")
+    wait_for(lambda: nfv_counter(nfv, "nullpmd:1", "tx") > before, 10, "traffic without the primary")
+    assert {"type": "nfv", "client-id": 1} in bed.processes()
+    r = bed.request("GET", "/v1/primary/status")
+    assert r.status_code == 404 and r.text == "primary not found."
+    assert segment_path(bed.prefix).exists()
+
+    # A primary that would lay the segment out differently refuses, naming who uses it.
+    refused = run_primary(bed, "-n", str(bed.nb_rings + 1))
+    assert refused.returncode == 1
+    assert "still used by nfv 1" in refused.stderr and f"{bed.nb_rings} rings" in refused.stderr
+
+    # The same options take it over: same pool, counters move on, launching works again.
+    bed.start_primary()
+    assert "took over the segment" in bed.log("spp-primary")
+    ring_tx = bed.ring_stats(0)["tx"]
+    wait_for(lambda: bed.ring_stats(0)["tx"] > ring_tx, 10, "ring:0 counters after the takeover")
+    bed.launch_nfv(2)
+
+    # Everyone leaves: the last one out removes the segment.
+    for path in ("/v1/nfvs/1", "/v1/nfvs/2", "/v1/primary"):
+        bed.ok("DELETE", path)
+    assert not segment_path(bed.prefix).exists()
+
+
+def test_secondaries_outlive_a_primary_that_exits(bed):
+    nfv = bed.launch_nfv(1)
+    bed.ok("DELETE", "/v1/primary")
+    assert segment_path(bed.prefix).exists()
+    nfv.add("ring:1")  # still served, still registered
+    assert bed.processes() == [{"type": "nfv", "client-id": 1}]
+    nfv.exit()
+    assert not segment_path(bed.prefix).exists()
+
+
+def test_a_segment_whose_processes_all_died_is_reclaimed(bed):
+    bed.launch_nfv(1)
+    nfv_pid = next(pid for cid, pid in live_rows(bed) if cid == 1)
+    kill_primary(bed)
+    os.kill(nfv_pid, signal.SIGKILL)
+    wait_for(lambda: not pid_alive(nfv_pid), 10, "the nfv to die")
+    assert segment_path(bed.prefix).exists()  # nobody was left to remove it
+    # Any primary starting, whatever its prefix, reclaims it.
+    with Testbed(nb_rings=1):
+        assert not segment_path(bed.prefix).exists()
+
+
+def live_rows(bed: Testbed) -> list[tuple[int, int]]:
+    seg = Segment.attach(bed.prefix)
+    try:
+        return [(cid, pid) for cid, pid, _ in seg.live_processes()]
+    finally:
+        seg.close()
+
+
+# -- deleting a port in use while forwarding -----------------------------------------------------
+
+
+def assert_no_buffer_lost(bed: Testbed) -> None:
+    """Once every secondary has exited (their caches back in the pool), each buffer is either
+    free or waiting in a ring."""
+    for entry in bed.processes():
+        if entry["type"] != "primary":
+            bed.ok("DELETE", f"/v1/{entry['type']}s/{entry['client-id']}")
+    seg = Segment.attach(bed.prefix)
+    try:
+        in_rings = sum(len(Ring(seg, n)) for n in range(seg.spec.nb_rings))
+        assert int(seg.pool_ctl[0]) + in_rings == seg.spec.nb_bufs
+    finally:
+        seg.close()
+
+
+def source_and_sinks(bed: Testbed, sources: dict[str, str], sinks: dict[str, str]) -> Any:
+    """nfv 1 feeds each ring of ``sources`` from a nullpmd and drains each ring of ``sinks`` into one."""
+    nfv = bed.launch_nfv(1)
+    for ring, null in [*sources.items(), *sinks.items()]:
+        nfv.add(ring)
+        nfv.add(null)
+    for ring, null in sources.items():
+        nfv.patch(null, ring)
+    for ring, null in sinks.items():
+        nfv.patch(ring, null)
+    nfv.forward()
+    return nfv
+
+
+def flowing(nfv: Any, sink: str) -> None:
+    before = nfv_counter(nfv, sink, "tx")
+    wait_for(lambda: nfv_counter(nfv, sink, "tx") > before, 10, f"traffic into {sink}")
+
+
+@pytest.fixture
+def bed8():
+    with Testbed(nb_rings=8) as b:
+        yield b
+
+
+def test_nfv_del_of_a_port_in_use_detaches_only_its_patches(bed8):
+    bed = bed8
+    nfv = source_and_sinks(bed, {"ring:0": "nullpmd:0", "ring:1": "nullpmd:2"}, {})
+    nfv.add("nullpmd:1")
+    nfv.add("nullpmd:3")
+    nfv.patch("ring:0", "nullpmd:1")
+    nfv.patch("ring:1", "nullpmd:3")
+    flowing(nfv, "nullpmd:1")
+    nfv.delete("ring:0")  # under traffic, in both directions
+    status = nfv.status()
+    assert status["status"] == "running" and "ring:0" not in status["ports"]
+    assert status["patches"] == [
+        {"src": "nullpmd:2", "dst": "ring:1"},
+        {"src": "ring:1", "dst": "nullpmd:3"},
+    ]
+    flowing(nfv, "nullpmd:3")
+    assert_no_buffer_lost(bed)
+
+
+@pytest.mark.parametrize("kind", ["vf", "mirror"])
+def test_worker_port_del_of_a_port_in_use_stops_only_its_component(bed8, kind):
+    bed = bed8
+    comp_type, outputs = ("forward", 1) if kind == "vf" else ("mirror", 2)
+    # Two components, A (ring:0 -> ring:2[, ring:3]) and B (ring:1 -> ring:4[, ring:5]).
+    tx = {"a": ["ring:2", "ring:3"][:outputs], "b": ["ring:4", "ring:5"][:outputs]}
+    sinks = {ring: f"nullpmd:{10 + n}" for n, ring in enumerate(tx["a"] + tx["b"])}
+    nfv = source_and_sinks(bed, {"ring:0": "nullpmd:0", "ring:1": "nullpmd:1"}, sinks)
+    worker = bed.launch_vf(2) if kind == "vf" else bed.launch_mirror(2)
+    for name, rx in (("a", "ring:0"), ("b", "ring:1")):
+        worker.start(name, 1, comp_type)
+        worker.attach(rx, "rx", name)
+        for port in tx[name]:
+            worker.attach(port, "tx", name)
+    flowing(nfv, sinks[tx["a"][0]])
+    worker.detach(tx["a"][0], "tx", "a")  # under traffic
+    assert [p["port"] for p in worker.component("a")["tx_port"]] == tx["a"][1:]
+    stopped = nfv_counter(nfv, sinks[tx["a"][0]], "tx")
+    flowing(nfv, sinks[tx["b"][0]])  # B goes on
+    assert nfv_counter(nfv, sinks[tx["a"][0]], "tx") == stopped  # A no longer sends there
+    worker.attach(tx["a"][0], "tx", "a")  # and resumes when complete again
+    flowing(nfv, sinks[tx["a"][0]])
+    assert_no_buffer_lost(bed)
+
+
+# -- spp-ctl's side, against fake processes ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fake_ctl():
+    server = CtlServer(timeout=1.0, launch_timeout=3.0)
+    yield server
+    server.close()
+
+
+def connect_fake(ctl: CtlServer, kind: str, client_id: int | None) -> FakeProcess:
+    peer = ctl.connect(kind, client_id)
+    entry = {"type": kind} if kind == "primary" else {"type": kind, "client-id": client_id}
+    assert ctl.wait_until(lambda: entry in ctl.processes())
+    return peer
+
+
+def test_delete_of_a_process_that_does_not_end_is_a_503(fake_ctl):
+    peer = connect_fake(fake_ctl, "nfv", 40)
+
+    def answer_but_stay(command: str) -> Any:
+        if command == "exit":
+            peer._send(peer.encode({"result": "succeeded", "command": "exit"}))
+            return None  # connection left open: the process has not ended
+        return ...
+
+    peer.handler = answer_but_stay
+    r = fake_ctl.http.delete("/v1/nfvs/40")
+    assert r.status_code == 503 and "answered 'exit' but was still running" in r.text
+    assert {"type": "nfv", "client-id": 40} not in fake_ctl.processes()
+    peer.close()
+
+
+def test_launch_waits_for_registration_and_reports_the_primarys_reason(fake_ctl):
+    primary = connect_fake(fake_ctl, "primary", None)
+    try:
+        states = iter(["starting", "starting", "failed"])
+
+        def launching(command: str) -> Any:
+            if command.startswith("launch "):
+                return {"result": "succeeded", "command": "launch", "client_id": 41, "pid": 4242}
+            if command == "launch_status 41":
+                state = next(states)
+                reply = {"result": "succeeded", "command": "launch_status", "client_id": 41, "state": state}
+                if state == "failed":
+                    reply["message"] = "spp_nfv 41 (pid 4242) exited with status 2 before registering: boom"
+                return reply
+            return ...
+
+        primary.handler = launching
+        body = {"proc_name": "spp_nfv", "client_id": 41, "eal": {"-l": "0,1", "--proc-type": "secondary"}}
+        r = fake_ctl.http.put("/v1/primary/launch", json={**body, "app": {}})
+        assert r.status_code == 400 and r.text.endswith("exited with status 2 before registering: boom")
+        assert primary.commands.count("launch_status 41") == 3
+
+        # Still starting when spp-ctl's own launch timeout (3 s) is over: 504.
+        primary.handler = lambda c: (
+            {"result": "succeeded", "command": "launch_status", "state": "starting"}
+            if (c.startswith("launch_status"))
+            else launching(c)
+        )
+        r = fake_ctl.http.put("/v1/primary/launch", json={**body, "app": {}})
+        assert r.status_code == 504 and "did not register within 3 s" in r.text
+    finally:
+        primary.close()

@@ -17,7 +17,7 @@ arguments beyond the file prefix)::
                 lines, then uint32 slots
     phy_stats   uint64 [MAX_PROCS][MAX_PHYS][4]  rx, rx_drop, tx, tx_drop
     ring_stats  uint64 [MAX_PROCS][nb_rings][4]
-    procs       uint64 [MAX_PROCS][4]            pid, kind, state, heartbeat
+    procs       uint64 [MAX_PROCS][4]            pid, kind, state, start time of the pid
 
 Buffers are rows of ``buf_data``. The first ``nb_bufs`` rows are the ordinary buffers; after
 them come ``nb_large`` *large* buffers of ``large_rows`` consecutive rows each (GSO aggregates up
@@ -34,10 +34,12 @@ row has exactly one writer, and an aligned 8-byte store is atomic on x86-64.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import mmap
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -58,9 +60,10 @@ VNET_HDR_LEN = 10
 RX, RX_DROP, TX, TX_DROP = range(4)
 
 # Process table columns and values.
-P_PID, P_KIND, P_STATE, P_SPARE = range(4)
+P_PID, P_KIND, P_STATE, P_START = range(4)
 STATE_FREE, STATE_STARTING, STATE_REGISTERED = 0, 1, 2
 PROC_KINDS = {"primary": 1, "nfv": 2, "vf": 3, "mirror": 4, "pcap": 5, "pktgen": 6, "l2fwd": 7}
+KIND_NAMES = {number: name for name, number in PROC_KINDS.items()}
 
 
 def _align(n: int, a: int = PAGE) -> int:
@@ -94,6 +97,25 @@ class SegmentSpec:
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self)).encode()
+
+    def layout_mismatch(self, wanted: SegmentSpec) -> str:
+        """What differs between this segment and the one ``wanted`` asks for ("" if nothing)."""
+        mine = (self.nb_rings, self.ring_size, self.nb_bufs, self.buf_size, [p.iface for p in self.phys])
+        theirs = (
+            wanted.nb_rings,
+            wanted.ring_size,
+            wanted.nb_bufs,
+            wanted.buf_size,
+            [p.iface for p in wanted.phys],
+        )
+        if mine == theirs and self.nb_large == wanted.nb_large:
+            return ""
+        return (
+            f"{self.nb_rings} rings of {self.ring_size} slots, {self.nb_bufs} buffers of "
+            f"{self.buf_size} bytes and phy ports {mine[4]} "
+            f"(asked: {wanted.nb_rings} rings of {wanted.ring_size}, "
+            f"{wanted.nb_bufs} buffers of {wanted.buf_size}, phy ports {theirs[4]})"
+        )
 
     @classmethod
     def from_json(cls, raw: bytes) -> SegmentSpec:
@@ -170,38 +192,98 @@ class Segment:
 
     @classmethod
     def create(cls, spec: SegmentSpec, directory: str | os.PathLike[str] = "/dev/shm") -> Segment:
-        """Create (or re-create) the segment. Refuses while another live primary owns it."""
+        """Create (or re-create) the segment. Refuses while a live process uses the old one."""
         path = segment_path(spec.prefix, directory)
-        if path.exists():
-            try:
-                old = cls.attach(spec.prefix, directory)
-            except SegmentError:
-                old = None
+        with _locked_path(path) as fd:
+            if fd is not None:
+                try:
+                    old = cls.attach(spec.prefix, directory)
+                except SegmentError:
+                    old = None  # not ours, or an older version: replaced
+                if old is not None:
+                    pid = old.spec.primary_pid
+                    live = old.live_processes()
+                    old.close()
+                    if (pid and pid != os.getpid() and pid_alive(pid)) or any(
+                        k == "primary" for _, _, k in live
+                    ):
+                        raise SegmentError(
+                            f"file prefix '{spec.prefix}' is in use by a running primary (pid {pid}); "
+                            "stop it or choose another --file-prefix"
+                        )
+                    if live:
+                        raise SegmentError(
+                            f"file prefix '{spec.prefix}' is still used by {_describe(live)}; "
+                            "stop them or choose another --file-prefix"
+                        )
+                path.unlink(missing_ok=True)
+            return cls._create_new(path, spec)
+
+    @classmethod
+    def open_for_primary(
+        cls, spec: SegmentSpec, directory: str | os.PathLike[str] = "/dev/shm"
+    ) -> tuple[Segment, bool]:
+        """The primary's segment: a new one, or, when secondaries still use the segment of a
+        primary that died, that segment (``adopted`` True) if ``spec`` describes the same layout.
+
+        Secondaries outlive their primary as in DPDK, whose memory outlives the primary; a new
+        primary with the same prefix takes over their segment rather than pulling it from under
+        them, and refuses with the reason when it cannot.
+        """
+        path = segment_path(spec.prefix, directory)
+        with _locked_path(path) as fd:
+            old = None
+            if fd is not None:
+                try:
+                    old = cls.attach(spec.prefix, directory)
+                except SegmentError:
+                    old = None
             if old is not None:
-                pid = old.spec.primary_pid
-                old.close()
-                if pid and pid != os.getpid() and pid_alive(pid):
+                live = old.live_processes()
+                primaries = [pid for _, pid, kind in live if kind == "primary"]
+                if primaries:
+                    old.close()
                     raise SegmentError(
-                        f"file prefix '{spec.prefix}' is in use by a running primary (pid {pid}); "
+                        f"file prefix '{spec.prefix}' is in use by a running primary (pid {primaries[0]}); "
                         "stop it or choose another --file-prefix"
                     )
+                if live:
+                    mismatch = old.spec.layout_mismatch(spec)
+                    if mismatch:
+                        old.close()
+                        raise SegmentError(
+                            f"file prefix '{spec.prefix}' is still used by {_describe(live)}, whose "
+                            f"segment has {mismatch}: start the primary with the same options to take "
+                            "it over, or stop those processes first"
+                        )
+                    old.spec.primary_pid = spec.primary_pid
+                    old._write_header()
+                    return old, True
+                old.close()  # stale: every process that used it is gone
             path.unlink(missing_ok=True)
+            return cls._create_new(path, spec), False
+
+    @classmethod
+    def _create_new(cls, path: Path, spec: SegmentSpec) -> Segment:
         size = cls.required_size(spec)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         os.ftruncate(fd, size)
         mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        raw = spec.to_json()
-        if len(raw) > HEADER_SIZE - 32:
-            raise SegmentError("segment description too large")
-        mm[32 : 32 + len(raw)] = raw
-        mm[16:24] = len(raw).to_bytes(8, "little")
         seg = cls(path, spec, mm, fd)
+        seg._write_header()
         seg.free_stack[:] = np.arange(spec.nb_bufs, dtype=np.uint32)
         seg.pool_ctl[0] = spec.nb_bufs
         seg.large_stack[:] = spec.nb_bufs + seg.large_rows * np.arange(spec.nb_large, dtype=np.uint32)
         seg.pool_ctl[1] = spec.nb_large
         mm[0:16] = MAGIC  # written last: a half-built segment is never taken for a good one
         return seg
+
+    def _write_header(self) -> None:
+        raw = self.spec.to_json()
+        if len(raw) > HEADER_SIZE - 32:
+            raise SegmentError("segment description too large")
+        self._mm[32 : 32 + len(raw)] = raw
+        self._mm[16:24] = len(raw).to_bytes(8, "little")
 
     @classmethod
     def attach(cls, prefix: str, directory: str | os.PathLike[str] = "/dev/shm") -> Segment:
@@ -260,16 +342,20 @@ class Segment:
     # -- process table -------------------------------------------------------------------------
 
     def claim_process_slot(self, client_id: int, kind: str) -> None:
-        """Take the row of ``client_id``; refuse if a live process holds it."""
+        """Take the row of ``client_id``; refuse if a live process holds it, or if the segment has
+        been removed meanwhile (its last process left)."""
         if not 0 <= client_id < MAX_PROCS:
             raise SegmentError(f"client id {client_id} out of range 1..{MAX_PROCS - 1}")
-        row = self.procs[client_id]
-        pid = int(row[P_PID])
-        if pid and pid != os.getpid() and pid_alive(pid) and int(row[P_STATE]) != STATE_FREE:
-            raise SegmentError(f"client id {client_id} is already used by pid {pid}")
-        row[P_STATE] = STATE_STARTING
-        row[P_KIND] = PROC_KINDS[kind]
-        row[P_PID] = os.getpid()
+        with _locked_path(self.path) as fd:
+            if fd is None or os.fstat(fd).st_ino != os.fstat(self.fd).st_ino:
+                raise SegmentError(f"{self.path} was removed (every process using it had exited)")
+            row = self.procs[client_id]
+            if self._row_alive(client_id) and int(row[P_PID]) != os.getpid():
+                raise SegmentError(f"client id {client_id} is already used by pid {int(row[P_PID])}")
+            row[P_STATE] = STATE_STARTING
+            row[P_KIND] = PROC_KINDS[kind]
+            row[P_START] = proc_start_time(os.getpid())
+            row[P_PID] = os.getpid()
 
     def mark_registered(self, client_id: int) -> None:
         self.procs[client_id, P_STATE] = STATE_REGISTERED
@@ -279,18 +365,44 @@ class Segment:
             self.procs[client_id, P_STATE] = STATE_FREE
             self.procs[client_id, P_PID] = 0
 
+    def leave(self, client_id: int) -> bool:
+        """Release our row; the last process out removes the segment. True if it did."""
+        with _locked_path(self.path) as fd:
+            self.release_process_slot(client_id)
+            if fd is None or os.fstat(fd).st_ino != os.fstat(self.fd).st_ino:
+                return False  # already removed (or replaced by a new primary's)
+            if self.live_processes():
+                return False
+            self.path.unlink(missing_ok=True)
+            return True
+
     def clear_process_slot(self, client_id: int, pid: int) -> None:
         """Free the row of a process that died without releasing it (a launch that failed)."""
         if int(self.procs[client_id, P_PID]) == pid:
             self.procs[client_id, P_STATE] = STATE_FREE
             self.procs[client_id, P_PID] = 0
 
+    def _row_alive(self, client_id: int) -> bool:
+        row = self.procs[client_id]
+        pid, state, start = int(row[P_PID]), int(row[P_STATE]), int(row[P_START])
+        if not pid or state == STATE_FREE or not pid_alive(pid):
+            return False
+        return not start or proc_start_time(pid) == start  # not a recycled pid
+
     def process_state(self, client_id: int) -> tuple[int, int]:
         """``(pid, state)`` of a slot, with dead pids reported as free."""
         pid, state = int(self.procs[client_id, P_PID]), int(self.procs[client_id, P_STATE])
-        if pid and not pid_alive(pid):
+        if pid and not self._row_alive(client_id):
             return pid, STATE_FREE
         return pid, state
+
+    def live_processes(self) -> list[tuple[int, int, str]]:
+        """``(client id, pid, kind)`` of every live process using the segment, primary first."""
+        return [
+            (cid, int(self.procs[cid, P_PID]), KIND_NAMES.get(int(self.procs[cid, P_KIND]), "process"))
+            for cid in range(MAX_PROCS)
+            if self._row_alive(cid)
+        ]
 
     # -- ring control blocks -------------------------------------------------------------------
 
@@ -306,6 +418,69 @@ class Segment:
 def large_rows(spec: SegmentSpec) -> int:
     """Rows of ``buf_size`` bytes that make one large buffer."""
     return -(-LARGE_BYTES // spec.buf_size)
+
+
+def _describe(live: list[tuple[int, int, str]]) -> str:
+    return ", ".join(f"{kind} {cid} (pid {pid})" if cid else f"{kind} (pid {pid})" for cid, pid, kind in live)
+
+
+@contextlib.contextmanager
+def _locked_path(path: Path) -> Iterator[int | None]:
+    """Hold ``flock`` on the file at ``path`` (None if there is none), the lock that orders the
+    segment's lifecycle: claiming a row, leaving, removing, adopting. A lock taken on a file that
+    was removed meanwhile is retaken on the new one, so callers always see the current file."""
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            yield None
+            return
+        except OSError as e:
+            raise SegmentError(f"{path}: cannot open the segment: {e.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                current = os.stat(path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current == os.fstat(fd).st_ino:
+                yield fd
+                return
+        finally:
+            os.close(fd)  # also drops the lock
+
+
+def sweep_stale(directory: str | os.PathLike[str] = "/dev/shm") -> list[Path]:
+    """Remove the segments whose every process is dead (all killed, none left to remove it)."""
+    removed = []
+    for path in sorted(Path(directory).glob("spp_*.seg")):
+        prefix = path.name[len("spp_") : -len(".seg")]
+        try:
+            seg = Segment.attach(prefix, directory)
+        except (SegmentError, OSError, ValueError):
+            continue
+        try:
+            with _locked_path(path) as fd:
+                if (
+                    fd is not None
+                    and os.fstat(fd).st_ino == os.fstat(seg.fd).st_ino
+                    and not seg.live_processes()
+                ):
+                    path.unlink(missing_ok=True)
+                    removed.append(path)
+        finally:
+            seg.close()
+    return removed
+
+
+def proc_start_time(pid: int) -> int:
+    """When ``pid`` started, in clock ticks since boot (0 if unknown): a pid and its start time
+    name one process, even after the pid has been recycled."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def _address_of(arr: np.ndarray) -> int:

@@ -475,9 +475,12 @@ class Testbed:
             with contextlib.suppress(httpx.HTTPError):
                 for entry in self.processes():
                     if entry["type"] in ("nfv", "vf", "mirror", "pcap"):
-                        self.http.delete(f"/v1/{entry['type']}s/{entry['client-id']}", timeout=5)
+                        self.http.delete(f"/v1/{entry['type']}s/{entry['client-id']}", timeout=15)
             with contextlib.suppress(httpx.HTTPError):
-                self.http.delete("/v1/primary", timeout=5)
+                self.http.delete("/v1/primary", timeout=15)
+            for pid in self.segment_pids():  # secondaries outlive a primary; a failed DELETE leaves one
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         for name in sorted(self.procs, key=lambda n: n == "spp-ctl"):  # spp-ctl last
             proc = self.procs[name]
             if proc.poll() is None:
@@ -510,6 +513,17 @@ class Testbed:
             seg.close()
         if mine:
             segment_path(self.prefix).unlink(missing_ok=True)
+
+    def segment_pids(self) -> list[int]:
+        """Processes the shared process table lists as alive (launched ones included)."""
+        try:
+            seg = Segment.attach(self.prefix)
+        except (SegmentError, OSError):
+            return []
+        try:
+            return [pid for _, pid, _ in seg.live_processes()]
+        finally:
+            seg.close()
 
     # -- REST ----------------------------------------------------------------------------------
 

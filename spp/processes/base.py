@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import sys
 from typing import Any, NoReturn
 
+from spp.engine import linux
 from spp.engine.pool import BufferPool
-from spp.engine.shm import Segment, pid_alive
+from spp.engine.shm import Segment
 from spp.processes.channel import ControlChannel, ControlUnreachable
 from spp.processes.commands import Reply, failed
 
@@ -42,12 +44,9 @@ class SppProcess:
         self.exiting = False
 
     def still_wanted(self) -> bool:
-        """Secondaries end with their primary: its segment is gone, so are the ports they patch."""
-        pid = self.seg.spec.primary_pid
-        if pid == os.getpid() or pid_alive(pid):
-            return True
-        log.warning("%s: primary (pid %d) is gone; exiting", self.name, pid)
-        return False
+        """Subclasses may end the control loop on their own; the primary's death is no reason:
+        the segment outlives it, as DPDK's shared memory does, and traffic keeps flowing."""
+        return True
 
     def dispatch(self, command: str) -> Any:
         tokens = command.split()
@@ -104,4 +103,13 @@ class SppProcess:
     def shutdown(self) -> None:
         """Stop forwarding, release ports and buffers. Subclasses extend it."""
         self.pool.close()
-        self.seg.release_process_slot(self.client_id)
+        if self.seg.leave(self.client_id):
+            log.info("%s: last process out: removed %s", self.name, self.seg.path)
+            self._restore_interfaces()
+
+    def _restore_interfaces(self) -> None:
+        """Promiscuous mode the primary turned on goes off once nobody uses the segment."""
+        for phy in self.seg.spec.phys:
+            if phy.set_promisc:
+                with contextlib.suppress(OSError):  # the interface may be gone already
+                    linux.set_promiscuous(phy.iface, False)

@@ -14,7 +14,6 @@ sum of every process's row in the segment, less what was there at the last ``cle
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import sys
@@ -27,7 +26,7 @@ from spp.engine import linux
 from spp.engine.patchpanel import PatchPanel
 from spp.engine.portid import PortId, PortUidError, parse_port_uid
 from spp.engine.ports import PortContext
-from spp.engine.shm import RX, RX_DROP, TX, TX_DROP, PhyInfo, Segment, SegmentError, SegmentSpec
+from spp.engine.shm import RX, RX_DROP, TX, TX_DROP, PhyInfo, Segment, SegmentError, SegmentSpec, sweep_stale
 from spp.engine.worker import DEFAULT_BURST, Worker
 from spp.instance import log_dir
 from spp.processes.base import SppProcess, setup_logging
@@ -208,12 +207,7 @@ class Primary(SppProcess):
         self.panel.close()
         self.worker.stop()
         self.launcher.stop()
-        for phy in self.seg.spec.phys:
-            if phy.set_promisc:
-                with contextlib.suppress(OSError):  # the interface may be gone already
-                    linux.set_promiscuous(phy.iface, False)
-        super().shutdown()
-        self.seg.unlink()
+        super().shutdown()  # the segment stays while secondaries use it (the last one out removes it)
 
 
 # -- start-up ---------------------------------------------------------------------------------
@@ -377,7 +371,9 @@ def main(argv: list[str] | None = None) -> int:
             primary_pid=os.getpid(),
             pcaps=pcaps,
         )
-        seg = Segment.create(spec)
+        for stale in sweep_stale():
+            log.info("removed %s: every process that used it had exited", stale)
+        seg, adopted = Segment.open_for_primary(spec)
     except (OptionError, SegmentError) as e:
         print(f"spp-primary: error: {e}", file=sys.stderr)
         return 1
@@ -391,6 +387,12 @@ def main(argv: list[str] | None = None) -> int:
         args.launch_timeout,
     )
     primary = Primary(seg, host, port, lcores, launcher, args.burst)
+    if adopted:
+        log.warning(
+            "took over the segment %s of a primary that had gone; its secondaries %s keep running",
+            seg.path,
+            [f"{kind} {cid}" for cid, _, kind in seg.live_processes() if cid],
+        )
     log.info(
         "file prefix %s: %d rings of %d, %d buffers, phy ports %s, forwarder %s",
         eal.file_prefix,
