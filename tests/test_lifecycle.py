@@ -15,11 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
-from spp.control.ctl.testing import CtlServer, FakeProcess
 from spp.engine.ring import Ring
 from spp.engine.shm import Segment, pid_alive, segment_path
 from spp.integrations.testbed import Testbed, free_port, launch_pcap, wait_for
 from spp.processes.options import parse_eal
+from tests.ctl_doubles import CtlServer, FakeProcess
 
 CYCLES = 20
 
