@@ -371,7 +371,7 @@ class Segment:
             self.release_process_slot(client_id)
             if fd is None or os.fstat(fd).st_ino != os.fstat(self.fd).st_ino:
                 return False  # already removed (or replaced by a new primary's)
-            if self.live_processes():
+            if self.in_use():
                 return False
             self.path.unlink(missing_ok=True)
             return True
@@ -395,6 +395,11 @@ class Segment:
         if pid and not self._row_alive(client_id):
             return pid, STATE_FREE
         return pid, state
+
+    def in_use(self) -> bool:
+        """Does a live process use the segment (a listed one, or the process that created it)?"""
+        creator = self.spec.primary_pid
+        return bool(self.live_processes()) or bool(creator and creator != os.getpid() and pid_alive(creator))
 
     def live_processes(self) -> list[tuple[int, int, str]]:
         """``(client id, pid, kind)`` of every live process using the segment, primary first."""
@@ -461,11 +466,7 @@ def sweep_stale(directory: str | os.PathLike[str] = "/dev/shm") -> list[Path]:
             continue
         try:
             with _locked_path(path) as fd:
-                if (
-                    fd is not None
-                    and os.fstat(fd).st_ino == os.fstat(seg.fd).st_ino
-                    and not seg.live_processes()
-                ):
+                if fd is not None and os.fstat(fd).st_ino == os.fstat(seg.fd).st_ino and not seg.in_use():
                     path.unlink(missing_ok=True)
                     removed.append(path)
         finally:

@@ -48,6 +48,8 @@ CONNECT_ATTEMPTS = 3
 """A launched secondary gives up after this many failed connections to spp-ctl (and says so),
 instead of retrying forever like a secondary started by hand."""
 TAIL_CHARS = 400
+HOLDER_GRACE = 1.0
+"""Seconds a launch waits for the previous holder of its id to finish ending."""
 
 STARTING, REGISTERED, FAILED, EXITED = "starting", "registered", "failed", "exited"
 
@@ -104,17 +106,8 @@ class Launcher:
             raise LaunchError(f"{name} is not available in this build yet")
         if not 0 < client_id < len(self.seg.procs):
             raise LaunchError(f"secondary id {client_id} out of range 1..{len(self.seg.procs) - 1}")
+        self._wait_for_holder(client_id)
         with self._lock:
-            pending = self._launches.get(client_id)
-            # pid_alive, not poll(): poll() answers None while the watcher thread is reaping.
-            if pending is not None and pending.state == STARTING and pid_alive(pending.child.pid):
-                raise LaunchError(
-                    f"Secondary ID {client_id} is already being launched "
-                    f"({pending.name}, pid {pending.child.pid})"
-                )
-            pid, state = self.seg.process_state(client_id)
-            if state != STATE_FREE:
-                raise LaunchError(f"Secondary ID {client_id} is already used (pid {pid})")
             argv = [sys.executable, "-m", module, *self._with_prefix(args)]
             self.log_dir.mkdir(parents=True, exist_ok=True)
             log_path = self.log_dir / f"{name}-{client_id}.log"
@@ -141,6 +134,29 @@ class Launcher:
         log.info("launched %s id %d as pid %d (log %s)", name, client_id, child.pid, log_path)
         self._wake.set()
         return child.pid
+
+    def _conflict(self, client_id: int) -> str | None:
+        """Why ``client_id`` cannot be launched now, or None."""
+        with self._lock:
+            pending = self._launches.get(client_id)
+        # pid_alive, not poll(): poll() answers None while the watcher thread is reaping.
+        if pending is not None and pending.state == STARTING and pid_alive(pending.child.pid):
+            what = f"{pending.name}, pid {pending.child.pid}"
+            return f"Secondary ID {client_id} is already being launched ({what})"
+        pid, state = self.seg.process_state(client_id)
+        if state != STATE_FREE:
+            return f"Secondary ID {client_id} is already used (pid {pid})"
+        return None
+
+    def _wait_for_holder(self, client_id: int) -> None:
+        """Refuse an id in use, after a short grace: spp-ctl sees a process's connection close
+        while the kernel is still tearing the process down, so a relaunch right after a DELETE
+        (or a kill) may find the old holder not quite gone."""
+        deadline = time.monotonic() + HOLDER_GRACE
+        while (conflict := self._conflict(client_id)) is not None:
+            if time.monotonic() > deadline:
+                raise LaunchError(conflict)
+            time.sleep(0.02)
 
     def status(self, client_id: int) -> dict[str, Any]:
         """What became of the latest launch of ``client_id`` (``state`` ``none`` if there was none)."""
