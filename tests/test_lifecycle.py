@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from spp.engine.ring import Ring
-from spp.engine.shm import Segment, pid_alive, segment_path
+from spp.engine.shm import P_START, STATE_FREE, Segment, pid_alive, segment_path
 from spp.integrations.testbed import Testbed, free_port, launch_pcap, wait_for
 from spp.processes.options import parse_eal
 from tests.ctl_doubles import CtlServer, FakeProcess
@@ -413,3 +413,11 @@ def test_launch_waits_for_registration_and_reports_the_primarys_reason(fake_ctl)
         assert r.status_code == 504 and "did not register within 3 s" in r.text
     finally:
         primary.close()
+
+
+def test_a_recycled_pid_does_not_hold_a_row(segment):
+    segment.claim_process_slot(7, "vf")
+    assert segment.live_processes() == [(7, os.getpid(), "vf")]
+    segment.procs[7, P_START] += 1  # the same pid, another process
+    assert segment.live_processes() == []
+    assert segment.process_state(7)[1] == STATE_FREE

@@ -430,7 +430,7 @@ def _describe(live: list[tuple[int, int, str]]) -> str:
 
 
 @contextlib.contextmanager
-def _locked_path(path: Path) -> Iterator[int | None]:
+def _locked_path(path: Path, wait: bool = True) -> Iterator[int | None]:
     """Hold ``flock`` on the file at ``path`` (None if there is none), the lock that orders the
     segment's lifecycle: claiming a row, leaving, removing, adopting. A lock taken on a file that
     was removed meanwhile is retaken on the new one, so callers always see the current file."""
@@ -443,7 +443,7 @@ def _locked_path(path: Path) -> Iterator[int | None]:
         except OSError as e:
             raise SegmentError(f"{path}: cannot open the segment: {e.strerror}") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
             try:
                 current = os.stat(path).st_ino
             except FileNotFoundError:
@@ -462,13 +462,17 @@ def sweep_stale(directory: str | os.PathLike[str] = "/dev/shm") -> list[Path]:
         prefix = path.name[len("spp_") : -len(".seg")]
         try:
             seg = Segment.attach(prefix, directory)
-        except (SegmentError, OSError, ValueError):
+        except Exception:  # not ours, another version, half-written: not ours to judge
             continue
         try:
-            with _locked_path(path) as fd:
+            # Without waiting: a held lock means a live user (or a stopped one, which must not
+            # stall this primary's start).
+            with _locked_path(path, wait=False) as fd:
                 if fd is not None and os.fstat(fd).st_ino == os.fstat(seg.fd).st_ino and not seg.in_use():
                     path.unlink(missing_ok=True)
                     removed.append(path)
+        except BlockingIOError:
+            pass
         finally:
             seg.close()
     return removed

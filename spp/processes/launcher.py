@@ -249,6 +249,7 @@ class Launcher:
         with self._lock:
             launches = list(self._launches.values())
         for launch in launches:
+            self._check(launch)  # one that registered since the watcher last looked is left alone
             if launch.state == STARTING and launch.child.poll() is None:
                 _kill(launch.child)
                 self.seg.clear_process_slot(launch.client_id, launch.child.pid)
