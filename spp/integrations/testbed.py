@@ -515,12 +515,16 @@ class Testbed:
             segment_path(self.prefix).unlink(missing_ok=True)
 
     def segment_pids(self) -> list[int]:
-        """Processes the shared process table lists as alive (launched ones included)."""
+        """Processes the shared process table lists as alive (launched ones included), if the
+        segment is this bed's (its primary made or took over it)."""
+        primary = self.procs.get("spp-primary")
         try:
             seg = Segment.attach(self.prefix)
         except (SegmentError, OSError):
             return []
         try:
+            if primary is None or seg.spec.primary_pid != primary.pid:
+                return []
             return [pid for _, pid, _ in seg.live_processes()]
         finally:
             seg.close()
