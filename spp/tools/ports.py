@@ -155,7 +155,7 @@ class ToolPorts:
         if self.private:
             self.seg.unlink()
         else:
-            self.seg.release_process_slot(self.client_id)
+            self.seg.leave(self.client_id)  # the last process out removes the segment
         self.seg.close()
 
 
