@@ -118,3 +118,47 @@ def test_user_guide_lists_every_cli_command() -> None:
     commands = {n[3:] for n in dir(Shell) if n.startswith("do_") and n != "do_EOF"}
     missing = sorted(c for c in commands if f"`{c}" not in table)
     assert not missing, missing
+
+
+def test_rest_reference_from_an_openapi_document() -> None:
+    """Once spp-ctl serves /v1/openapi.json the reference comes from it: summaries, body fields
+    (required or not, enums, examples) and every error status with its meaning."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gen_rest_doc", ROOT / "scripts" / "gen-rest-doc.py")
+    assert spec is not None and spec.loader is not None
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    schema_p = "#/components/schemas/P"
+    document = {
+        "paths": {
+            "/v1/nfvs/{sec_id}/ports": {
+                "put": {
+                    "summary": "add or delete a port",
+                    "requestBody": {"content": {"application/json": {"schema": {"$ref": schema_p}}}},
+                    "responses": {"204": {"description": "Done"}, "404": {"description": "No such nfv."}},
+                }
+            }
+        },
+        "components": {
+            "schemas": {
+                "P": {
+                    "type": "object",
+                    "required": ["action", "port"],
+                    "properties": {
+                        "action": {"type": "string", "enum": ["add", "del"]},
+                        "port": {"type": "string", "example": "ring:0"},
+                        "note": {"type": "string"},
+                    },
+                }
+            }
+        },
+    }
+    text = gen.render(document)
+    assert "Generated from `GET /v1/openapi.json`" in text
+    assert "### `PUT /v1/nfvs/{sec_id}/ports`\n\nAdd or delete a port.\n" in text
+    fields = "`action`: `add` \\| `del`; `port`: string, e.g. `ring:0`; `note` (optional): string."
+    assert f"Body fields: {fields}" in text
+    assert 'Example body: `{"action": "add", "port": "ring:0"}`' in text  # the hand-written example
+    assert "* 404: No such nfv." in text
+    assert "Reply: 204 (no content)." in text
