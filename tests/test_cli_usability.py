@@ -8,6 +8,7 @@ import re
 import socket
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from spp.control.cli.session import Session
 from spp.control.cli.shell import Shell
 from spp.integrations.testbed import Testbed, free_port
 
-CONSOLE_SCRIPTS = ["spp", "spp-ctl", "spp-primary", "spp-nfv", "spp-vf", "spp-mirror", "spp-pcap", "spp-demo"]
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+CONSOLE_SCRIPTS = sorted(tomllib.loads(PYPROJECT.read_text())["project"]["scripts"])
 #: What must not reach users: spec sections, document names, notes about the rewrite itself.
 INTERNAL_REFERENCE = re.compile(r"§|\bspec\b|spp-api|\.md\b|\bseed|\bissue \d", re.IGNORECASE)
 
