@@ -28,7 +28,6 @@ tools=(
     stdbuf:coreutils          # bench
     iperf3:iperf3             # bench: TCP/UDP through the panel and its peers
     qemu-system-x86_64:qemu-system-x86  # spp vm: guests on vhost-user ports
-    curl:curl                 # tests: the user guide's REST examples
     unshare:util-linux        # tests: each document's examples in namespaces of their own
 )
 need_apt=()

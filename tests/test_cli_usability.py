@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -197,3 +198,28 @@ def test_cli_help_has_no_internal_references(bed: Testbed) -> None:
     r = spp(bed, "help", *(f"help {t}" for t in topics))
     assert r.returncode == 0, r.stderr
     assert not INTERNAL_REFERENCE.search(r.stdout), INTERNAL_REFERENCE.search(r.stdout)
+
+
+def test_pktgen_live_lines_into_a_closed_pipe_end_quietly() -> None:
+    exe = Path(sys.executable).with_name("spp-pktgen")
+    rc, err = run_with_closed_stdout([str(exe), "--tx", "nullpmd:0", "--duration", "5", "--interval", "0.2"])
+    assert "Traceback" not in err and "Error" not in err, err
+    assert rc == 141
+
+
+def test_l2fwd_counters_into_a_closed_pipe_end_quietly() -> None:
+    exe = Path(sys.executable).with_name("spp-l2fwd")
+    proc = subprocess.Popen(
+        [str(exe), "nullpmd:0", "nullpmd:1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    try:
+        assert b"forwarding" in proc.stderr.readline()
+        proc.send_signal(signal.SIGUSR1)  # print the counters now: into the closed pipe
+        assert proc.wait(30) == 141
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    assert b"Traceback" not in proc.stderr.read()

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from spp.console import quiet_broken_pipe
 from spp.engine.ports import Port
 from spp.engine.ports.base import RX, RX_DROP, TX, TX_DROP
 from spp.engine.worker import DEFAULT_BURST, Worker
@@ -151,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:

@@ -34,6 +34,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from spp.console import quiet_broken_pipe
 from spp.engine.ports import Port
 from spp.engine.ports.base import RX, TX, TX_DROP
 from spp.tools.frames import (
@@ -355,6 +356,7 @@ def format_summary(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+@quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.tx and not args.rx:
