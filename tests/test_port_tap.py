@@ -146,9 +146,19 @@ def test_kernel_frames_come_out_of_rx_burst(tap_env, pool: BufferPool) -> None:
 
 
 def test_rx_on_an_idle_tap_returns_nothing_and_keeps_no_buffers(tap_env, pool: BufferPool) -> None:
-    port = tap_env(3, tap_name())
-    assert len(port.rx_burst(64)) == 0
-    assert all_free(pool)
+    # The device exists with IPv6 off before the port brings it up: otherwise the kernel may send
+    # its router solicitation or MLD report in the moment between "up" and the fixture's
+    # disable_ipv6, and the TAP is not idle.
+    name = tap_name()
+    subprocess.run(["ip", "tuntap", "add", "dev", name, "mode", "tap"], check=True, capture_output=True)
+    try:
+        disable_ipv6(name)
+        port = tap_env(3, name)
+        assert len(port.rx_burst(64)) == 0
+        assert all_free(pool)
+        port.close()
+    finally:
+        subprocess.run(["ip", "link", "del", "dev", name], check=False, capture_output=True)
 
 
 def test_attaches_to_an_existing_persistent_tap(tap_env, pool: BufferPool) -> None:

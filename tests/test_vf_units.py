@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import struct
-import time
 
 import numpy as np
 import pytest
@@ -18,7 +17,6 @@ from spp.engine.classifier import (
     FrameWords,
     format_mac,
     parse_mac,
-    table_key,
 )
 from spp.engine.portid import PortId
 from spp.engine.vlan import ADD, DEL, VlanOp, push_tag, strip_tag
@@ -199,7 +197,7 @@ def test_without_defaults_unknown_traffic_is_dropped():
     assert t.flood_targets(5) == (1,)
 
 
-def test_large_table_matches_a_dict_and_stays_fast():
+def test_large_table_matches_a_dict_and_stays_a_shallow_hash():
     rng = random.Random(5)
     entries, ref = [], {}
     while len(entries) < 10_000:
@@ -219,20 +217,10 @@ def test_large_table_matches_a_dict_and_stays_fast():
     assert big.classify_macs(mac, vid).tolist() == [ref.get(k, DROP) for k in probe]
     assert big.max_probe > 0  # collisions were walked
 
-    small = ClassifierTable(entries[:10])
-
-    keys = np.array([table_key(v, m) for v, m in probe], np.uint64)
-
-    def cost(t: ClassifierTable) -> float:
-        best = 1.0
-        for _ in range(5):
-            t0 = time.perf_counter()
-            for _ in range(200):
-                t.classify(keys, vid)
-            best = min(best, time.perf_counter() - t0)
-        return best
-
-    assert cost(big) < 3 * cost(small) + 0.002  # a hash: the table's size hardly matters
+    # What keeps a lookup's cost independent of the table's size (timings live in bench/): the
+    # table stays at most half full, and the vectorised probe walk is a handful of passes.
+    assert len(big.hkeys) >= 2 * len(entries)
+    assert 0 < big.max_probe <= 16
 
 
 def test_mac_text_round_trip():
