@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from spp.engine.shm import segment_path
 from spp.instance import log_dir
 from spp.integrations.testbed import Testbed, free_port
@@ -100,3 +102,46 @@ def test_two_demos_at_once_do_not_collide():
         assert "all processes stopped, shared memory removed" in out
         if os.geteuid() == 0:
             assert "3 packets transmitted, 3 received" in out
+
+
+_USER_ON_SPP_PORTS = """
+import subprocess, sys
+from spp.integrations.testbed import Testbed
+
+with Testbed(api_port=7777, pri_port=5555, sec_port=6666, nb_rings=2) as user:
+    nfv = user.launch_nfv(1)
+    nfv.add("ring:0")
+    before = (user.processes(), nfv.status())
+    r = subprocess.run(
+        [sys.executable, "-m", "spp.demo", "--seconds", "1", "--no-netns", "--file-prefix", sys.argv[1]],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )
+    print(r.stdout, r.stderr)
+    assert r.returncode == 0
+    assert "SPP's ports 7777/5555/6666 are in use (another spp-ctl?): left alone," in r.stdout
+    assert "all processes stopped, shared memory removed" in r.stdout
+    assert (user.processes(), nfv.status()) == before, "the user's processes were touched"
+print("USER-UNTOUCHED")
+"""
+
+
+def test_demo_beside_a_user_spp_ctl_on_spps_own_ports_leaves_it_alone():
+    """The reported case: a user's spp-ctl on 7777/5555/6666 and the demo started with no
+    options. It runs on free ports of its own and never drives the user's processes. A network
+    namespace of the test's own makes SPP's ports certainly free for the user's instance."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a network namespace")
+    ns = f"spp-{PREFIX}-ports"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        r = subprocess.run(
+            ["ip", "netns", "exec", ns, sys.executable, "-c", _USER_ON_SPP_PORTS, f"{PREFIX}p"],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            stdin=subprocess.DEVNULL,
+        )
+        assert r.returncode == 0 and "USER-UNTOUCHED" in r.stdout, r.stdout + r.stderr
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
