@@ -21,11 +21,11 @@ tools=(
     lz4:lz4                   # tests: an independent LZ4 frame reader
     dot:graphviz              # spp CLI: topo to svg/png
     tmux:tmux                 # interactive CLI sessions
-    dpdk-testpmd:dpdk-dev     # bench: the named peer
+    dpdk-testpmd:dpdk-dev     # tests and bench: the named peer (vhost-user both sides, phy)
     cc:gcc                    # bench: builds the traffic generator
     git:git                   # bench: records the commit measured
     taskset:util-linux        # bench: CPU pinning
-    stdbuf:coreutils          # bench
+    stdbuf:coreutils          # tests, bench: testpmd's output unbuffered
     iperf3:iperf3             # bench: TCP/UDP through the panel and its peers
     qemu-system-x86_64:qemu-system-x86  # spp vm: guests on vhost-user ports
     unshare:util-linux        # tests: each document's examples in namespaces of their own

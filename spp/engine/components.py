@@ -454,6 +454,7 @@ class ComponentManager:
         burst: int = DEFAULT_BURST,
         vhost_client: bool = False,
         process_name: str = "spp_vf",
+        options: dict[str, str] | None = None,
     ) -> None:
         self.seg = seg
         self.client_id = client_id
@@ -467,7 +468,13 @@ class ComponentManager:
         self.lanes: dict[int, _Lane] = {}
         for lcore in self.worker_lcores:
             pool = BufferPool(seg)
-            ctx = PortContext(seg=seg, pool=pool, client_id=client_id, vhost_client=vhost_client)
+            ctx = PortContext(
+                seg=seg,
+                pool=pool,
+                client_id=client_id,
+                vhost_client=vhost_client,
+                options=dict(options or {}),
+            )
             worker = Worker(pool, name=f"{process_name}{client_id}-lcore{lcore}", burst=burst, lcore=lcore)
             self.lanes[lcore] = _Lane(lcore, pool, ctx, worker)
             worker.start()

@@ -125,17 +125,19 @@ class PatchPanel:
         out = []
         for uid, port in self.ports.items():
             c = port.counters
-            out.append(
-                {
-                    "port": uid.display,
-                    "rx": int(c[RX]),
-                    "rx_drop": int(c[RX_DROP]),
-                    "tx": int(c[TX]),
-                    "tx_drop": int(c[TX_DROP]),
-                    # Not in SPP: drops by reason and offload work done (zeros left out).
-                    "xstats": xstats_dict(port.xstats),
-                }
-            )
+            entry: dict[str, object] = {
+                "port": uid.display,
+                "rx": int(c[RX]),
+                "rx_drop": int(c[RX_DROP]),
+                "tx": int(c[TX]),
+                "tx_drop": int(c[TX_DROP]),
+                # Not in SPP: drops by reason and offload work done (zeros left out).
+                "xstats": xstats_dict(port.xstats),
+            }
+            info = getattr(port, "info", None)
+            if info is not None:  # a vhost port's peer: socket, connected, errors
+                entry.update(info())
+            out.append(entry)
         return out
 
     # -- internals -----------------------------------------------------------------------------

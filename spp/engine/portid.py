@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 #: Every type SPP's spp-ctl knows. Which of them a given process can *open* is the driver
 #: registry's business (:mod:`spp.engine.ports`), not the parser's.
-PORT_TYPES = ("phy", "vhost", "ring", "pcap", "nullpmd", "tap", "memif", "pipe")
+PORT_TYPES = ("phy", "vhost", "ring", "pcap", "nullpmd", "tap", "memif", "pipe", "virtio_user")
 
-_UID = re.compile(r"^(?P<type>[a-z]+):(?P<num>\d+)(?:\s*nq\s*(?P<queue>\d+))?$")
+_UID = re.compile(r"^(?P<type>[a-z][a-z_]*):(?P<num>\d+)(?:\s*nq\s*(?P<queue>\d+))?$")
 
 
 class PortUidError(ValueError):

@@ -1,6 +1,6 @@
 """spp_nfv: a secondary that forwards by a patch table.
 
-``spp-nfv [EAL] -- -n CLIENT_ID -s HOST:PORT [--vhost-client]``
+``spp-nfv [EAL] -- -n CLIENT_ID -s HOST:PORT [--vhost-client] [--vhost-dir DIR]``
 
 The first lcore is the master (it answers spp-ctl), the second runs the forwarding worker.
 """
@@ -19,11 +19,11 @@ from spp.engine.shm import Segment, SegmentError
 from spp.engine.worker import DEFAULT_BURST, Worker
 from spp.processes.base import SppProcess, setup_logging
 from spp.processes.commands import PANEL_COMMANDS, Reply, failed, run_panel_command
-from spp.processes.options import OptionError, parse_eal, parse_server, split_eal
+from spp.processes.options import OptionError, parse_eal, parse_server, port_options, split_eal
 
 log = logging.getLogger(__name__)
 
-NFV_ADDABLE = ("ring", "vhost", "pcap", "nullpmd", "tap")
+NFV_ADDABLE = ("ring", "vhost", "pcap", "nullpmd", "tap", "virtio_user")
 
 
 class Nfv(SppProcess):
@@ -38,13 +38,20 @@ class Nfv(SppProcess):
         lcores: list[int],
         vhost_client: bool = False,
         burst: int = DEFAULT_BURST,
+        options: dict[str, str] | None = None,
     ) -> None:
         super().__init__(seg, host, port, client_id, "nfv")
         self.lcores = lcores
         self.name = f"spp_nfv:{client_id}"
         worker_lcore = lcores[1] if len(lcores) > 1 else None
         self.worker = Worker(self.pool, name=f"nfv{client_id}-fwd", burst=burst, lcore=worker_lcore)
-        ctx = PortContext(seg=seg, pool=self.pool, client_id=client_id, vhost_client=vhost_client)
+        ctx = PortContext(
+            seg=seg,
+            pool=self.pool,
+            client_id=client_id,
+            vhost_client=vhost_client,
+            options=dict(options or {}),
+        )
         self.panel = PatchPanel(ctx, self.worker, NFV_ADDABLE)
         for n in range(len(seg.spec.phys)):
             self.panel.register(PortId("phy", n))
@@ -92,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-s", "--server", default="127.0.0.1:6666", help="spp-ctl address for secondaries")
     p.add_argument("--vhost-client", action="store_true", help="vhost-user ports connect as client")
+    p.add_argument("--vhost-dir", help="directory of vhost:N sockets sockN (default /tmp)")
     p.add_argument(
         "--burst", type=int, default=DEFAULT_BURST, help="max packets per burst (default %(default)s)"
     )
@@ -108,8 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         host, port = parse_server(args.server, 6666)
         if not 0 < args.client_id < 128:
             raise OptionError(f"client id {args.client_id} out of range 1..127")
+        options = port_options(eal.vdevs, args.vhost_dir)
         seg = Segment.attach(eal.file_prefix)
-        nfv = Nfv(seg, args.client_id, host, port, eal.lcores, args.vhost_client, args.burst)
+        nfv = Nfv(seg, args.client_id, host, port, eal.lcores, args.vhost_client, args.burst, options)
     except (OptionError, SegmentError) as e:
         print(f"spp-nfv: error: {e}", file=sys.stderr)
         return 1

@@ -157,6 +157,45 @@ def parse_server(text: str, default_port: int) -> tuple[str, int]:
     return host, p
 
 
+#: ``--vdev`` names of virtio devices, as DPDK spells them: name prefix -> (port type, path key)
+_VIRTIO_VDEVS = {
+    "eth_vhost": ("vhost", "iface"),
+    "net_vhost": ("vhost", "iface"),
+    "net_virtio_user": ("virtio_user", "path"),
+    "virtio_user": ("virtio_user", "path"),
+}
+
+
+def is_virtio_vdev(name: str) -> bool:
+    return any(name.startswith(prefix) and name[len(prefix) :].isdigit() for prefix in _VIRTIO_VDEVS)
+
+
+def port_options(vdevs: list[str], vhost_dir: str | None = None) -> dict[str, str]:
+    """Per-port settings for the drivers: the vhost-user socket directory (``--vhost-dir``), and
+    sockets named by ``--vdev eth_vhostN,iface=PATH[,client=1]`` or
+    ``--vdev net_virtio_userN,path=PATH[,server=1]`` (used when ``vhost:N`` / ``virtio_user:N`` is
+    added, as SPP's primary hides vhost vdevs until a process adds them)."""
+    opts: dict[str, str] = {}
+    if vhost_dir is not None:
+        if not os.path.isdir(vhost_dir):
+            raise OptionError(f"--vhost-dir {vhost_dir}: no such directory")
+        opts["vhost-dir"] = vhost_dir
+    for vdev in vdevs:
+        name, params = parse_vdev(vdev)
+        for prefix, (ptype, key) in _VIRTIO_VDEVS.items():
+            num = name[len(prefix) :]
+            if name.startswith(prefix) and num.isdigit():
+                if not params.get(key):
+                    raise OptionError(f"--vdev {vdev}: needs {key}=PATH")
+                opts[f"{ptype}:{int(num)}"] = params[key]
+                mode = "client" if ptype == "vhost" else "server"
+                if params.get(mode, "0") not in ("0", "1"):
+                    raise OptionError(f"--vdev {vdev}: {mode} must be 0 or 1")
+                if params.get(mode) == "1":
+                    opts[f"{ptype}:{int(num)}:{mode}"] = "1"
+    return opts
+
+
 def parse_vdev(text: str) -> tuple[str, dict[str, str]]:
     """``net_af_packet0,iface=veth0`` -> ("net_af_packet0", {"iface": "veth0"})."""
     name, *kvs = text.split(",")

@@ -32,11 +32,19 @@ from spp.instance import log_dir
 from spp.processes.base import SppProcess, setup_logging
 from spp.processes.commands import PANEL_COMMANDS, Reply, failed, run_panel_command, succeeded
 from spp.processes.launcher import REGISTER_TIMEOUT, Launcher, LaunchError
-from spp.processes.options import OptionError, parse_eal, parse_server, parse_vdev, split_eal
+from spp.processes.options import (
+    OptionError,
+    is_virtio_vdev,
+    parse_eal,
+    parse_server,
+    parse_vdev,
+    port_options,
+    split_eal,
+)
 
 log = logging.getLogger(__name__)
 
-PRIMARY_ADDABLE = ("ring", "vhost", "pcap", "nullpmd", "tap")
+PRIMARY_ADDABLE = ("ring", "vhost", "pcap", "nullpmd", "tap", "virtio_user")
 
 
 class Primary(SppProcess):
@@ -50,6 +58,7 @@ class Primary(SppProcess):
         lcores: list[int],
         launcher: Launcher,
         burst: int = DEFAULT_BURST,
+        options: dict[str, str] | None = None,
     ) -> None:
         super().__init__(seg, host, port, 0, "primary")
         self.lcores = lcores
@@ -65,7 +74,7 @@ class Primary(SppProcess):
         self.worker = Worker(
             self.pool, name="primary-fwd", burst=burst, lcore=lcores[1] if self.has_forwarder else None
         )
-        ctx = PortContext(seg=seg, pool=self.pool, client_id=0)
+        ctx = PortContext(seg=seg, pool=self.pool, client_id=0, options=dict(options or {}))
         self.panel = PatchPanel(ctx, self.worker, PRIMARY_ADDABLE)
         for n in range(self.nb_phys):
             self.panel.register(PortId("phy", n))
@@ -260,10 +269,10 @@ def collect_phys(ifaces: list[str], vdevs: list[str], portmask: str | None) -> l
             if "iface" not in params:
                 raise OptionError(f"--vdev {vdev}: af_packet needs iface=NAME")
             candidates.append(params["iface"])
-        else:
+        elif not is_virtio_vdev(name):  # vhost and virtio-user vdevs name sockets; see port_options
             raise OptionError(
-                f"--vdev {vdev}: only net_af_packetN,iface=NAME and net_pcapN,rx_pcap=PATH,tx_pcap=PATH "
-                "devices are supported"
+                f"--vdev {vdev}: supported are net_af_packetN,iface=NAME, net_pcapN,rx_pcap=PATH,"
+                "tx_pcap=PATH, eth_vhostN,iface=PATH and net_virtio_userN,path=PATH"
             )
     if portmask is not None:
         try:
@@ -340,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=REGISTER_TIMEOUT,
         help="seconds a launched secondary gets to register before it is killed (default %(default)s)",
     )
+    p.add_argument("--vhost-dir", help="directory of vhost:N sockets sockN (default /tmp)")
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -360,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         ifaces = [i for arg in args.iface for i in arg.split(",") if i]
         pcaps = collect_pcaps(eal.vdevs)
         phys = collect_phys(ifaces, eal.vdevs, args.portmask)
+        options = port_options(eal.vdevs, args.vhost_dir)
         nb_bufs = args.nb_bufs or max(16384, (args.num_rings + len(phys)) * 2 * args.ring_size + 8192)
         spec = SegmentSpec(
             prefix=eal.file_prefix,
@@ -386,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.log_dir) if args.log_dir else log_dir(eal.file_prefix),
         args.launch_timeout,
     )
-    primary = Primary(seg, host, port, lcores, launcher, args.burst)
+    primary = Primary(seg, host, port, lcores, launcher, args.burst, options)
     if adopted:
         log.warning(
             "took over the segment %s of a primary that had gone; its secondaries %s keep running",

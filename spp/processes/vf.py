@@ -1,13 +1,13 @@
 """spp_vf: a pseudo SR-IOV switch of components wired at run time.
 
-``spp-vf [EAL] -- --client-id ID -s HOST:PORT [--vhost-client]``
+``spp-vf [EAL] -- --client-id ID -s HOST:PORT [--vhost-client] [--vhost-dir DIR]``
 
 The first lcore (``-l``) is the master: it answers spp-ctl. Every other lcore gets a worker
 thread that runs the components started on it (``component start NAME LCORE TYPE``) one after
 the other: ``forward``, ``merge`` and ``classifier`` (also ``classifier_mac``, its old name).
-Ports are ``phy:N`` and ``ring:N`` (``vhost:N`` is recognised and refused until vhost-user is
-supported). The classifier steers by destination MAC and VLAN id; ports may push, rewrite or
-strip an 802.1Q tag on the way in or out. See :mod:`spp.engine.components`.
+Ports are ``phy:N``, ``ring:N`` and ``vhost:N`` (vhost-user sockets for VMs and containers).
+The classifier steers by destination MAC and VLAN id; ports may push, rewrite or strip an 802.1Q
+tag on the way in or out. See :mod:`spp.engine.components`.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ from spp.engine.portid import PortId, PortUidError, parse_port_uid
 from spp.engine.shm import Segment, SegmentError
 from spp.engine.vlan import ADD, DEL, PCP_MAX, VID_MAX, VlanOp
 from spp.processes.base import SppProcess, setup_logging
-from spp.processes.options import OptionError, parse_eal, parse_server, split_eal
+from spp.processes.options import OptionError, parse_eal, parse_server, port_options, split_eal
 from spp.processes.worker_reply import client_id_reply, error, spaced_json, success
 
 log = logging.getLogger(__name__)
@@ -259,6 +259,7 @@ class WorkerSecondary(SppProcess):
         lcores: list[int],
         vhost_client: bool = False,
         burst: int = WORKER_BURST,
+        options: dict[str, str] | None = None,
     ) -> None:
         self.name = f"spp_{self.process_type}:{client_id}"
         super().__init__(seg, host, port, client_id, self.process_type)
@@ -272,6 +273,7 @@ class WorkerSecondary(SppProcess):
             burst=burst,
             vhost_client=vhost_client,
             process_name=self.process_type,
+            options=options,
         )
 
     def dispatch(self, command: str) -> str:
@@ -332,6 +334,7 @@ def build_parser(prog: str, description: str | None = None) -> argparse.Argument
     p.add_argument("--client-id", dest="client_id", type=int, required=True, help="secondary id (1..127)")
     p.add_argument("-s", "--server", default="127.0.0.1:6666", help="spp-ctl address for secondaries")
     p.add_argument("--vhost-client", action="store_true", help="vhost-user ports connect as client")
+    p.add_argument("--vhost-dir", help="directory of vhost:N sockets sockN (default /tmp)")
     p.add_argument(
         "--burst", type=int, default=WORKER_BURST, help="max packets per burst (default %(default)s)"
     )
@@ -352,8 +355,9 @@ def run_main(cls: type[WorkerSecondary], prog: str, argv: list[str] | None) -> i
             raise OptionError(f"client id {args.client_id} out of range 1..127")
         if args.burst < 1:
             raise OptionError(f"--burst {args.burst}: must be at least 1")
+        options = port_options(eal.vdevs, args.vhost_dir)
         seg = Segment.attach(eal.file_prefix)
-        proc = cls(seg, args.client_id, host, port, eal.lcores, args.vhost_client, args.burst)
+        proc = cls(seg, args.client_id, host, port, eal.lcores, args.vhost_client, args.burst, options)
     except (OptionError, SegmentError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1

@@ -56,9 +56,9 @@ EAL_OPTS: tuple[str, ...] = (
 """EAL options spp-ctl passes on, in the order it emits them (SPP's ``EAL_OPTS``)."""
 
 APP_OPTS: dict[str, tuple[str, ...]] = {
-    "spp_nfv": ("-n", "-s", "--vhost-client"),
-    "spp_vf": ("--client-id", "-s", "--vhost-client"),
-    "spp_mirror": ("--client-id", "-s", "--vhost-client"),
+    "spp_nfv": ("-n", "-s", "--vhost-client", "--vhost-dir"),
+    "spp_vf": ("--client-id", "-s", "--vhost-client", "--vhost-dir"),
+    "spp_mirror": ("--client-id", "-s", "--vhost-client", "--vhost-dir"),
     "spp_pcap": ("--client-id", "-s", "-c", "--out-dir", "--fsize"),
 }
 """Application options allowed per program, in emission order (SPP's ``APP_OPTS``)."""

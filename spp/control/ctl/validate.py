@@ -18,10 +18,10 @@ from typing import Any
 
 from .errors import ApiError, KeyInvalid, KeyRequired, shown
 
-PORT_TYPES = ("phy", "vhost", "ring", "pcap", "nullpmd", "tap", "memif", "pipe")
+PORT_TYPES = ("phy", "vhost", "ring", "pcap", "nullpmd", "tap", "memif", "pipe", "virtio_user")
 """Port types spp-ctl accepts anywhere a port UID is expected (spp-api.md §2)."""
 
-_PORT_RE = re.compile(r"(?P<type>[a-z]+):(?P<num>[0-9]+)")
+_PORT_RE = re.compile(r"(?P<type>[a-z][a-z_]*):(?P<num>[0-9]+)")
 _PHY_QUEUE_RE = re.compile(r"phy:[0-9]+nq[0-9]+")
 _MAC_RE = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
 _TOKEN_RE = re.compile(r"[!-~]+")  # printable ASCII, no space: one command-line token

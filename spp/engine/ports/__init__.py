@@ -9,6 +9,11 @@ phy:N      Linux interface via AF_PACKET (TPACKET_V3 rx,   :mod:`.phy`
 tap:N      TUN/TAP device, per file prefix (``vtapN``)     :mod:`.tap`
 pcap:N     rx from /tmp/spp-rxN.pcap, tx to /tmp/spp-txN   :mod:`.pcap`
 nullpmd:N  endless source, bottomless sink                 :mod:`.null`
+vhost:N    vhost-user socket ``<dir>/sockN`` for a VM or   :mod:`.vhost`
+           container (server, or client with
+           --vhost-client)
+virtio_user:N  our virtio-net driver on a vhost-user       :mod:`.virtio_user`
+           socket (client of ``<dir>/sockN``)
 =========  ==============================================  =====================
 """
 
@@ -45,5 +50,11 @@ def open_port(uid: PortId, ctx: PortContext) -> Port:
 
         return TapPort(uid, ctx)
     if uid.type == "vhost":
-        raise PortError(f"{uid}: vhost-user ports are not supported yet")
+        from spp.engine.ports.vhost import VhostPort
+
+        return VhostPort(uid, ctx)
+    if uid.type == "virtio_user":
+        from spp.engine.ports.virtio_user import VirtioUserPort
+
+        return VirtioUserPort(uid, ctx)
     raise PortError(f"{uid}: {uid.type} ports are not supported by this implementation")
