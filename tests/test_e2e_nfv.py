@@ -105,7 +105,7 @@ def test_bad_input_gets_clear_errors_and_traffic_keeps_flowing(bed):
         ("PUT", "/v1/nfvs/1/ports", {"action": "add"}, 400, "key(port) required."),
         ("PUT", "/v1/nfvs/1/ports", {"action": "plug", "port": "ring:1"}, 400, "plug"),
         ("PUT", "/v1/nfvs/1/patches", {"src": "ring:2", "dst": "ring:3"}, 400, "not added"),
-        ("PUT", "/v1/nfvs/1/ports", {"action": "add", "port": "vhost:0"}, 400, "not supported yet"),
+        ("PUT", "/v1/nfvs/1/ports", {"action": "add", "port": "memif:0"}, 400, "memif"),
         ("PUT", "/v1/nfvs/9/ports", {"action": "add", "port": "ring:1"}, 404, "sec_id 9 not found."),
         ("GET", "/v1/nfvs/9", None, 404, "sec_id 9 not found."),
         ("PUT", "/v1/nfvs/1/forward", {"action": "sideways"}, 400, "sideways"),

@@ -61,9 +61,12 @@ def test_ring_beyond_those_created_is_refused(port_ctx):
         open_port(PortId("ring", 9), port_ctx)
 
 
-def test_vhost_says_not_supported_yet(port_ctx):
-    with pytest.raises(PortError, match="not supported yet"):
+def test_vhost_in_a_missing_directory_is_refused(port_ctx, tmp_path):
+    port_ctx.options["vhost-dir"] = str(tmp_path / "missing")
+    with pytest.raises(PortError, match=r"vhost:0: socket directory .*missing does not exist"):
         open_port(PortId("vhost", 0), port_ctx)
+    with pytest.raises(PortError, match="memif ports are not supported"):
+        open_port(PortId("memif", 0), port_ctx)
 
 
 def test_null_port_is_a_source_and_a_sink(port_ctx):

@@ -235,7 +235,7 @@ def test_refused_changes_leave_the_running_config_untouched(mgr, wire):
         (lambda: mgr.attach(ring(1), "tx", "fwd", None), "port rxtx", "already the tx port"),
         (lambda: mgr.attach(ring(5), "rx", "fwd", None), None, "takes at most 1 rx port"),
         (lambda: mgr.attach(ring(9), "tx", "fwd", None), "port", "ring:9 does not exist"),
-        (lambda: mgr.attach(PortId("vhost", 0), "tx", "fwd", None), "port", "not supported yet"),
+        (lambda: mgr.attach(PortId("memif", 0), "tx", "fwd", None), "port", "not supported"),
         (lambda: mgr.attach(ring(5), "rx", "nope", None), "component name", "no component 'nope'"),
         (lambda: mgr.detach(ring(5), "rx", "cls"), None, "is not a rx port"),
         (lambda: mgr.add_entry(entry(MAC_B), ring(3)), "port", "not a tx port of any classifier"),
