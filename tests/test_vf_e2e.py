@@ -234,8 +234,8 @@ def test_bad_requests_are_clear_400s_and_traffic_keeps_flowing(bed):
         (
             "PUT",
             f"{base}/components/fwd/ports",
-            {"action": "attach", "port": "vhost:0", "dir": "tx"},
-            "not supported",
+            {"action": "attach", "port": "pcap:0", "dir": "tx"},
+            "phy, ring and vhost ports only",
         ),
         (
             "PUT",

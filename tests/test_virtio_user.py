@@ -3,7 +3,9 @@ against dpdk-testpmd's net_vhost back-end."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
 import time
 from pathlib import Path
 
@@ -12,7 +14,9 @@ import pytest
 
 from spp.engine.portid import PortId
 from spp.engine.ports import PortContext, open_port
-from spp.engine.ports.base import Port
+from spp.engine.ports.base import WAKES, Port
+from spp.engine.ports.vhost import VhostPort
+from spp.engine.ports.virtio_user import VirtioUserPort
 from spp.integrations.testbed import Testbed, wait_for
 from tests.test_engine_ports import mixed_frames, read_pcap, write_pcap
 from tests.testpmd import Testpmd, needs_testpmd
@@ -22,7 +26,16 @@ from tests.testpmd import Testpmd, needs_testpmd
 FRAMES = [*mixed_frames(400, seed=3), bytes(range(256)) * 8]
 
 
-def exchange(src: Port, dst: Port, frames: list[bytes], timeout: float = 20) -> list[bytes]:
+def drain(port: Port) -> None:
+    """Forget notifications already delivered to ``port`` (its kick or call eventfd)."""
+    fd = port.device._queues[1].kick_fd if isinstance(port, VhostPort) else port.fileno()
+    with contextlib.suppress(BlockingIOError):
+        os.eventfd_read(fd)
+
+
+def exchange(
+    src: Port, dst: Port, frames: list[bytes], timeout: float = 20, wait_fd: int | None = None
+) -> list[bytes]:
     """Send ``frames`` from src to dst (retrying what is refused) and return what dst received.
     At most 128 are in flight, so an echoing peer never finds our receive ring full."""
     pool = src.pool
@@ -32,6 +45,9 @@ def exchange(src: Port, dst: Port, frames: list[bytes], timeout: float = 20) -> 
     while len(got) < len(frames):
         if sent < len(bufs):
             sent += src.tx_burst(bufs[sent : min(len(bufs), len(got) + 128)])
+        if wait_fd is not None:  # dst is asleep: the packets must wake it
+            assert select.select([wait_fd], [], [], timeout)[0], "no notification"
+            wait_fd = None
         r = dst.rx_burst(256)
         got += [pool.read(int(b)) for b in r]
         pool.free(r)
@@ -186,6 +202,38 @@ def test_pool_exhaustion_leaves_packets_in_the_ring(sock_ctx):
         assert [pool.read(int(b)) for b in got] == FRAMES[:100]
         pool.free(got)
         assert np.all(vhost.counters == 0)  # nothing lost, nothing counted as dropped
+    finally:
+        vuser.close()
+        vhost.close()
+
+
+@pytest.mark.parametrize("event_idx", [True, False], ids=["event-idx", "flags"])
+def test_notifications_wake_a_sleeping_side_and_stay_quiet_while_busy(sock_ctx, event_idx):
+    """Kicks (driver -> vhost) and calls (vhost -> driver), with VIRTIO_RING_F_EVENT_IDX or with
+    the NO_NOTIFY / NO_INTERRUPT flags: after prepare_sleep the peer's next packet makes the
+    port's descriptor readable; while the port is busy the peer does not notify."""
+    vhost = open_port(PortId("vhost", 7), sock_ctx)
+    sock_ctx.options["virtio_user:7"] = vhost.path
+    vuser = VirtioUserPort(PortId("virtio_user", 7), sock_ctx, event_idx=event_idx)
+    pool = sock_ctx.pool
+    try:
+        wait_running(vhost, vuser)
+        assert vuser.driver.txq.event_idx is event_idx
+        for sleeper, peer in ((vhost, vuser), (vuser, vhost)):
+            for _ in range(3):
+                assert exchange(peer, sleeper, FRAMES[:1]) == FRAMES[:1]  # busy: notifications off
+                assert sleeper.prepare_sleep(0) == WAKES
+                sleeper.end_sleep()
+                assert exchange(peer, sleeper, FRAMES[:1], wait_fd=sleeper.fileno()) == FRAMES[:1]
+            # busy again: the peer's packets raise no notification
+            assert exchange(peer, sleeper, FRAMES[:1]) == FRAMES[:1]
+            drain(sleeper)
+            bufs = pool.alloc_frames(FRAMES[:1])
+            assert peer.tx_burst(bufs) == 1
+            assert not select.select([sleeper.fileno()], [], [], 0.2)[0]
+            got = sleeper.rx_burst(8)
+            assert len(got) == 1
+            pool.free(got)
     finally:
         vuser.close()
         vhost.close()

@@ -31,14 +31,16 @@ def socket_path(uid: PortId, ctx: PortContext) -> str:
 class VirtioUserPort(Port):
     needs_polling = False
 
-    def __init__(self, uid: PortId, ctx: PortContext) -> None:
+    def __init__(self, uid: PortId, ctx: PortContext, event_idx: bool = True) -> None:
         super().__init__(uid, ctx)
         self.path = socket_path(uid, ctx)
         server = ctx.options.get(f"virtio_user:{uid.num}:server") == "1"
         if server and not os.path.isdir(os.path.dirname(self.path) or "."):
             raise PortError(f"{uid}: socket directory {os.path.dirname(self.path)} does not exist")
         try:
-            self.driver: VirtioUser | None = VirtioUser(self.path, server=server, name=str(uid))
+            self.driver: VirtioUser | None = VirtioUser(
+                self.path, server=server, name=str(uid), event_idx=event_idx
+            )
         except VirtioError as e:
             raise PortError(f"{uid}: {e}") from None
 

@@ -30,8 +30,15 @@ import numpy as np
 
 from spp.engine.pool import BufferPool
 from spp.engine.virtio import defs as d
+from spp.engine.virtio.defs import need_event
 from spp.engine.virtio.memory import RowViews, SharedArea
-from spp.engine.virtio.message import PeerGone, ProtocolError, recv_message, send_message, u64
+from spp.engine.virtio.message import (
+    PeerGone,
+    ProtocolError,
+    recv_message,
+    send_message,
+    u64,
+)
 from spp.engine.virtio.ring import EMPTY, SplitLayout, ring_bytes, ring_read, ring_write
 
 _LOW32 = np.uint64(0xFFFFFFFF)
@@ -45,7 +52,11 @@ RECONNECT_SECONDS = 0.5
 _ARANGE = np.arange(1 << 16, dtype=np.int64)
 
 WANTED_FEATURES = (
-    1 << d.F_VERSION_1 | 1 << d.NET_F_MRG_RXBUF | 1 << d.F_ANY_LAYOUT | 1 << d.USER_F_PROTOCOL_FEATURES
+    1 << d.F_VERSION_1
+    | 1 << d.NET_F_MRG_RXBUF
+    | 1 << d.F_ANY_LAYOUT
+    | 1 << d.USER_F_PROTOCOL_FEATURES
+    | 1 << d.RING_F_EVENT_IDX
 )
 WANTED_PROTOCOL = 1 << d.PROTOCOL_F_REPLY_ACK
 
@@ -88,16 +99,24 @@ class DriverQueue:
         r.avail_idx[0] = 0
         r.used_flags[0] = 0
         r.used_idx[0] = 0
+        r.used_event[0] = 0
+        r.avail_event[0] = 0
         self.avail_idx = 0
         self.last_used = 0
         self.free_ids = np.arange(self.size, dtype=np.int64)[::-1].copy()
         self.nfree = self.size
 
-    def publish(self, ids: np.ndarray) -> None:
+    #: VIRTIO_RING_F_EVENT_IDX negotiated: notifications go by the event indexes, not the flags
+    event_idx = False
+
+    def publish(self, ids: np.ndarray) -> int:
+        """Make ``ids`` available; returns the avail index before, for :meth:`kick`."""
         r = self.ring
+        old = self.avail_idx
         ring_write(r.avail_ring, self.avail_idx, ids)
         self.avail_idx = (self.avail_idx + len(ids)) & 0xFFFF
         r.avail_idx[0] = self.avail_idx
+        return old
 
     def used(self, limit: int) -> tuple[np.ndarray, np.ndarray]:
         r = self.ring
@@ -115,10 +134,16 @@ class DriverQueue:
         self.last_used = (self.last_used + n) & 0xFFFF
         return ids, lens
 
-    def kick(self) -> None:
-        if not self.ring.used_flags[0] & d.VRING_USED_F_NO_NOTIFY:
-            with contextlib.suppress(OSError):
-                os.eventfd_write(self.kick_fd, 1)
+    def kick(self, old: int) -> None:
+        """Notify the back-end of what was published since avail index ``old``, if it asked."""
+        r = self.ring
+        if self.event_idx:
+            if not need_event(int(r.avail_event[0]), self.avail_idx, old):
+                return
+        elif r.used_flags[0] & d.VRING_USED_F_NO_NOTIFY:
+            return
+        with contextlib.suppress(OSError):
+            os.eventfd_write(self.kick_fd, 1)
 
     def close(self) -> None:
         os.close(self.kick_fd)
@@ -128,13 +153,22 @@ class DriverQueue:
 class VirtioUser:
     """A virtio-net device driven from this process over the vhost-user socket ``path``."""
 
-    def __init__(self, path: str, server: bool = False, queue_size: int = 256, name: str = "") -> None:
+    def __init__(
+        self,
+        path: str,
+        server: bool = False,
+        queue_size: int = 256,
+        name: str = "",
+        event_idx: bool = True,
+    ) -> None:
+        """``event_idx=False`` declines VIRTIO_RING_F_EVENT_IDX (notifications by flags only)."""
         if queue_size & (queue_size - 1) or not 0 < queue_size <= 4096:
             raise VirtioError(f"queue size {queue_size} is not a power of two up to 4096")
         self.path = path
         self.server = server
         self.name = name or path
         self.size = queue_size
+        self.wanted = WANTED_FEATURES if event_idx else WANTED_FEATURES & ~(1 << d.RING_F_EVENT_IDX)
         ring_len = _align(sum(ring_bytes(queue_size)) + 8)
         rx_len = queue_size * RX_SLOT
         self.area = SharedArea(2 * ring_len + rx_len + queue_size * TX_SLOT, "spp-virtio-user")
@@ -192,8 +226,7 @@ class VirtioUser:
         q.rows(h)[ids] = self._zero_hdr
         q.rows(width, h)[ids] = self._pool_rows(pool)(width)[bufs]
         q.ring.desc64[ids, 1] = (lens + h).astype(np.uint64)  # len; flags and next 0
-        q.publish(ids)
-        q.kick()
+        q.kick(q.publish(ids))
         return k
 
     def rx_burst(self, pool: BufferPool, max_n: int) -> np.ndarray:
@@ -232,8 +265,9 @@ class VirtioUser:
         if not len(ids):
             return EMPTY
         if self.rx_interrupts:
-            self.rx_interrupts = False
-            q.ring.avail_flags[0] = d.VRING_AVAIL_F_NO_INTERRUPT
+            self.rx_interrupts = False  # busy: we will look again anyway
+            if not q.event_idx:  # (with event indexes, a used event left behind does the same)
+                q.ring.avail_flags[0] = d.VRING_AVAIL_F_NO_INTERRUPT
         h = self.hdr_len
         if int(lens.max()) > RX_SLOT:
             raise ProtocolError(f"used length beyond the {RX_SLOT}-byte receive buffers")
@@ -253,8 +287,7 @@ class VirtioUser:
         if width > 0:
             self._pool_rows(pool)(width)[bufs] = q.rows(width, h)[ids]
         pool.lengths[bufs] = lens
-        q.publish(ids)  # the slots go straight back to the back-end
-        q.kick()
+        q.kick(q.publish(ids))  # the slots go straight back to the back-end
         return bufs
 
     def _rx_merged(
@@ -283,8 +316,7 @@ class VirtioUser:
             n = min(len(f), pool.buf_size)
             pool.data[b, :n] = f[:n]
             pool.lengths[b] = n
-        q.publish(ids[:consumed])
-        q.kick()
+        q.kick(q.publish(ids[:consumed]))
         return out
 
     def prepare_sleep(self) -> bool:
@@ -295,9 +327,11 @@ class VirtioUser:
 
     def _rearm(self) -> bool:
         q = self.rxq
-        if not self.rx_interrupts:
-            self.rx_interrupts = True
+        if q.event_idx:
+            q.ring.used_event[0] = q.last_used  # signal the next used entry
+        elif not self.rx_interrupts:
             q.ring.avail_flags[0] = 0
+        self.rx_interrupts = True
         with contextlib.suppress(OSError):
             os.eventfd_read(q.call_fd)
         return int(q.ring.used_idx[0]) != q.last_used
@@ -418,7 +452,7 @@ class VirtioUser:
         self._protocol = 0
         self._call(conn, d.SET_OWNER)
         offered = struct.unpack("<Q", self._call(conn, d.GET_FEATURES) or b"")[0]
-        features = offered & WANTED_FEATURES
+        features = offered & self.wanted
         if d.has(features, d.USER_F_PROTOCOL_FEATURES):
             proto = struct.unpack("<Q", self._call(conn, d.GET_PROTOCOL_FEATURES) or b"")[0]
             self._call(conn, d.SET_PROTOCOL_FEATURES, u64(proto & WANTED_PROTOCOL))
@@ -430,10 +464,11 @@ class VirtioUser:
             self._zero_hdr = np.zeros(1, np.dtype((np.void, self.hdr_len)))[0]
             for q in (self.rxq, self.txq):
                 q.reset()
+                q.event_idx = d.has(features, d.RING_F_EVENT_IDX)
             # Every receive slot is offered to the back-end at once.
             self.rxq.ring.desc["len"] = RX_SLOT
             self.rxq.ring.desc["flags"] = d.VRING_DESC_F_WRITE
-            self.rxq.publish(_ARANGE[: self.size])
+            self.rxq.publish(_ARANGE[: self.size].astype(np.uint16))
             self.rx_interrupts = True
         a = self.area
         region = struct.pack("<II", 1, 0) + struct.pack("<QQQQ", a.addr, a.size, a.addr, 0)
@@ -442,7 +477,13 @@ class VirtioUser:
             self._call(conn, d.SET_VRING_NUM, struct.pack("<II", index, q.size), ack=True)
             self._call(conn, d.SET_VRING_BASE, struct.pack("<II", index, 0), ack=True)
             addrs = struct.pack(
-                "<IIQQQQ", index, 0, a.addr + q.desc_off, a.addr + q.used_off, a.addr + q.avail_off, 0
+                "<IIQQQQ",
+                index,
+                0,
+                a.addr + q.desc_off,
+                a.addr + q.used_off,
+                a.addr + q.avail_off,
+                0,
             )
             self._call(conn, d.SET_VRING_ADDR, addrs, ack=True)
             self._call(conn, d.SET_VRING_CALL, u64(index), [q.call_fd], ack=True)
@@ -452,7 +493,7 @@ class VirtioUser:
                 self._call(conn, d.SET_VRING_ENABLE, struct.pack("<II", index, 1), ack=True)
         with self.lock:
             self.running = True
-        self.rxq.kick()
+        self.rxq.kick(0)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
