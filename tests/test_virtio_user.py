@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from spp.engine.offload import GSO_TCPV4, NEEDS_CSUM, XS
 from spp.engine.portid import PortId
 from spp.engine.ports import PortContext, open_port
 from spp.engine.ports.base import WAKES, Port
@@ -19,6 +20,7 @@ from spp.engine.ports.vhost import VhostPort
 from spp.engine.ports.virtio_user import VirtioUserPort
 from spp.integrations.testbed import Testbed, wait_for
 from tests.test_engine_ports import mixed_frames, read_pcap, write_pcap
+from tests.test_offload_units import finished, partial, set_vnet
 from tests.testpmd import Testpmd, needs_testpmd
 
 #: mixed sizes, plus a full 2048-byte frame: larger than a 2 KiB receive buffer with its header,
@@ -234,6 +236,45 @@ def test_notifications_wake_a_sleeping_side_and_stay_quiet_while_busy(sock_ctx, 
             got = sleeper.rx_burst(8)
             assert len(got) == 1
             pool.free(got)
+    finally:
+        vuser.close()
+        vhost.close()
+
+
+def test_offload_metadata_is_finished_before_the_guest_sees_it(sock_ctx):
+    """No offload is negotiated with the guest yet: a partial checksum is completed and a TCP
+    aggregate (a large buffer) segmented before vhost:N delivers; the guest gets wire frames."""
+    vhost = open_port(PortId("vhost", 8), sock_ctx)
+    vuser = open_port(PortId("virtio_user", 8), sock_ctx)
+    pool = sock_ctx.pool
+    try:
+        wait_running(vhost, vuser)
+        payload = bytes((j * 7) & 0xFF for j in range(1448 * 5 + 100))
+        agg, start = partial(False, True, 0, payload, 5000, flags=0x19)
+        small, sstart = partial(False, True, 0, b"hello", 77)
+        bufs = pool.alloc_frames([small, agg])
+        assert bufs[1] >= pool.large_base
+        set_vnet(pool, int(bufs[0]), NEEDS_CSUM, 0, 0, 0, sstart, 16)
+        set_vnet(pool, int(bufs[1]), NEEDS_CSUM, GSO_TCPV4, start + 20, 1448, start, 16)
+        assert vhost.tx_burst(bufs) == 2
+        got: list[bytes] = []
+        wait_for(
+            lambda: got.extend(pool.read(int(b)) for b in vuser.rx_burst(64)) or len(got) >= 7, 10, "frames"
+        )
+        want = [finished(False, True, 0, b"hello", 77, 0x18, 7)] + [
+            finished(
+                False,
+                True,
+                0,
+                payload[k * 1448 : (k + 1) * 1448],
+                5000 + k * 1448,
+                0x19 if k == 5 else 0x10,
+                7 + k,
+            )
+            for k in range(6)
+        ]
+        assert got == want
+        assert vhost.xstats[XS["sw_gso"]] == 1 and vhost.xstats[XS["sw_csum"]] == 1
     finally:
         vuser.close()
         vhost.close()

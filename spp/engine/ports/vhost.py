@@ -1,7 +1,9 @@
 """``vhost:N``: a vhost-user port, the socket a VM's or container's virtio-net attaches to.
 
 SPP's ``eth_vhostN,iface=/tmp/sockN``: what the port transmits the guest receives, what the
-guest transmits the port receives. Server mode (default) creates ``<dir>/sockN`` and waits for
+guest transmits the port receives. No offload is negotiated with the guest yet: what the port
+transmits is finished in software first (:func:`spp.engine.offload.finish`: partial checksums
+completed, aggregates segmented). Server mode (default) creates ``<dir>/sockN`` and waits for
 QEMU or a ``net_virtio_user`` application to connect; with ``--vhost-client`` the port connects
 to a socket the VM's QEMU owns, and keeps retrying until it appears (networking-spp adds ports
 before VMs start) or after it goes away. The directory is ``/tmp`` unless the process was given
@@ -20,6 +22,7 @@ import threading
 
 import numpy as np
 
+from spp.engine import offload
 from spp.engine.portid import PortId
 from spp.engine.ports.base import PENDING, RX_DROP, TX_DROP, WAKES, Port, PortContext, PortError
 from spp.engine.virtio.backend import VhostDevice, VhostError
@@ -73,6 +76,18 @@ def release(device: VhostDevice) -> None:
     device.close()
 
 
+def claim(port: Port, bufs: np.ndarray, out: np.ndarray, taken: int) -> int:
+    """The transmit result for the caller of ``tx_burst(bufs)`` when ``out`` was sent instead
+    (offload.finish segmented or dropped some): the port owns the whole burst then, frees what
+    the peer refused and counts it, as the pcap port does."""
+    if out is bufs:
+        return taken
+    if taken < len(out):
+        port.pool.free(out[taken:])
+        port.counters[TX_DROP] += len(out) - taken
+    return len(bufs)
+
+
 class VhostPort(Port):
     needs_polling = False
 
@@ -95,10 +110,11 @@ class VhostPort(Port):
         device = self.device
         if device is None or not len(bufs):
             return 0
-        taken, too_large = device.transmit(self.pool, bufs)
+        out = offload.finish(self.pool, bufs, self.xstats)
+        taken, too_large = device.transmit(self.pool, out)
         if too_large:
             self.counters[TX_DROP] += too_large
-        return taken
+        return claim(self, bufs, out, taken)
 
     def fileno(self) -> int | None:
         return self.device.fileno() if self.device is not None else None

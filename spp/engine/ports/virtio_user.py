@@ -14,9 +14,14 @@ import os
 
 import numpy as np
 
+from spp.engine import offload
 from spp.engine.portid import PortId
-from spp.engine.ports.base import PENDING, WAKES, Port, PortContext, PortError
-from spp.engine.virtio.frontend import VirtioError, VirtioUser
+from spp.engine.ports.base import PENDING, TX_DROP, WAKES, Port, PortContext, PortError
+from spp.engine.ports.vhost import claim
+from spp.engine.virtio.defs import NET_HDR_LEN
+from spp.engine.virtio.frontend import TX_SLOT, VirtioError, VirtioUser
+
+MAX_FRAME = TX_SLOT - NET_HDR_LEN
 
 EMPTY = np.empty(0, np.uint32)
 
@@ -50,7 +55,16 @@ class VirtioUserPort(Port):
 
     def tx_burst(self, bufs: np.ndarray) -> int:
         drv = self.driver
-        return drv.tx_burst(self.pool, bufs) if drv is not None else 0
+        if drv is None or not len(bufs):
+            return 0
+        out = offload.finish(self.pool, bufs, self.xstats)
+        long = self.pool.lengths[out] > MAX_FRAME
+        if long.any():  # a jumbo frame has no slot here (the back-end would need merged tx)
+            self.xstats[offload.XS["tx_refused"]] += int(np.count_nonzero(long))
+            self.pool.free(out[long])
+            self.counters[TX_DROP] += int(np.count_nonzero(long))
+            out = out[~long]
+        return claim(self, bufs, out, drv.tx_burst(self.pool, out))
 
     def fileno(self) -> int | None:
         return self.driver.fileno() if self.driver is not None else None

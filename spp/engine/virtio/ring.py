@@ -328,6 +328,7 @@ class DeviceRing:
             off, inside = self.mem.offsets(d["addr"], need)
             fast = ((flags & (VRING_DESC_F_NEXT | VRING_DESC_F_INDIRECT)) == 0) & (dlen >= need) & inside
             fast &= (flags & VRING_DESC_F_WRITE) != 0
+            fast &= lens <= pool.buf_size  # a large buffer's frame spans rows: the per-packet path
             k = n if fast.all() else int(np.argmin(fast))  # the leading run of simple packets
             if k:
                 width = int(need[:k].max())
@@ -369,7 +370,7 @@ class DeviceRing:
         h = self.hdr_len
         need = pool.lengths[batch].astype(np.int64) + h
         width = int(need.max())
-        if int((word & _LOW32).min()) < width:
+        if width - h > pool.buf_size or int((word & _LOW32).min()) < width:
             return False
         start, end = self.mem.single  # type: ignore[misc]
         off = g[:, 0].view(np.int64) - self.mem.lo
@@ -387,7 +388,7 @@ class DeviceRing:
     def _deliver_one(self, pool: BufferPool, buf: int, mergeable: bool) -> int:
         """One packet across a descriptor chain, or (mergeable) across several buffers."""
         ln = int(pool.lengths[buf])
-        payload = np.concatenate([self.hdr_template, pool.data[buf, :ln]])
+        payload = np.concatenate([self.hdr_template, pool.frame(buf, ln)])
         avail = (int(self.ring.avail_idx[0]) - self.last_avail) & 0xFFFF
         plan: list[tuple[int, list[tuple[int, int]]]] = []
         room = 0
