@@ -181,7 +181,7 @@ def test_primary_vdev_names_the_pcap_files_of_the_instance(tmp_path):
         ("net_pcapX,rx_pcap=/tmp/a", "net_pcapN"),
         ("net_pcap1,rx_pcap=/tmp/a,bogus=1", "unknown key"),
         ("net_pcap1,rx_pcap=/tmp/a,tx_pcap=/tmp/a", "different files"),
-        ("net_tap0,iface=x", "only net_af_packetN"),
+        ("net_tap0,iface=x", "supported are net_af_packetN"),
     ],
 )
 def test_primary_refuses_bad_pcap_vdevs(vdev, message):
