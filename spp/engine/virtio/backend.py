@@ -22,7 +22,6 @@ import logging
 import os
 import select
 import socket
-import stat
 import struct
 import threading
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import numpy as np
 
 from spp.engine.pool import BufferPool
 from spp.engine.virtio import defs as d
+from spp.engine.virtio import unixsock
 from spp.engine.virtio.memory import GuestMemory, MemoryError_, Region
 from spp.engine.virtio.message import Message, PeerGone, ProtocolError, recv_message, send_reply, u64
 from spp.engine.virtio.ring import EMPTY, DeviceRing, RingError, ring_bytes
@@ -104,7 +104,7 @@ class VhostDevice:
         self._listener: socket.socket | None = None
         self._inode: int | None = None
         if not client:
-            self._listener = self._listen(path)
+            self._listener, self._inode = unixsock.listen(path, VhostError)
         self._thread = threading.Thread(target=self._serve, name=f"vhost-user {self.name}", daemon=True)
         self._thread.start()
 
@@ -170,48 +170,8 @@ class VhostDevice:
 
     # -- the socket ----------------------------------------------------------------------------
 
-    def _listen(self, path: str) -> socket.socket:
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            pass
-        else:
-            if not stat.S_ISSOCK(st.st_mode):
-                raise VhostError(f"{path} exists and is not a socket")
-            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                probe.connect(path)
-            except OSError:
-                os.unlink(path)  # a stale socket nobody listens on (a process that died)
-            else:
-                raise VhostError(f"{path} is in use by another vhost-user server")
-            finally:
-                probe.close()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        try:
-            sock.bind(path)
-            sock.listen(1)
-        except OSError as e:
-            sock.close()
-            raise VhostError(f"cannot listen on {path}: {e.strerror}") from None
-        self._inode = os.stat(path).st_ino
-        return sock
-
-    def _wait(self, fd: int, timeout: float | None) -> bool:
-        """Wait for ``fd``; False when the device is being closed."""
-        p = select.poll()
-        p.register(fd, select.POLLIN)
-        p.register(self._stop_fd, select.POLLIN)
-        events = p.poll(None if timeout is None else int(timeout * 1000))
-        return not any(f == self._stop_fd for f, _ in events)
-
-    def _stopping(self) -> bool:
-        p = select.poll()
-        p.register(self._stop_fd, select.POLLIN)
-        return bool(p.poll(0))
-
     def _serve(self) -> None:
-        while not self._stopping():
+        while not unixsock.is_signalled(self._stop_fd):
             conn = self._next_connection()
             if conn is None:
                 continue
@@ -220,7 +180,7 @@ class VhostDevice:
             self.connected = True
             log.info("%s: front-end connected", self.name)
             try:
-                while self._wait(conn.fileno(), None):
+                while unixsock.wait_readable(conn.fileno(), self._stop_fd, None):
                     msg = recv_message(conn)
                     try:
                         self._handle(conn, msg)
@@ -244,7 +204,7 @@ class VhostDevice:
 
     def _next_connection(self) -> socket.socket | None:
         if self._listener is not None:
-            if not self._wait(self._listener.fileno(), None):
+            if not unixsock.wait_readable(self._listener.fileno(), self._stop_fd, None):
                 return None
             try:
                 conn, _ = self._listener.accept()
@@ -258,7 +218,7 @@ class VhostDevice:
             sock.close()
             if e.errno not in (errno.ENOENT, errno.ECONNREFUSED, errno.EAGAIN):
                 self.last_error = f"connect {self.path}: {e.strerror}"
-            self._wait(self._stop_fd, RECONNECT_SECONDS)
+            unixsock.wait_readable(self._stop_fd, self._stop_fd, RECONNECT_SECONDS)
             return None
         return sock
 
@@ -274,9 +234,7 @@ class VhostDevice:
         self._reset()
         if self._listener is not None:
             self._listener.close()
-            with contextlib.suppress(OSError):
-                if os.stat(self.path).st_ino == self._inode:
-                    os.unlink(self.path)
+            unixsock.unlink_if_ours(self.path, self._inode)
         self.epoll.close()
         os.close(self._stop_fd)
 

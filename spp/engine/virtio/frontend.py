@@ -20,9 +20,7 @@ import contextlib
 import errno
 import logging
 import os
-import select
 import socket
-import stat
 import struct
 import threading
 
@@ -30,6 +28,7 @@ import numpy as np
 
 from spp.engine.pool import BufferPool
 from spp.engine.virtio import defs as d
+from spp.engine.virtio import unixsock
 from spp.engine.virtio.defs import need_event
 from spp.engine.virtio.memory import RowViews, SharedArea
 from spp.engine.virtio.message import (
@@ -189,7 +188,7 @@ class VirtioUser:
         self._listener: socket.socket | None = None
         self._inode: int | None = None
         if server:
-            self._listener = self._listen(path)
+            self._listener, self._inode = unixsock.listen(path, VirtioError)
         self._thread = threading.Thread(target=self._serve, name=f"virtio-user {self.name}", daemon=True)
         self._thread.start()
 
@@ -342,44 +341,9 @@ class VirtioUser:
 
     # -- connection ----------------------------------------------------------------------------
 
-    def _listen(self, path: str) -> socket.socket:
-        with contextlib.suppress(FileNotFoundError):
-            if not stat.S_ISSOCK(os.lstat(path).st_mode):
-                raise VirtioError(f"{path} exists and is not a socket")
-            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                probe.connect(path)
-            except OSError:
-                os.unlink(path)
-            else:
-                raise VirtioError(f"{path} is in use by another vhost-user server")
-            finally:
-                probe.close()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        try:
-            sock.bind(path)
-            sock.listen(1)
-        except OSError as e:
-            sock.close()
-            raise VirtioError(f"cannot listen on {path}: {e.strerror}") from None
-        self._inode = os.stat(path).st_ino
-        return sock
-
-    def _wait(self, fd: int, timeout: float | None) -> bool:
-        p = select.poll()
-        p.register(fd, select.POLLIN)
-        p.register(self._stop_fd, select.POLLIN)
-        events = p.poll(None if timeout is None else int(timeout * 1000))
-        return not any(f == self._stop_fd for f, _ in events)
-
-    def _stopping(self) -> bool:
-        p = select.poll()
-        p.register(self._stop_fd, select.POLLIN)
-        return bool(p.poll(0))
-
     def _connect(self) -> socket.socket | None:
         if self._listener is not None:
-            if not self._wait(self._listener.fileno(), None):
+            if not unixsock.wait_readable(self._listener.fileno(), self._stop_fd, None):
                 return None
             try:
                 return self._listener.accept()[0]
@@ -392,12 +356,12 @@ class VirtioUser:
             sock.close()
             if e.errno not in (errno.ENOENT, errno.ECONNREFUSED):
                 self.last_error = f"connect {self.path}: {e.strerror}"
-            self._wait(self._stop_fd, RECONNECT_SECONDS)
+            unixsock.wait_readable(self._stop_fd, self._stop_fd, RECONNECT_SECONDS)
             return None
         return sock
 
     def _serve(self) -> None:
-        while not self._stopping():
+        while not unixsock.is_signalled(self._stop_fd):
             conn = self._connect()
             if conn is None:
                 continue
@@ -407,7 +371,7 @@ class VirtioUser:
                 self.connected = True
                 self.connections += 1
                 log.info("%s: connected, features %#x", self.name, self.features)
-                while self._wait(conn.fileno(), None):
+                while unixsock.wait_readable(conn.fileno(), self._stop_fd, None):
                     msg = recv_message(conn)  # the back-end sends nothing unasked: EOF or garbage
                     msg.close_fds()
                     raise ProtocolError(f"unexpected message {msg.request} from the back-end")
@@ -424,7 +388,7 @@ class VirtioUser:
                 self._conn = None
                 conn.close()
             if self._listener is None:
-                self._wait(self._stop_fd, RECONNECT_SECONDS)
+                unixsock.wait_readable(self._stop_fd, self._stop_fd, RECONNECT_SECONDS)
 
     def _call(
         self,
@@ -507,9 +471,7 @@ class VirtioUser:
             self.running = False
         if self._listener is not None:
             self._listener.close()
-            with contextlib.suppress(OSError):
-                if os.stat(self.path).st_ino == self._inode:
-                    os.unlink(self.path)
+            unixsock.unlink_if_ours(self.path, self._inode)
         self.rxq.close()
         self.txq.close()
         os.close(self._stop_fd)
