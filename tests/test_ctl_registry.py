@@ -158,6 +158,7 @@ def test_killed_process_dropped_from_processes(ctl):
 
 def test_processes_probe_drops_unresponsive_secondary(ctl):
     alive = ctl.connect("nfv", 1)
+    assert ctl.wait_until(lambda: len(ctl.processes()) == 1)  # registered first: listed first
     mute = ctl.connect("vf", 2)
     assert ctl.wait_until(lambda: len(ctl.processes()) == 2)
     mute.silent = True
