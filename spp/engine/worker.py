@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 from spp.engine import doorbell
 from spp.engine.pool import BufferPool
-from spp.engine.ports.base import PENDING, POLL, RX, TX, TX_DROP, Port, Step
+from spp.engine.ports.base import PENDING, POLL, RX, TX, TX_DROP, Port, Step, forward_burst
 
 log = logging.getLogger(__name__)
 
@@ -59,21 +59,6 @@ class Route:
 
     def run(self, burst: int) -> int:
         return forward_burst(self.src, self.dst, burst)
-
-
-def forward_burst(src: Port, dst: Port, burst: int) -> int:
-    """Receive a burst on ``src``, send it on ``dst``, free and count what ``dst`` refused."""
-    bufs = src.rx_burst(burst)
-    n = len(bufs)
-    if n == 0:
-        return 0
-    src.counters[RX] += n
-    sent = dst.tx_burst(bufs)
-    dst.counters[TX] += sent
-    if sent < n:
-        src.pool.free(bufs[sent:])
-        dst.counters[TX_DROP] += n - sent
-    return n
 
 
 SLICE_NS = 100_000

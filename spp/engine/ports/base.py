@@ -125,3 +125,18 @@ class Step(Protocol):
     def inputs(self) -> tuple[Port, ...]: ...
 
     def run(self, burst: int) -> int: ...
+
+
+def forward_burst(src: Port, dst: Port, burst: int) -> int:
+    """Receive a burst on ``src``, send it on ``dst``, free and count what ``dst`` refused."""
+    bufs = src.rx_burst(burst)
+    n = len(bufs)
+    if n == 0:
+        return 0
+    src.counters[RX] += n
+    sent = dst.tx_burst(bufs)
+    dst.counters[TX] += sent
+    if sent < n:
+        src.pool.free(bufs[sent:])
+        dst.counters[TX_DROP] += n - sent
+    return n

@@ -63,6 +63,7 @@ from spp.engine.ports.base import (
     PortContext,
     PortError,
     Step,
+    forward_burst,
 )
 from spp.engine.shm import MAX_PHYS
 
@@ -929,7 +930,7 @@ class PhyPort(Port):
         if self._rx is None:
             self._open_rx()
         if self._mode != BUSY or self._trickle:
-            return self._forward_pooled(dst, max_n)  # a trickle: latency matters, not the copy
+            return forward_burst(self, dst, max_n)  # a trickle: latency matters, not the copy
         if dst._tx is None:
             dst._open_tx()
         assert dst._tx is not None and dst._cut_batch is not None
@@ -980,19 +981,6 @@ class PhyPort(Port):
         if self._trickle and not self._held:
             self._go_idle()
         return moved
-
-    def _forward_pooled(self, dst: PhyPort, max_n: int) -> int:
-        """What a Route does: receive into the pool, transmit, free and count what was refused."""
-        bufs = self.rx_burst(max_n)
-        n = len(bufs)
-        if n:
-            self.counters[RX] += n
-            sent = dst.tx_burst(bufs)
-            dst.counters[TX] += sent
-            if sent < n:
-                self.pool.free(bufs[sent:])
-                dst.counters[TX_DROP] += n - sent
-        return n
 
     def fileno(self) -> int | None:
         """Readable while frames wait for us: an epoll set of the ring's socket (a block was
