@@ -188,8 +188,13 @@ def test_ring_counters_survive_port_deletion_and_clear_resets(bed):
     nfv.delete("ring:1")
     assert bed.ring_stats(1)["tx"] == 1024  # the ring is full; the rest was refused
     assert bed.ring_stats(1)["tx_drop"] > 0
+    assert bed.ring_stats(1)["tx_bytes"] == 1024 * 64  # the null source's frames are 64 bytes
+    assert bed.ring_stats(1)["fill"] == 1024
+    mine = [e for e in bed.primary_status()["process_stats"] if e["port"] == "ring:1"]
+    assert [(e["process"], e["client-id"], e["tx"]) for e in mine] == [("nfv", 1, 1024)]
     bed.ok("DELETE", "/v1/primary/status")
-    assert bed.ring_stats(1) == {"id": 1, "rx": 0, "rx_drop": 0, "tx": 0, "tx_drop": 0}
+    zeros = {"id": 1, "rx": 0, "rx_drop": 0, "tx": 0, "tx_drop": 0, "rx_bytes": 0, "tx_bytes": 0}
+    assert {k: v for k, v in bed.ring_stats(1).items() if k in zeros} == zeros
 
 
 def test_primary_pipes_and_no_forwarder_with_one_lcore(bed):

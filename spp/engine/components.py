@@ -57,7 +57,7 @@ from spp.engine.offload import xstats_dict
 from spp.engine.pool import BufferPool
 from spp.engine.portid import PortId
 from spp.engine.ports import Port, PortContext, PortError, open_port
-from spp.engine.ports.base import RX, TX, TX_DROP
+from spp.engine.ports.base import RX, RX_BYTES, TX, TX_BYTES, TX_DROP, burst_bytes
 from spp.engine.shm import Segment
 from spp.engine.vlan import VlanOp, rows
 from spp.engine.worker import DEFAULT_BURST, Worker
@@ -175,7 +175,9 @@ class PortEnd:
         bufs = self.port.rx_burst(burst)
         n = len(bufs)
         if n:
-            self.port.counters[RX] += n
+            port_ctr = self.port.counters
+            port_ctr[RX] += n
+            port_ctr[RX_BYTES] += burst_bytes(self.lengths.take(bufs))
             ctr[C_RX] += n
             if self.vlan is not None:
                 bufs = self._edit(bufs, ctr)
@@ -190,12 +192,17 @@ class PortEnd:
         if n == 0:
             return 0
         port = self.port
+        lengths = self.lengths
+        nbytes = burst_bytes(lengths.take(bufs))  # before tx: what the port took is not ours
         sent = port.tx_burst(bufs)
-        port.counters[TX] += sent
+        port_ctr = port.counters
+        port_ctr[TX] += sent
         if sent < n:
+            nbytes -= burst_bytes(lengths.take(bufs[sent:]))
             self.free(bufs[sent:])
-            port.counters[TX_DROP] += n - sent
+            port_ctr[TX_DROP] += n - sent
             ctr[C_TX_DROP] += n - sent
+        port_ctr[TX_BYTES] += nbytes
         return sent
 
     def _edit(self, bufs: np.ndarray, ctr: np.ndarray) -> np.ndarray:

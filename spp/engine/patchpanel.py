@@ -18,7 +18,7 @@ import threading
 from spp.engine.offload import xstats_dict
 from spp.engine.portid import PortId, parse_port_uid
 from spp.engine.ports import Port, PortContext, PortError, open_port
-from spp.engine.ports.base import RX, RX_DROP, TX, TX_DROP
+from spp.engine.ports.base import RX, RX_BYTES, RX_DROP, TX, TX_BYTES, TX_DROP
 from spp.engine.worker import Route, Worker
 
 log = logging.getLogger(__name__)
@@ -131,6 +131,8 @@ class PatchPanel:
                 "rx_drop": int(c[RX_DROP]),
                 "tx": int(c[TX]),
                 "tx_drop": int(c[TX_DROP]),
+                "rx_bytes": int(c[RX_BYTES]),
+                "tx_bytes": int(c[TX_BYTES]),
                 # Not in SPP: drops by reason and offload work done (zeros left out).
                 "xstats": xstats_dict(port.xstats),
             }

@@ -15,8 +15,8 @@ arguments beyond the file prefix)::
     buf_data    (nb_bufs + nb_large x large_rows) x buf_size bytes
     rings       per ring: head (byte 0), tail (byte 64), doorbell (byte 128) on their own cache
                 lines, then uint32 slots
-    phy_stats   uint64 [MAX_PROCS][MAX_PHYS][4]  rx, rx_drop, tx, tx_drop
-    ring_stats  uint64 [MAX_PROCS][nb_rings][4]
+    phy_stats   uint64 [MAX_PROCS][MAX_PHYS][6]  rx, rx_drop, tx, tx_drop, rx_bytes, tx_bytes
+    ring_stats  uint64 [MAX_PROCS][nb_rings][6]
     procs       uint64 [MAX_PROCS][4]            pid, kind, state, start time of the pid
 
 Buffers are rows of ``buf_data``. The first ``nb_bufs`` rows are the ordinary buffers; after
@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-MAGIC = b"SPPPYSEG3\0\0\0\0\0\0\0"
+MAGIC = b"SPPPYSEG4\0\0\0\0\0\0\0"
 HEADER_SIZE = 64 * 1024
 MAX_PROCS = 128  # client ids 1..127; row 0 is the primary
 MAX_PHYS = 32  # RTE_MAX_ETHPORTS
@@ -56,8 +56,10 @@ LARGE_BYTES = 65536 + 64
 #: struct virtio_net_hdr (<linux/virtio_net.h>), little-endian as virtio 1.0 and vnet_le have it
 VNET_HDR_LEN = 10
 
-# Counter columns, as SPP's struct stats.
-RX, RX_DROP, TX, TX_DROP = range(4)
+# Counter columns: SPP's struct stats, then the bytes of what rx and tx counted (frame lengths as
+# they sit in the buffer: no FCS, preamble or gap), added once per burst from the lengths array.
+RX, RX_DROP, TX, TX_DROP, RX_BYTES, TX_BYTES = range(6)
+NB_COUNTERS = 6
 
 # Process table columns and values.
 P_PID, P_KIND, P_STATE, P_START = range(4)
@@ -165,9 +167,9 @@ class Segment:
         self.ring_stride = _align(RING_CTL + 4 * s.ring_size, 64)
         self.rings_offset = off
         off = _align(off + s.nb_rings * self.ring_stride)
-        self.phy_stats = np.ndarray((MAX_PROCS, MAX_PHYS, 4), np.uint64, mm, off)
+        self.phy_stats = np.ndarray((MAX_PROCS, MAX_PHYS, NB_COUNTERS), np.uint64, mm, off)
         off = _align(off + self.phy_stats.nbytes)
-        self.ring_stats = np.ndarray((MAX_PROCS, max(s.nb_rings, 1), 4), np.uint64, mm, off)
+        self.ring_stats = np.ndarray((MAX_PROCS, max(s.nb_rings, 1), NB_COUNTERS), np.uint64, mm, off)
         off = _align(off + self.ring_stats.nbytes)
         self.procs = np.ndarray((MAX_PROCS, 4), np.uint64, mm, off)
         off = _align(off + self.procs.nbytes)
@@ -186,8 +188,8 @@ class Segment:
         off = _align(off + VNET_HDR_LEN * rows)
         off = _align(off + rows * s.buf_size)
         off = _align(off + s.nb_rings * _align(RING_CTL + 4 * s.ring_size, 64))
-        off = _align(off + MAX_PROCS * MAX_PHYS * 4 * 8)
-        off = _align(off + MAX_PROCS * max(s.nb_rings, 1) * 4 * 8)
+        off = _align(off + MAX_PROCS * MAX_PHYS * NB_COUNTERS * 8)
+        off = _align(off + MAX_PROCS * max(s.nb_rings, 1) * NB_COUNTERS * 8)
         return _align(off + MAX_PROCS * 4 * 8)
 
     @classmethod

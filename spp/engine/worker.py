@@ -36,7 +36,19 @@ from dataclasses import dataclass
 
 from spp.engine import doorbell
 from spp.engine.pool import BufferPool
-from spp.engine.ports.base import PENDING, POLL, RX, TX, TX_DROP, Port, Step, forward_burst
+from spp.engine.ports.base import (
+    PENDING,
+    POLL,
+    RX,
+    RX_BYTES,
+    TX,
+    TX_BYTES,
+    TX_DROP,
+    Port,
+    Step,
+    burst_bytes,
+    forward_burst,
+)
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +167,7 @@ class Worker(threading.Thread):
         max_burst = burst * BURST_GROWTH
         sizes: list[int] = []
         free = self.pool.free
+        lengths = self.pool.lengths
         while not self._quit:
             gen, pending = self._pending
             if gen != gen_seen:
@@ -192,13 +205,18 @@ class Worker(threading.Thread):
                 if n == 0:
                     continue
                 moved += n
-                route.src.counters[RX] += n
+                nbytes = burst_bytes(lengths.take(bufs))  # before tx: sent buffers are not ours
+                src_ctr = route.src.counters
+                src_ctr[RX] += n
+                src_ctr[RX_BYTES] += nbytes
                 sent = route.dst.tx_burst(bufs)
                 dst_ctr = route.dst.counters
                 dst_ctr[TX] += sent
                 if sent < n:
+                    nbytes -= burst_bytes(lengths.take(bufs[sent:]))
                     free(bufs[sent:])
                     dst_ctr[TX_DROP] += n - sent
+                dst_ctr[TX_BYTES] += nbytes
             if moved:
                 idle_since = 0.0
                 idle_sleep = MIN_IDLE

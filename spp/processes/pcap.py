@@ -64,7 +64,7 @@ from spp.engine.pcapfile import GLOBAL_HEADER, pcap_records, pcapng_header, pcap
 from spp.engine.pool import BufferPool
 from spp.engine.portid import PortId, PortUidError, parse_port_uid
 from spp.engine.ports import Port, PortContext, PortError, open_port
-from spp.engine.ports.base import RX
+from spp.engine.ports.base import RX, RX_BYTES, burst_bytes
 from spp.engine.shm import Segment, SegmentError
 from spp.engine.worker import DEFAULT_BURST, Worker
 from spp.processes.base import SppProcess, setup_logging
@@ -368,6 +368,7 @@ class ReceiveStep:
         if n == 0:
             return 0
         self.port.counters[RX] += n
+        self.port.counters[RX_BYTES] += burst_bytes(self.pool.lengths.take(bufs))
         self.received += n
         stamps = self.pool.stamps[bufs]
         if not stamps.all():  # from a producer that does not stamp: the time we received it

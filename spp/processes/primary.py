@@ -26,7 +26,23 @@ from spp.engine import linux
 from spp.engine.patchpanel import PatchPanel
 from spp.engine.portid import PortId, PortUidError, parse_port_uid
 from spp.engine.ports import PortContext
-from spp.engine.shm import RX, RX_DROP, TX, TX_DROP, PhyInfo, Segment, SegmentError, SegmentSpec, sweep_stale
+from spp.engine.ring import HEAD as RING_HEAD
+from spp.engine.ring import TAIL as RING_TAIL
+from spp.engine.shm import (
+    KIND_NAMES,
+    P_KIND,
+    RX,
+    RX_BYTES,
+    RX_DROP,
+    TX,
+    TX_BYTES,
+    TX_DROP,
+    PhyInfo,
+    Segment,
+    SegmentError,
+    SegmentSpec,
+    sweep_stale,
+)
 from spp.engine.worker import DEFAULT_BURST, Worker
 from spp.instance import log_dir
 from spp.processes.base import SppProcess, setup_logging
@@ -64,8 +80,9 @@ class Primary(SppProcess):
         self.lcores = lcores
         self.launcher = launcher
         self.nb_phys = len(seg.spec.phys)
-        self._phy_base = np.zeros((self.nb_phys, 4), np.uint64)
-        self._ring_base = np.zeros((seg.spec.nb_rings, 4), np.uint64)
+        # What ``clear`` saw, per process row: counters are reported relative to it.
+        self._phy_base = np.zeros(seg.phy_stats[:, : self.nb_phys].shape, np.int64)
+        self._ring_base = np.zeros(seg.ring_stats[:, : seg.spec.nb_rings].shape, np.int64)
         self.pipes: dict[int, tuple[int, int]] = {}
         # The port table exists with or without a forwarder lcore: SPP's primary adds and deletes
         # ports (``add ring:N``) in either mode, and scripts rely on it. Only ``forward`` needs
@@ -88,8 +105,8 @@ class Primary(SppProcess):
         if cmd == "status":
             return self.status()
         if cmd == "clear":
-            self._phy_base = self._phy_totals()
-            self._ring_base = self._ring_totals()
+            self._phy_base = self.seg.phy_stats[:, : self.nb_phys].astype(np.int64)
+            self._ring_base = self.seg.ring_stats[:, : self.seg.spec.nb_rings].astype(np.int64)
             return succeeded(cmd)
         if cmd == "launch":
             return self.launch(tokens)
@@ -162,11 +179,40 @@ class Primary(SppProcess):
 
     # -- status --------------------------------------------------------------------------------
 
-    def _phy_totals(self) -> np.ndarray:
-        return self.seg.phy_stats[:, : self.nb_phys, :].sum(axis=0, dtype=np.uint64)
+    def _phy_rows(self) -> np.ndarray:
+        """``[process][phy][counter]`` since the last ``clear`` (int64, never below 0)."""
+        return np.maximum(self.seg.phy_stats[:, : self.nb_phys].astype(np.int64) - self._phy_base, 0)
 
-    def _ring_totals(self) -> np.ndarray:
-        return self.seg.ring_stats[:, : self.seg.spec.nb_rings, :].sum(axis=0, dtype=np.uint64)
+    def _ring_rows(self) -> np.ndarray:
+        rings = self.seg.spec.nb_rings
+        return np.maximum(self.seg.ring_stats[:, :rings].astype(np.int64) - self._ring_base, 0)
+
+    def _ring_fill(self, num: int) -> int:
+        ctl = self.seg.ring_views(num)[0]
+        return max(0, int(ctl[RING_HEAD]) - int(ctl[RING_TAIL]))
+
+    def process_stats(self, phy_rows: np.ndarray, ring_rows: np.ndarray) -> list[dict[str, Any]]:
+        """Not in SPP: each process's own share of the phy and ring counters (the rows the
+        totals are summed from), for rows that counted something; ``/metrics`` labels by it."""
+        out: list[dict[str, Any]] = []
+        for kind, rows in (("phy", phy_rows), ("ring", ring_rows)):
+            for cid, num in zip(*np.nonzero(rows.any(axis=2)), strict=True):
+                c = rows[cid, num]
+                out.append(
+                    {
+                        "process": KIND_NAMES.get(int(self.seg.procs[cid, P_KIND]), "process"),
+                        "client-id": int(cid),
+                        "port": f"{kind}:{num}",
+                        "rx": int(c[RX]),
+                        "rx_drop": int(c[RX_DROP]),
+                        "tx": int(c[TX]),
+                        "tx_drop": int(c[TX_DROP]),
+                        "rx_bytes": int(c[RX_BYTES]),
+                        "tx_bytes": int(c[TX_BYTES]),
+                    }
+                )
+        out.sort(key=lambda e: (e["client-id"], e["port"]))
+        return out
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {"master-lcore": self.lcores[0], "lcores": sorted(self.lcores)}
@@ -176,7 +222,8 @@ class Primary(SppProcess):
                 "ports": self.panel.port_names(),
                 "patches": self.panel.patch_list(),
             }
-        phy = self._phy_totals() - self._phy_base
+        phy_rows, ring_rows = self._phy_rows(), self._ring_rows()
+        phy = phy_rows.sum(axis=0)
         out["phy_ports"] = [
             {
                 "id": n,
@@ -188,10 +235,13 @@ class Primary(SppProcess):
                 "nof_queues": {"rx": 1, "tx": 1},
                 "flow": [],
                 "iface": info.iface,
+                # Not in SPP: bytes of what rx and tx counted (frames without FCS).
+                "rx_bytes": int(phy[n, RX_BYTES]),
+                "tx_bytes": int(phy[n, TX_BYTES]),
             }
             for n, info in enumerate(self.seg.spec.phys)
         ]
-        ring = self._ring_totals() - self._ring_base
+        ring = ring_rows.sum(axis=0)
         out["ring_ports"] = [
             {
                 "id": n,
@@ -199,6 +249,11 @@ class Primary(SppProcess):
                 "rx_drop": int(ring[n, RX_DROP]),
                 "tx": int(ring[n, TX]),
                 "tx_drop": int(ring[n, TX_DROP]),
+                "rx_bytes": int(ring[n, RX_BYTES]),
+                "tx_bytes": int(ring[n, TX_BYTES]),
+                # Not in SPP: packets waiting in the ring now, of how many slots.
+                "fill": self._ring_fill(n),
+                "capacity": self.seg.spec.ring_size,
             }
             for n in range(self.seg.spec.nb_rings)
         ]
@@ -210,6 +265,7 @@ class Primary(SppProcess):
             "large_size": self.seg.spec.nb_large,
             "large_free": int(self.seg.pool_ctl[1]),
         }
+        out["process_stats"] = self.process_stats(phy_rows, ring_rows)
         return out
 
     def shutdown(self) -> None:

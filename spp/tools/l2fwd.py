@@ -30,7 +30,7 @@ import numpy as np
 
 from spp.console import quiet_broken_pipe
 from spp.engine.ports import Port
-from spp.engine.ports.base import RX, RX_DROP, TX, TX_DROP
+from spp.engine.ports.base import RX, RX_BYTES, RX_DROP, TX, TX_BYTES, TX_DROP, burst_bytes
 from spp.engine.worker import DEFAULT_BURST, Worker
 from spp.tools.frames import FieldError, mac_bytes
 from spp.tools.ports import ToolError, ToolPorts, add_port_options, parse_port
@@ -66,7 +66,10 @@ class RewriteRoute:
         n = len(bufs)
         if n == 0:
             return 0
+        lengths = self.src.pool.lengths
+        nbytes = burst_bytes(lengths.take(bufs))
         self.src.counters[RX] += n
+        self.src.counters[RX_BYTES] += nbytes
         data = self.src.pool.data
         rw = self.rewrite
         if rw.swap:
@@ -80,8 +83,10 @@ class RewriteRoute:
         sent = self.dst.tx_burst(bufs)
         self.dst.counters[TX] += sent
         if sent < n:
+            nbytes -= burst_bytes(lengths.take(bufs[sent:]))
             self.src.pool.free(bufs[sent:])
             self.dst.counters[TX_DROP] += n - sent
+        self.dst.counters[TX_BYTES] += nbytes
         return n
 
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from spp.console import quiet_broken_pipe
 from spp.engine.ports import Port
-from spp.engine.ports.base import RX, TX, TX_DROP
+from spp.engine.ports.base import RX, RX_BYTES, TX, TX_BYTES, TX_DROP
 from spp.tools.frames import (
     FieldError,
     FrameBuilder,
@@ -195,7 +195,9 @@ class Generator:
         took = self.tx.tx_burst(bufs)
         self.tx.counters[TX] += took
         self.sent += took
-        self.sent_bytes += int(nbytes[:took].sum())
+        sent_bytes = int(nbytes[:took].sum())
+        self.tx.counters[TX_BYTES] += sent_bytes
+        self.sent_bytes += sent_bytes
         # What the port refused (a full ring, a busy socket) is offered again next pass, in order:
         # a generator waits for its port rather than dropping its own frames.
         self._pending = bufs[took:]
@@ -220,10 +222,12 @@ class Generator:
         if n == 0:
             return 0
         now = time.time_ns()
-        self.rx.counters[RX] += n
         pool = self.pool
+        nbytes = int(pool.lengths[bufs].sum())
+        self.rx.counters[RX] += n
+        self.rx.counters[RX_BYTES] += nbytes
         sig = read_signatures(pool.data, pool.lengths, bufs)
-        self.rx_stats.add(sig.seqs, sig.sent_ns, now, int(pool.lengths[bufs].sum()), sig.others)
+        self.rx_stats.add(sig.seqs, sig.sent_ns, now, nbytes, sig.others)
         pool.free(bufs)
         return n
 

@@ -6,8 +6,9 @@ status); a table is the difference of two samples divided by the time between th
 terminal each table replaces the previous one; in a pipe the tables follow each other, separated
 by a blank line, so ``spp top -n 5 | tee rates.txt`` and ``spp top --once`` work in scripts.
 
-Only spp_pcap's writer counts bytes; every other port counts packets. bit/s is shown where bytes
-are counted and ``n/a`` elsewhere, rather than guessed from a frame size.
+Ports count bytes beside packets (``rx_bytes``/``tx_bytes`` in the primary's and nfv's status), so
+their rows show bit/s; vf/mirror component rows count packets only and show ``n/a`` rather than a
+rate guessed from a frame size. spp_pcap's writer counts the bytes it writes.
 """
 
 from __future__ import annotations
@@ -47,8 +48,9 @@ Counters (in 'pri; status', 'nfv N; status', 'vf N; status', ... and the rates o
   primary rows of 'top' and the phy/ring tables of 'pri; status' are totals over all processes;
   nfv, vf and mirror rows are that process's own share.
 Rates in 'top': pps = packets per second; drop pps = rx_drop + tx_drop (+ drop) per second;
-  bit/s only where the process counts bytes, 'n/a' elsewhere: so far only spp_pcap's writer
-  does, and its bytes are those written to the capture (pcap record headers included);
+  bit/s from the ports' byte counters (frames as in the buffer: no FCS, preamble or gap);
+  'n/a' for vf/mirror components, which count packets only; spp_pcap's writer counts the
+  bytes it writes (pcap record headers included);
   '-' on the first table after a port appeared. k = 10^3, M = 10^6, G = 10^9."""
 
 DEFAULT_INTERVAL = 1.0
@@ -71,7 +73,9 @@ def _primary_rows(st: dict[str, Any]) -> dict[Key, dict[str, int]]:
     for kind, key in (("phy", "phy_ports"), ("ring", "ring_ports")):
         for p in st.get(key) or []:
             drop = int(p.get("rx_drop") or 0) + int(p.get("tx_drop") or 0)
-            rows[("primary", f"{kind}:{p.get('id')}")] = _counters(p.get("rx"), p.get("tx"), drop)
+            rows[("primary", f"{kind}:{p.get('id')}")] = _counters(
+                p.get("rx"), p.get("tx"), drop, rx_bytes=p.get("rx_bytes"), tx_bytes=p.get("tx_bytes")
+            )
     return rows
 
 
@@ -80,7 +84,9 @@ def _nfv_rows(name: str, st: dict[str, Any]) -> dict[Key, dict[str, int]]:
     for p in st.get("stats") or []:
         if isinstance(p, dict) and "port" in p:
             drop = int(p.get("rx_drop") or 0) + int(p.get("tx_drop") or 0)
-            rows[(name, str(p["port"]))] = _counters(p.get("rx"), p.get("tx"), drop)
+            rows[(name, str(p["port"]))] = _counters(
+                p.get("rx"), p.get("tx"), drop, rx_bytes=p.get("rx_bytes"), tx_bytes=p.get("tx_bytes")
+            )
     return rows
 
 
@@ -222,7 +228,7 @@ def format_table(
         right = [f"{row[i]:>{max(widths[i], 8)}}" for i in range(2, len(HEADER))]
         lines.append("  ".join(left + right).rstrip())
     if any(r.rx_bps is None and r.tx_bps is None for r in rows):
-        lines.append("n/a: this port counts packets only, not bytes ('help top' explains every column).")
+        lines.append("n/a: this row counts packets only, not bytes ('help top' explains every column).")
     return lines
 
 

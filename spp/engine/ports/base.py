@@ -18,20 +18,23 @@ import numpy as np
 from spp.engine.offload import new_xstats
 from spp.engine.pool import BufferPool
 from spp.engine.portid import PortId
-from spp.engine.shm import RX, RX_DROP, TX, TX_DROP, Segment
+from spp.engine.shm import NB_COUNTERS, RX, RX_BYTES, RX_DROP, TX, TX_BYTES, TX_DROP, Segment
 
 __all__ = [
     "PENDING",
     "POLL",
     "RX",
+    "RX_BYTES",
     "RX_DROP",
     "TX",
+    "TX_BYTES",
     "TX_DROP",
     "WAKES",
     "Port",
     "PortContext",
     "PortError",
     "Step",
+    "burst_bytes",
 ]
 
 # What a port answers when its worker is about to sleep (:meth:`Port.prepare_sleep`).
@@ -66,9 +69,10 @@ class Port(abc.ABC):
         self.uid = uid
         self.ctx = ctx
         self.pool = ctx.pool
-        # rx, rx_drop, tx, tx_drop. Drivers bind phy and ring ports to the shared rows that the
-        # primary reports; other types keep private counters, reported by the owning process.
-        self.counters = np.zeros(4, np.uint64)
+        # rx, rx_drop, tx, tx_drop, rx_bytes, tx_bytes. Drivers bind phy and ring ports to the
+        # shared rows that the primary reports; other types keep private counters, reported by
+        # the owning process.
+        self.counters = np.zeros(NB_COUNTERS, np.uint64)
         #: drops by reason and offload work done (names in :data:`spp.engine.offload.XSTATS`)
         self.xstats = new_xstats()
 
@@ -127,16 +131,30 @@ class Step(Protocol):
     def run(self, burst: int) -> int: ...
 
 
+burst_bytes = np.add.reduce
+"""``burst_bytes(lengths.take(bufs))``: the bytes of a burst as one uint64, with one gather and one
+reduction (no Python per packet). Taken *before* ``tx_burst``: what a port accepted belongs to it,
+and its buffers may be reused (and their lengths rewritten) at once; what it refused is still ours,
+so tx bytes are the burst's bytes minus the refused ones'."""
+
+
 def forward_burst(src: Port, dst: Port, burst: int) -> int:
     """Receive a burst on ``src``, send it on ``dst``, free and count what ``dst`` refused."""
     bufs = src.rx_burst(burst)
     n = len(bufs)
     if n == 0:
         return 0
-    src.counters[RX] += n
+    lengths = src.pool.lengths
+    nbytes = burst_bytes(lengths.take(bufs))
+    src_ctr = src.counters
+    src_ctr[RX] += n
+    src_ctr[RX_BYTES] += nbytes
     sent = dst.tx_burst(bufs)
-    dst.counters[TX] += sent
+    dst_ctr = dst.counters
+    dst_ctr[TX] += sent
     if sent < n:
+        nbytes -= burst_bytes(lengths.take(bufs[sent:]))
         src.pool.free(bufs[sent:])
-        dst.counters[TX_DROP] += n - sent
+        dst_ctr[TX_DROP] += n - sent
+    dst_ctr[TX_BYTES] += nbytes
     return n

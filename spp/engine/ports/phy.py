@@ -55,14 +55,17 @@ from spp.engine.portid import PortId
 from spp.engine.ports.base import (
     PENDING,
     RX,
+    RX_BYTES,
     RX_DROP,
     TX,
+    TX_BYTES,
     TX_DROP,
     WAKES,
     Port,
     PortContext,
     PortError,
     Step,
+    burst_bytes,
     forward_burst,
 )
 from spp.engine.shm import MAX_PHYS
@@ -946,12 +949,17 @@ class PhyPort(Port):
                 bufs, dry = self._deliver(max_n - moved)
                 n = len(bufs)
                 if n:
+                    lengths = self.pool.lengths
+                    nbytes = burst_bytes(lengths.take(bufs))
                     self.counters[RX] += n
+                    self.counters[RX_BYTES] += nbytes
                     sent = dst.tx_burst(bufs)
                     dst.counters[TX] += sent
                     if sent < n:
+                        nbytes -= burst_bytes(lengths.take(bufs[sent:]))
                         self.pool.free(bufs[sent:])
                         dst.counters[TX_DROP] += n - sent
+                    dst.counters[TX_BYTES] += nbytes
                     moved += n
                 if self._cur >= self._cnt:
                     self._release_block()
@@ -962,7 +970,8 @@ class PhyPort(Port):
             k = min(max_n - moved, self._cnt - c)
             addrs = self._src[c : c + k].astype(np.uint64)
             addrs += self._ring_addr - np.uint64(hdr)
-            lens = self._snap[c : c + k] + hdr if hdr else self._snap[c : c + k]
+            snap = self._snap[c : c + k]
+            lens = snap + hdr if hdr else snap
             batch = dst._cut_batch
             done, err = batch.send(dst._tx.fileno(), addrs, lens)
             if err:
@@ -970,10 +979,14 @@ class PhyPort(Port):
             refused = len(batch.refused)
             if refused:
                 dst.xstats[XS["tx_refused"]] += refused
+            nbytes = burst_bytes(snap)
             self.counters[RX] += k
+            self.counters[RX_BYTES] += nbytes
             dst.counters[TX] += done - refused
             if done - refused < k:
                 dst.counters[TX_DROP] += k - done + refused
+                nbytes = burst_bytes(snap[:done]) - burst_bytes(snap.take(batch.refused))
+            dst.counters[TX_BYTES] += nbytes
             self._cur = c + k
             moved += k
             if self._cur >= self._cnt:
