@@ -391,9 +391,11 @@ class Testbed:
         lcores: str = "0,1",
         main_lcore: int | None = None,
         extra: list[str] | None = None,
+        eal_extra: list[str] | None = None,
     ) -> Secondary:
-        """Start an nfv directly (as a script or spp-runner would) and wait for it to register."""
-        eal = ["-l", lcores, "--file-prefix", self.prefix]
+        """Start an nfv directly (as a script or spp-runner would) and wait for it to register.
+        ``extra`` goes after ``--`` (application options), ``eal_extra`` before (``--vdev``...)."""
+        eal = ["-l", lcores, "--file-prefix", self.prefix, *(eal_extra or [])]
         if main_lcore is not None:
             eal += ["--main-lcore", str(main_lcore)]
         proc = self._spawn(

@@ -166,6 +166,10 @@ _VIRTIO_VDEVS = {
 }
 
 
+#: queue sizes ``net_virtio_userN,queue_size=`` accepts
+QUEUE_SIZES = frozenset(1 << k for k in range(6, 13))
+
+
 def is_virtio_vdev(name: str) -> bool:
     return any(name.startswith(prefix) and name[len(prefix) :].isdigit() for prefix in _VIRTIO_VDEVS)
 
@@ -173,8 +177,8 @@ def is_virtio_vdev(name: str) -> bool:
 def port_options(vdevs: list[str], vhost_dir: str | None = None) -> dict[str, str]:
     """Per-port settings for the drivers: the vhost-user socket directory (``--vhost-dir``), and
     sockets named by ``--vdev eth_vhostN,iface=PATH[,client=1]`` or
-    ``--vdev net_virtio_userN,path=PATH[,server=1]`` (used when ``vhost:N`` / ``virtio_user:N`` is
-    added, as SPP's primary hides vhost vdevs until a process adds them)."""
+    ``--vdev net_virtio_userN,path=PATH[,server=1][,queue_size=N]`` (used when ``vhost:N`` /
+    ``virtio_user:N`` is added, as SPP's primary hides vhost vdevs until a process adds them)."""
     opts: dict[str, str] = {}
     if vhost_dir is not None:
         if not os.path.isdir(vhost_dir):
@@ -193,6 +197,11 @@ def port_options(vdevs: list[str], vhost_dir: str | None = None) -> dict[str, st
                     raise OptionError(f"--vdev {vdev}: {mode} must be 0 or 1")
                 if params.get(mode) == "1":
                     opts[f"{ptype}:{int(num)}:{mode}"] = "1"
+                size = params.get("queue_size")
+                if ptype == "virtio_user" and size is not None:
+                    if not size.isdigit() or int(size) not in QUEUE_SIZES:
+                        raise OptionError(f"--vdev {vdev}: queue_size must be a power of two from 64 to 4096")
+                    opts[f"virtio_user:{int(num)}:queue_size"] = str(int(size))
     return opts
 
 

@@ -3,7 +3,9 @@
 It attaches the panel to a vhost-user back-end as a VM's NIC would: by default as client of
 ``<dir>/sockN`` (so a process can plug into another panel's ``vhost:N``, or into any vhost-user
 switch), or where ``--vdev net_virtio_userN,path=PATH[,server=1]`` says. With ``server=1`` it
-creates the socket and waits for a back-end in client mode. Until the back-end is there,
+creates the socket and waits for a back-end in client mode. ``queue_size=N`` sets the size of
+both virtqueues (default 1024, DPDK's is 256: a Python driver's cost is mostly per burst, and a
+longer ring lets a busy worker move bursts of up to 1024 packets). Until the back-end is there,
 transmit refuses (counted as ``tx_drop``) and receive returns nothing; the driver reconnects by
 itself when the back-end comes back.
 """
@@ -19,7 +21,7 @@ from spp.engine.portid import PortId
 from spp.engine.ports.base import PENDING, TX_DROP, WAKES, Port, PortContext, PortError
 from spp.engine.ports.vhost import claim
 from spp.engine.virtio.defs import NET_HDR_LEN
-from spp.engine.virtio.frontend import TX_SLOT, VirtioError, VirtioUser
+from spp.engine.virtio.frontend import QUEUE_SIZE, TX_SLOT, VirtioError, VirtioUser
 
 MAX_FRAME = TX_SLOT - NET_HDR_LEN
 
@@ -40,11 +42,12 @@ class VirtioUserPort(Port):
         super().__init__(uid, ctx)
         self.path = socket_path(uid, ctx)
         server = ctx.options.get(f"virtio_user:{uid.num}:server") == "1"
+        queue_size = int(ctx.options.get(f"virtio_user:{uid.num}:queue_size") or QUEUE_SIZE)
         if server and not os.path.isdir(os.path.dirname(self.path) or "."):
             raise PortError(f"{uid}: socket directory {os.path.dirname(self.path)} does not exist")
         try:
             self.driver: VirtioUser | None = VirtioUser(
-                self.path, server=server, name=str(uid), event_idx=event_idx
+                self.path, server=server, queue_size=queue_size, name=str(uid), event_idx=event_idx
             )
         except VirtioError as e:
             raise PortError(f"{uid}: {e}") from None
@@ -58,13 +61,22 @@ class VirtioUserPort(Port):
         if drv is None or not len(bufs):
             return 0
         out = offload.finish(self.pool, bufs, self.xstats)
-        long = self.pool.lengths[out] > MAX_FRAME
-        if long.any():  # a jumbo frame has no slot here (the back-end would need merged tx)
-            self.xstats[offload.XS["tx_refused"]] += int(np.count_nonzero(long))
-            self.pool.free(out[long])
-            self.counters[TX_DROP] += int(np.count_nonzero(long))
-            out = out[~long]
+        # Only a large buffer can hold a frame longer than a slot: one reduction of the indices
+        # spares the length gather on ordinary bursts.
+        if len(out) and int(out.max()) >= self.pool.large_base:
+            out = self._refuse_long(out)
         return claim(self, bufs, out, drv.tx_burst(self.pool, out))
+
+    def _refuse_long(self, out: np.ndarray) -> np.ndarray:
+        """Drop and count frames longer than a slot: they have none here (the back-end would
+        need merged transmit buffers)."""
+        long = self.pool.lengths[out] > MAX_FRAME
+        if not long.any():
+            return out
+        self.xstats[offload.XS["tx_refused"]] += int(np.count_nonzero(long))
+        self.pool.free(out[long])
+        self.counters[TX_DROP] += int(np.count_nonzero(long))
+        return out[~long]
 
     def fileno(self) -> int | None:
         return self.driver.fileno() if self.driver is not None else None

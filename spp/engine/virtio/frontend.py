@@ -40,14 +40,14 @@ from spp.engine.virtio.message import (
 )
 from spp.engine.virtio.ring import EMPTY, SplitLayout, ring_bytes, ring_read, ring_write
 
-_LOW32 = np.uint64(0xFFFFFFFF)
-_SHIFT32 = np.uint64(32)
-
 log = logging.getLogger(__name__)
 
 RX_SLOT = 2048  # bytes per receive buffer (header + frame; larger frames come merged)
 TX_SLOT = 2048 + 64  # a transmit slot holds a header and the largest pool buffer
 RECONNECT_SECONDS = 0.5
+#: default virtqueue size: a burst costs mostly a fixed number of array operations, so the ring
+#: must let the worker move bursts of up to 4 x 256 packets
+QUEUE_SIZE = 1024
 _ARANGE = np.arange(1 << 16, dtype=np.int64)
 
 WANTED_FEATURES = (
@@ -102,6 +102,9 @@ class DriverQueue:
         r.avail_event[0] = 0
         self.avail_idx = 0
         self.last_used = 0
+        # Transmit headers stay zero (no offload is asked for), so they are written once here
+        # rather than per packet; the back-end only reads transmit slots.
+        self.slots[:, : d.NET_HDR_LEN] = 0
         self.free_ids = np.arange(self.size, dtype=np.int64)[::-1].copy()
         self.nfree = self.size
 
@@ -117,21 +120,30 @@ class DriverQueue:
         r.avail_idx[0] = self.avail_idx
         return old
 
-    def used(self, limit: int) -> tuple[np.ndarray, np.ndarray]:
-        r = self.ring
-        n = (int(r.used_idx[0]) - self.last_used) & 0xFFFF
+    def _used_count(self, limit: int) -> int:
+        n = (int(self.ring.used_idx[0]) - self.last_used) & 0xFFFF
         if n > self.size:
             raise ProtocolError(f"used index {n} entries ahead on a ring of {self.size}")
-        n = min(n, limit)
+        return min(n, limit)
+
+    def used_ids(self, limit: int) -> np.ndarray:
+        """Descriptors the back-end has finished with (intp, checked), up to ``limit``."""
+        n = self._used_count(limit)
         if not n:
-            return EMPTY, EMPTY
-        entries = ring_read(r.used64, self.last_used, n)
-        ids = (entries & _LOW32).view(np.int64)
-        lens = (entries >> _SHIFT32).view(np.int64)
+            return EMPTY
+        ids = ring_read(self.ring.used_ids, self.last_used, n).astype(np.intp)
         if int(ids.max()) >= self.size:
             raise ProtocolError(f"used id {int(ids.max())} out of a ring of {self.size}")
         self.last_used = (self.last_used + n) & 0xFFFF
-        return ids, lens
+        return ids
+
+    def used(self, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        """Like :meth:`used_ids`, with the lengths the back-end wrote (uint32)."""
+        n = self._used_count(limit)
+        if not n:
+            return EMPTY, EMPTY
+        ids = self.used_ids(n)
+        return ids, ring_read(self.ring.used_lens, (self.last_used - n) & 0xFFFF, n)
 
     def kick(self, old: int) -> None:
         """Notify the back-end of what was published since avail index ``old``, if it asked."""
@@ -156,7 +168,7 @@ class VirtioUser:
         self,
         path: str,
         server: bool = False,
-        queue_size: int = 256,
+        queue_size: int = QUEUE_SIZE,
         name: str = "",
         event_idx: bool = True,
     ) -> None:
@@ -182,7 +194,6 @@ class VirtioUser:
         self.connections = 0
         self.last_error = ""
         self.rx_interrupts = True
-        self._zero_hdr = np.zeros(1, np.dtype((np.void, d.NET_HDR_LEN)))[0]
         self._stop_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._conn: socket.socket | None = None
         self._listener: socket.socket | None = None
@@ -209,22 +220,22 @@ class VirtioUser:
 
     def _tx(self, pool: BufferPool, bufs: np.ndarray) -> int:
         q = self.txq
-        ids, _ = q.used(q.size)
-        if len(ids):
-            q.free_ids[q.nfree : q.nfree + len(ids)] = ids
-            q.nfree += len(ids)
+        done = q.used_ids(q.size)
+        if len(done):
+            q.free_ids[q.nfree : q.nfree + len(done)] = done
+            q.nfree += len(done)
         k = min(len(bufs), q.nfree)
         if not k:
             return 0
         q.nfree -= k
-        ids = q.free_ids[q.nfree : q.nfree + k].copy()
-        bufs = bufs[:k]
-        lens = pool.lengths[bufs].astype(np.int64)
+        ids = q.free_ids[q.nfree : q.nfree + k]  # a view: nothing is pushed back before we return
+        src = bufs[:k].astype(np.intp)  # (a uint32 index array is converted on every use)
+        lens = pool.lengths[src]
         h = self.hdr_len
         width = int(lens.max())  # a pool buffer always fits a slot after the header
-        q.rows(h)[ids] = self._zero_hdr
-        q.rows(width, h)[ids] = self._pool_rows(pool)(width)[bufs]
-        q.ring.desc64[ids, 1] = (lens + h).astype(np.uint64)  # len; flags and next 0
+        if width:
+            q.rows(width, h)[ids] = self._pool_rows(pool)(width)[src]
+        q.ring.desc_len[ids] = lens + h  # flags and next stay 0
         q.kick(q.publish(ids))
         return k
 
@@ -268,24 +279,27 @@ class VirtioUser:
             if not q.event_idx:  # (with event indexes, a used event left behind does the same)
                 q.ring.avail_flags[0] = d.VRING_AVAIL_F_NO_INTERRUPT
         h = self.hdr_len
-        if int(lens.max()) > RX_SLOT:
-            raise ProtocolError(f"used length beyond the {RX_SLOT}-byte receive buffers")
         if h >= 12:
             nbufs = q.num_buffers[ids]
             if (nbufs != 1).any():
-                return self._rx_merged(pool, ids, lens, nbufs)
-        if int(lens.min()) < h:
-            raise ProtocolError("used length shorter than the virtio-net header")
-        lens = lens - h
+                if int(lens.max()) > RX_SLOT:
+                    raise ProtocolError(f"used length beyond the {RX_SLOT}-byte receive buffers")
+                return self._rx_merged(pool, ids, lens.astype(np.int64), nbufs)
+        frame_lens = lens - np.uint32(h)  # unsigned: a length below the header's wraps, and fails
+        longest = int(frame_lens.max())
+        if longest > RX_SLOT - h:
+            raise ProtocolError(
+                f"used length shorter than the virtio-net header or beyond the {RX_SLOT}-byte receive buffers"
+            )
         bufs = pool.alloc(len(ids))
         if len(bufs) < len(ids):  # pool exhausted: leave them in the ring for the next call
             pool.free(bufs)
             q.last_used = (q.last_used - len(ids)) & 0xFFFF
             return EMPTY
-        width = int(lens.max())
-        if width > 0:
-            self._pool_rows(pool)(width)[bufs] = q.rows(width, h)[ids]
-        pool.lengths[bufs] = lens
+        got = bufs.astype(np.intp)
+        if longest:
+            self._pool_rows(pool)(longest)[got] = q.rows(longest, h)[ids]
+        pool.lengths[got] = frame_lens
         q.kick(q.publish(ids))  # the slots go straight back to the back-end
         return bufs
 
@@ -425,7 +439,6 @@ class VirtioUser:
         with self.lock:
             self.features = features
             self.hdr_len = d.net_hdr_len(features)
-            self._zero_hdr = np.zeros(1, np.dtype((np.void, self.hdr_len)))[0]
             for q in (self.rxq, self.txq):
                 q.reset()
                 q.event_idx = d.has(features, d.RING_F_EVENT_IDX)
