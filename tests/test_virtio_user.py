@@ -19,6 +19,7 @@ from spp.engine.ports.base import WAKES, Port
 from spp.engine.ports.vhost import VhostPort
 from spp.engine.ports.virtio_user import VirtioUserPort
 from spp.integrations.testbed import Testbed, wait_for
+from spp.processes.options import OptionError, port_options
 from tests.test_engine_ports import mixed_frames, read_pcap, write_pcap
 from tests.test_offload_units import finished, partial, set_vnet
 from tests.testpmd import Testpmd, needs_testpmd
@@ -277,4 +278,29 @@ def test_offload_metadata_is_finished_before_the_guest_sees_it(sock_ctx):
         assert vhost.xstats[XS["sw_gso"]] == 1 and vhost.xstats[XS["sw_csum"]] == 1
     finally:
         vuser.close()
+        vhost.close()
+
+
+def test_queue_size_from_the_vdev_option(sock_ctx):
+    """``net_virtio_userN,queue_size=N`` sets both rings' size; the default is 1024; a size that
+    is not a power of two in 64..4096 is refused naming the option."""
+    sock_dir = sock_ctx.options["vhost-dir"]
+    sock_ctx.options.update(port_options([f"net_virtio_user6,path={sock_dir}/sock6,queue_size=256"]))
+    assert sock_ctx.options["virtio_user:6:queue_size"] == "256"
+    for bad in ("100", "8192", "x", "32"):
+        with pytest.raises(OptionError, match="queue_size"):
+            port_options([f"net_virtio_user6,path={sock_dir}/sock6,queue_size={bad}"])
+    vhost = open_port(PortId("vhost", 6), sock_ctx)
+    small = open_port(PortId("virtio_user", 6), sock_ctx)
+    default = open_port(PortId("virtio_user", 7), sock_ctx)
+    try:
+        assert small.driver.size == 256 and default.driver.size == 1024
+        wait_running(vhost, small)
+        # more frames than the ring holds, both ways: slots are reused as they come back
+        frames = FRAMES[:400] + FRAMES[:400]
+        assert exchange(small, vhost, frames) == frames
+        assert exchange(vhost, small, frames) == frames
+    finally:
+        default.close()
+        small.close()
         vhost.close()
