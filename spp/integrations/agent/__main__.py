@@ -1,0 +1,5 @@
+import sys
+
+from spp.integrations.agent.cli import main
+
+sys.exit(main())
