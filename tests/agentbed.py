@@ -16,10 +16,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
-
 
 from spp.engine.pool import BufferPool
 from spp.engine.virtio.frontend import VirtioUser
@@ -135,17 +135,28 @@ class AgentHost:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
         kind, _, cid = name.removeprefix("spp_").partition("-")
-        wait_for(lambda: {"type": kind, "client-id": int(cid)} not in self.bed.processes(), 10, f"{name} gone")
+        wait_for(
+            lambda: {"type": kind, "client-id": int(cid)} not in self.bed.processes(), 10, f"{name} gone"
+        )
 
-    def start_agent(self, *extra: str) -> subprocess.Popen[bytes]:
+    def start_agent(self, *extra: str, wait: bool = True) -> subprocess.Popen[bytes]:
         assert self.bed is not None and (self.agent is None or self.agent.poll() is not None)
         argv = [sys.executable, "-m", "spp.integrations.agent", "--etcd", self.endpoints, "--host", self.host]
         argv += ["--api", f"127.0.0.1:{self.bed.api_port}", *extra]
+        builds = self.agent_log().count("data plane built")
         with open(self.agent_log_path, "ab") as log:
             self.agent = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        wait_for(lambda: self.etcd.get(keys.agent_key(self.host)) is not None, 30, "the agent's liveness key")
-        wait_for(lambda: "data plane built" in self.agent_log(), 30, "the agent to build the data plane")
+        if wait:
+            wait_for(lambda: self.agent_log().count("data plane built") > builds, 30, "the agent to start")
         return self.agent
+
+    def pause_agent(self) -> None:
+        assert self.agent is not None
+        os.kill(self.agent.pid, signal.SIGSTOP)
+
+    def resume_agent(self) -> None:
+        assert self.agent is not None
+        os.kill(self.agent.pid, signal.SIGCONT)
 
     def stop_agent(self, sig: int = signal.SIGTERM) -> int | None:
         if self.agent is None:
@@ -158,6 +169,8 @@ class AgentHost:
             try:
                 self.agent.wait(20)
             except subprocess.TimeoutExpired:
+                os.kill(self.agent.pid, signal.SIGUSR1)  # its stacks, into the log
+                time.sleep(1)
                 self.agent.kill()
                 self.agent.wait(5)
         code, self.agent = self.agent.returncode, None
@@ -210,7 +223,9 @@ class AgentHost:
         return self.bed.mirror(2).status()
 
     def table(self) -> list[tuple[str, str, str]]:
-        return sorted((e["type"], e["value"].lower(), e["port"]) for e in self.vf_status()["classifier_table"])
+        return sorted(
+            (e["type"], e["value"].lower(), e["port"]) for e in self.vf_status()["classifier_table"]
+        )
 
     def vlan_ops(self) -> dict[tuple[str, str, str], str]:
         """(component, dir, port) -> operation[:id], for every port with a VLAN operation."""
@@ -289,6 +304,3 @@ def frames_to(mac: str, n: int, vlan: int | None = None, first: int = 0) -> list
     dst = bytes.fromhex(mac.replace(":", ""))
     tag = (0x8100, vlan) if vlan is not None else ()
     return [make_frame(first + i, 80, dst=dst, vlan=tag) for i in range(n)]
-
-
-

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from spp.integrations.agent import keys
+from spp.integrations.agent import keys, tools
 from spp.integrations.agent.localetcd import LocalEtcd
 from spp.integrations.testbed import wait_for
-from tests.agentbed import AgentHost, drain, frames_to, guests, receive, send_from_guest
+from tests.agentbed import AgentHost, drain, etcd_run, frames_to, guests, receive, send_from_guest
 from tests.netutil import is_root
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="needs root for network namespaces and veth")
@@ -106,9 +106,6 @@ def test_replug_after_unplug_and_no_free_vhost(host):
 def test_taas(host, pool, direction):
     """A tap flow copies the source port's traffic (from the wire: IN; from its VM: OUT) to the
     service port's VM; deleting it restores the wiring and frees the mirrors."""
-    from tests.agentbed import etcd_run
-    from spp.integrations.agent import tools
-
     h = host
     assert h.plug("src", MAC1).up and h.plug("svc", MAC2).up
     base_wiring = h.wiring()
@@ -141,9 +138,6 @@ def test_taas(host, pool, direction):
 
 
 def test_unplugging_a_tapped_port_takes_the_tap_down(host):
-    from tests.agentbed import etcd_run
-    from spp.integrations.agent import tools
-
     h = host
     assert h.plug("src", MAC1).up and h.plug("svc", MAC2).up
     base_wiring = h.wiring()

@@ -43,6 +43,12 @@ MAX_BACKOFF = 5.0
 MAX_REFUSALS = 3
 
 
+def _first(group: BaseException) -> BaseException:
+    while isinstance(group, BaseExceptionGroup):
+        group = group.exceptions[0]
+    return group
+
+
 class NotReady(RuntimeError):
     """The host has no usable configuration in etcd yet."""
 
@@ -163,12 +169,19 @@ class Agent:
         if not self.revisions:
             await self._scan()
         self.needs_rebuild = True
-        async with asyncio.TaskGroup() as tg:
-            for prefix in self.watched:
-                tg.create_task(self._watch(prefix))
-            tg.create_task(self._heartbeat())
-            tg.create_task(self._health())
-            tg.create_task(self._worker())
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for prefix in self.watched:
+                    tg.create_task(self._watch(prefix))
+                tg.create_task(self._heartbeat())
+                tg.create_task(self._health())
+                tg.create_task(self._worker())
+        except BaseExceptionGroup as group:
+            for kind in (Compacted, EtcdUnavailable, NotReady):
+                found = group.subgroup(kind)
+                if found is not None:
+                    raise _first(found) from None
+            raise
 
     async def _load_configuration(self) -> None:
         text = await self.etcd.get(keys.configuration_key(self.host))

@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import configparser
 import contextlib
+import faulthandler
 import json
 import logging
 import signal
@@ -161,6 +162,7 @@ async def _serve_until_signal(work: Any) -> None:
 
 
 def run_agent(args: argparse.Namespace) -> int:
+    faulthandler.register(signal.SIGUSR1)  # kill -USR1 prints every thread's stack to stderr
     local: LocalEtcd | None = None
     if args.local_etcd:
         local = LocalEtcd()

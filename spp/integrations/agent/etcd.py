@@ -65,6 +65,7 @@ class KV:
     key: str
     value: str
     mod_revision: int
+    version: int = 1  # puts since the key was (re)created
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ class Etcd:
     async def get_prefix(self, prefix: str) -> tuple[list[KV], int]:
         """Every key under ``prefix`` in key order, and the store's revision of this read."""
         got = await self._call(lambda c: c.get_prefix(prefix.encode()))
-        kvs = [KV(_text(kv.key), _text(kv.value), kv.mod_revision) for kv in got]
+        kvs = [KV(_text(kv.key), _text(kv.value), kv.mod_revision, kv.version) for kv in got]
         return kvs, got.header.revision
 
     async def revision(self) -> int:
@@ -194,7 +195,13 @@ class Etcd:
         return await self._call(lambda c: c.lease(ttl))
 
     async def refresh(self, lease: Any) -> None:
-        await self._call(lambda c: c.refresh_lease(lease.id))
+        """Keep ``lease`` alive; EtcdUnavailable once it has expired (we were cut off too long)."""
+        reply = await self._call(lambda c: c.refresh_lease(lease.id))
+        if reply is None or reply.TTL <= 0:
+            raise EtcdUnavailable(f"etcd {self.endpoint}: lease {lease.id:x} expired")
+
+    async def compact(self, revision: int) -> None:
+        await self._call(lambda c: c.compact(revision, physical=True))
 
     # -- watching ----------------------------------------------------------------------------
 

@@ -1,0 +1,191 @@
+"""spp-agent where things go wrong: the agent killed in the middle of requests, etcd restarted
+with requests pending (and its history compacted), spp_vf and spp_mirror restarted, garbage in
+the keys. Each time: nothing left half-done, no request lost, none done twice (``port_status``
+is written once: its etcd version stays 1)."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+
+import pytest
+
+from spp.integrations.agent import keys, tools
+from spp.integrations.agent.localetcd import LocalEtcd
+from spp.integrations.testbed import wait_for
+from tests.agentbed import AgentHost, etcd_run, frames_to, guests, receive
+from tests.netutil import is_root
+
+pytestmark = pytest.mark.skipif(not is_root(), reason="needs root for network namespaces and veth")
+
+MAC1, MAC2 = "fa:16:3e:00:00:01", "fa:16:3e:00:00:02"
+
+
+@pytest.fixture
+def etcd():
+    with LocalEtcd() as e:
+        yield e
+
+
+@pytest.fixture
+def host(etcd, tmp_path):
+    with AgentHost(etcd.endpoint, "h1", tmp_path) as h:
+        h.start_agent()
+        yield h
+        if h.agent is not None:
+            assert h.stop_agent() == 0, h.agent_log()[-3000:]
+        assert "Traceback" not in h.agent_log(), h.agent_log()[-3000:]
+
+
+def written_once(h: AgentHost, port: str) -> bool:
+    kv = h.etcd.kv(keys.key("port_status", "h1", port))
+    return kv is not None and kv.value == keys.UP and kv.version == 1
+
+
+def expected_table(ports: dict[str, tuple[str, int | None, int]]) -> list[tuple[str, str, str]]:
+    out = []
+    for mac, vlan, vhost in ports.values():
+        ring = f"ring:{2 * vhost}"
+        out.append(("mac", mac, ring) if vlan is None else ("vlan", f"{vlan}/{mac}", ring))
+    return sorted(out)
+
+
+def test_agent_killed_mid_plug_and_restarted(host):
+    h = host
+    base = h.wiring()
+    # 1. The state an agent killed between two steps of a VLAN plug leaves: tag push set up on
+    #    the merger, the classifier's ring detached; no table entry, no status.
+    h.stop_agent(signal.SIGKILL)
+    h.request_plug("p1", MAC1, 0, vlan=200)
+    vf = h.bed.vf(1)
+    vf.detach("ring:1", "rx", "merger")
+    vf.attach("ring:1", "rx", "merger", {"operation": "add", "id": 200, "pcp": 0})
+    vf.detach("ring:0", "tx", "classifier")
+    h.start_agent()
+    h.wait_up("p1")
+    assert written_once(h, "p1")
+    assert h.table() == [("vlan", f"200/{MAC1}", "ring:0")]
+    assert h.vlan_ops() == {("merger", "rx", "ring:1"): "add:200", ("classifier", "tx", "ring:0"): "del"}
+    assert h.wiring() == base
+    # 2. Killed at arbitrary moments while requests come in: each is finished after the restart.
+    rng = random.Random(11)
+    ports = {"p1": (MAC1, 200, 0)}
+    for rnd in range(4):
+        if rnd % 2 == 0:
+            h.request_plug("p2", MAC2, 1, vlan=None if rnd == 0 else 300)
+            ports["p2"] = (MAC2, None if rnd == 0 else 300, 1)
+        else:
+            h.etcd.put(keys.key("action", "h1", "p2"), keys.UNPLUG)
+            ports.pop("p2")
+        time.sleep(rng.uniform(0.0, 0.4))
+        h.stop_agent(signal.SIGKILL)
+        h.start_agent()
+        if "p2" in ports:
+            h.wait_up("p2")
+            assert written_once(h, "p2")
+        else:
+            h.wait_gone("p2")
+            assert h.etcd.get(keys.vhost_key("h1", "phys1", 1)) == keys.FREE
+        assert h.table() == expected_table(ports)
+        assert h.wiring() == base
+    assert written_once(h, "p1")
+
+
+def test_etcd_restarted_with_requests_pending(etcd, host):
+    h = host
+    assert h.plug("p0", MAC1).up
+    h.pause_agent()  # it does not see what follows until etcd is gone
+    h.etcd.put(keys.key("action", "h1", "p0"), keys.UNPLUG)
+    h.request_plug("p2", MAC2, 1, vlan=100)
+    etcd.stop(signal.SIGKILL)
+    h.resume_agent()
+    wait_for(lambda: "reconnecting" in h.agent_log(), 30, "the agent to notice")
+    etcd.start()
+    h.wait_up("p2", timeout=60)
+    h.wait_gone("p0", timeout=60)
+    assert written_once(h, "p2")
+    assert h.table() == [("vlan", f"100/{MAC2}", "ring:2")]
+    # the watch was re-established: a new request is seen
+    assert h.plug("p3", "fa:16:3e:00:00:03").up
+    assert written_once(h, "p3")
+
+
+def test_watch_resumes_after_compaction(etcd, host):
+    """History the agent has not seen is compacted away while it is cut off: it reads
+    everything again instead of missing requests."""
+    h = host
+    h.pause_agent()
+    etcd.stop(signal.SIGKILL)
+    etcd.start()  # the agent's watch is gone, it has not noticed yet
+    h.request_plug("p1", MAC1, 0)
+    for i in range(5):
+        h.etcd.put(f"{keys.ROOT}unrelated/{i}", "x")
+    rev = etcd_run(h.endpoints, lambda e: e.revision())
+    etcd_run(h.endpoints, lambda e: e.compact(rev))
+    h.resume_agent()
+    h.wait_up("p1", timeout=60)
+    assert written_once(h, "p1")
+    assert "compacted" in h.agent_log()
+    assert h.table() == [("mac", MAC1, "ring:0")]
+
+
+def test_spp_vf_restarted(host, pool):
+    h = host
+    assert h.plug("p1", MAC1).up and h.plug("p2", MAC2, vlan=100).up
+    table, ops, wiring = h.table(), h.vlan_ops(), h.wiring()
+    h.kill_worker("spp_vf-1")
+    h.start_vf()  # comes back empty
+    wait_for(lambda: h.table() == table, 30, "the agent to restore the ports")
+    assert h.vlan_ops() == ops and h.wiring() == wiring
+    assert written_once(h, "p1") and written_once(h, "p2")  # nothing was asked twice
+    with guests(h.vdir, 0, 1) as vm:
+        frames = frames_to(MAC1, 3)
+        h.wire.send(frames)
+        assert receive(pool, vm[0], 3) == frames
+
+
+def test_spp_mirror_restarted_with_a_tap(host, pool):
+    h = host
+    assert h.plug("src", MAC1).up and h.plug("svc", MAC2).up
+    assert etcd_run(h.endpoints, lambda e: tools.tap_create(e, "svc", "src", "IN", "tf1"))[1]
+    wiring = h.wiring()
+    h.kill_worker("spp_mirror-2")
+    h.start_mirror()
+    wait_for(lambda: h.wiring() == wiring, 30, "the agent to rewire the tap")
+    with guests(h.vdir, 0, 1) as vm:
+        frames = frames_to(MAC1, 3)
+        h.wire.send(frames)
+        assert receive(pool, vm[0], 3) == frames
+        assert receive(pool, vm[1], 3) == frames
+
+
+def test_garbage_in_the_keys_is_logged_and_skipped(host):
+    h = host
+    bad = {
+        "badjson": ("{not json", keys.PLUG),
+        "badmac": ('{"mac_address": "zz:16:3e:00:00:01", "vhost_id": 0}', keys.PLUG),
+        "novhost": ('{"mac_address": "fa:16:3e:00:00:05", "vhost_id": 42}', keys.PLUG),
+        "unclaimed": ('{"mac_address": "fa:16:3e:00:00:06", "vhost_id": 1}', keys.PLUG),
+        "badaction": ('{"mac_address": "fa:16:3e:00:00:07", "vhost_id": 0}', "replug"),
+        "badvlan": ('{"mac_address": "fa:16:3e:00:00:08", "vhost_id": 0, "vlan_id": 5000}', keys.PLUG),
+    }
+    for port, (bind, action) in bad.items():
+        h.etcd.put(keys.key("bind_port", "h1", port), bind)
+        h.etcd.put(keys.key("action", "h1", port), action)
+    h.etcd.put(keys.key("tap_info", "h1", "tfbad"), "[]")
+    h.etcd.put(keys.key("tap_action", "h1", "tfbad"), keys.PLUG)
+    h.etcd.put(keys.key("action", "h1", "nobind"), keys.PLUG)
+    # a good request after the garbage is carried out, by the same (living) agent
+    assert h.plug("good", MAC1).up
+    assert h.agent.poll() is None
+    log = h.agent_log()
+    for port in [*bad, "nobind"]:
+        assert f"port {port}:" in log and "skipped" in log, port
+        assert h.port_status(port) is None
+    assert "tap flow tfbad:" in log
+    assert h.table() == [("mac", MAC1, "ring:0")]
+    # garbage on a restart, too: the agent starts and still serves
+    h.stop_agent()
+    h.start_agent()
+    assert h.plug("good2", MAC2).up
