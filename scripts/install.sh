@@ -28,6 +28,8 @@ tools=(
     stdbuf:coreutils          # tests, bench: testpmd's output unbuffered
     iperf3:iperf3             # bench: TCP/UDP through the panel and its peers
     qemu-system-x86_64:qemu-system-x86  # spp vm: guests on vhost-user ports
+    etcd:etcd-server          # spp-agent: the local etcd (spp-agent etcd, --local-etcd) and its tests
+    etcdctl:etcd-client       # spp-agent docs: looking at the keys by hand
     unshare:util-linux        # tests: each document's examples in namespaces of their own
 )
 need_apt=()

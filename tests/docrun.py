@@ -40,6 +40,9 @@ import httpx
 RUN_LANGS = ("sh", "console", "spp")
 NOT_RUN_LANGS = ("text",)
 DAEMONS = ("spp-ctl", "spp-primary", "spp-nfv", "spp-vf", "spp-mirror", "spp-pcap")
+#: spp-agent runs in the foreground as the agent (no sub-command) and as ``spp-agent etcd``; its
+#: other sub-commands are tools. Each daemon form is up once its log says so.
+AGENT_READY = {"etcd": "etcd listening on", None: "data plane built"}
 SKIP_MARK = re.compile(r"<!--\s*doc-test:\s*skip\s+(?P<reason>.+?)\s*-->")
 FENCE = re.compile(r"^(?P<indent> *)```(?P<lang>[\w-]*)\s*$")
 PROMPT = "spp > "
@@ -137,6 +140,20 @@ class DocRunner:
         except (httpx.HTTPError, ValueError):
             return None
 
+    @staticmethod
+    def agent_daemon(argv: list[str]) -> str | None:
+        """The line the log of a long-running ``spp-agent`` shows when ready; None for a tool."""
+        if argv[0] != "spp-agent":
+            return None
+        sub, args = None, iter(argv[1:])
+        for arg in args:
+            if arg in ("--etcd", "--host", "--api", "--config-file"):
+                next(args, None)  # the option's value
+            elif not arg.startswith("-"):
+                sub = arg
+                break
+        return AGENT_READY.get(sub)
+
     def start_daemon(self, line: str) -> str:
         argv = shlex.split(line, comments=True)
         log = self.workdir / f"{argv[0]}-{len(self.daemons)}.log"
@@ -150,7 +167,11 @@ class DocRunner:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise AssertionError(f"`{line}` exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
-            if argv[0] == "spp-ctl":
+            ready = self.agent_daemon(argv)
+            if ready is not None:
+                if ready in log.read_text(errors="replace"):
+                    return ""
+            elif argv[0] == "spp-ctl":
                 if self._processes(self._api_port(argv)) is not None:
                     return ""
             elif len(self._processes() or []) > len(before):
@@ -174,7 +195,8 @@ class DocRunner:
     def run_sh(self, block: Block, result: Result) -> None:
         for line in logical_lines(block.body):
             result.commands.append(line)
-            if shlex.split(line, comments=True)[0] in DAEMONS:
+            argv = shlex.split(line, comments=True)
+            if argv[0] in DAEMONS or self.agent_daemon(argv) is not None:
                 self.start_daemon(line)
                 continue
             r = self.run_command(line)
