@@ -189,3 +189,27 @@ def test_garbage_in_the_keys_is_logged_and_skipped(host):
     h.stop_agent()
     h.start_agent()
     assert h.plug("good2", MAC2).up
+
+
+def test_spp_ctl_restarted_with_a_request_pending(host):
+    """spp-ctl goes away (the secondaries keep forwarding and reconnect): a plug asked meanwhile
+    is carried out once spp-ctl and the processes are back, and the plugged port stays."""
+    h = host
+    assert h.plug("p1", MAC1).up
+    ctl = h.bed.procs.pop("spp-ctl")
+    ctl.kill()
+    ctl.wait(10)
+    h.request_plug("p2", MAC2, 1, vlan=100)
+    wait_for(lambda: "spp-ctl" in h.agent_log().split("plugged port p1")[-1], 30, "the agent to notice")
+    h.bed.start_ctl()
+    wait_for(
+        lambda: (
+            {"type": "vf", "client-id": 1} in h.bed.processes()
+            and {"type": "mirror", "client-id": 2} in h.bed.processes()
+        ),
+        30,
+        "the secondaries to register again",
+    )
+    h.wait_up("p2", timeout=60)
+    assert written_once(h, "p1") and written_once(h, "p2")
+    assert h.table() == [("mac", MAC1, "ring:0"), ("vlan", f"100/{MAC2}", "ring:2")]
