@@ -213,3 +213,35 @@ def test_spp_ctl_restarted_with_a_request_pending(host):
     h.wait_up("p2", timeout=60)
     assert written_once(h, "p1") and written_once(h, "p2")
     assert h.table() == [("mac", MAC1, "ring:0"), ("vlan", f"100/{MAC2}", "ring:2")]
+
+
+def test_any_member_of_an_etcd_cluster_may_fail(tmp_path):
+    """Three etcd members; the one the agent uses is killed: the agent moves to another member,
+    and requests written through the others are carried out; the member comes back."""
+    from spp.integrations.testbed import free_port
+
+    peers = [free_port() for _ in range(3)]
+    cluster = ",".join(f"m{i}=http://127.0.0.1:{p}" for i, p in enumerate(peers))
+    members = [LocalEtcd(peer_port=p, name=f"m{i}", cluster=cluster) for i, p in enumerate(peers)]
+    try:
+        for m in members:
+            m.start(wait=False)
+        for m in members:
+            m.wait_ready()
+        endpoints = ",".join(m.endpoint for m in members)
+        with AgentHost(endpoints, "h1", tmp_path) as h:
+            h.start_agent()
+            assert h.plug("p1", MAC1).up
+            members[0].stop(signal.SIGKILL)  # the agent's member (first in its list)
+            h.request_plug("p2", MAC2, 1)  # through another member (the test's client fails over)
+            h.wait_up("p2", timeout=60)
+            assert written_once(h, "p1") and written_once(h, "p2")
+            members[0].start()
+            members[1].stop(signal.SIGKILL)
+            assert h.unplug("p1", wait=60)
+            assert h.table() == [("mac", MAC2, "ring:2")]
+            assert h.stop_agent() == 0
+            assert "Traceback" not in h.agent_log()
+    finally:
+        for m in members:
+            m.close()
