@@ -245,3 +245,27 @@ def test_any_member_of_an_etcd_cluster_may_fail(tmp_path):
     finally:
         for m in members:
             m.close()
+
+
+def test_agent_killed_mid_tap_and_restarted(host):
+    """The state of an agent killed in the middle of wiring a tap's OUT direction (the source's
+    forwarder already detached from its ring, the mirror not yet attached): the restarted agent
+    finishes it, the status written once."""
+    h = host
+    assert h.plug("src", MAC1).up and h.plug("svc", MAC2).up
+    assert etcd_run(h.endpoints, lambda e: tools.tap_create(e, "svc", "src", "BOTH", "tf1"))[1]
+    tapped = h.wiring()
+    info = keys.TapInfo.parse(h.etcd.get(keys.key("tap_info", "h1", "tf1")))
+    h.stop_agent(signal.SIGKILL)
+    mirror = f"mirror_{info.mirror_out}"
+    ring_b = tapped[mirror][0][0]  # the mirror's rx: the ring from the source VM's forwarder
+    h.bed.vf(1).detach(ring_b, "tx", "forward_0_rx")
+    h.bed.mirror(2).detach(ring_b, "rx", mirror)
+    h.bed.mirror(2).detach("ring:1", "tx", mirror)
+    h.etcd.delete(keys.key("tap_status", "h1", "tf1"))
+    assert h.wiring() != tapped
+    h.start_agent()
+    wait_for(lambda: h.etcd.get(keys.key("tap_status", "h1", "tf1")) == keys.UP, 30, "the tap up again")
+    assert h.wiring() == tapped
+    assert h.etcd.kv(keys.key("tap_status", "h1", "tf1")).version == 1
+    assert etcd_run(h.endpoints, lambda e: tools.tap_delete(e, "tf1", wait=30))

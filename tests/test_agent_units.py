@@ -225,3 +225,29 @@ def test_agent_waits_for_its_configuration_and_exits_0_on_sigterm(tmp_path):
                 p.wait()
     text = log.read_text()
     assert "no configuration for host lonely" in text and "Traceback" not in text
+
+
+def test_component_conf_replaces_the_generated_components(tmp_path):
+    """devstack's SPP_COMPONENT_CONF: the "omitting forwarders" layout, many vhosts on 2 cores."""
+    conf = tmp_path / "components.yaml"
+    conf.write_text(
+        "vf:\n"
+        "  - components:\n"
+        "      - {core: 2, type: classifier_mac, name: classifier, rx_port: ['phy:0'],"
+        " tx_port: ['vhost:0', 'vhost:1', 'vhost:2']}\n"
+        "      - {core: 3, type: merge, name: merger, rx_port: ['vhost:0', 'vhost:1', 'vhost:2'],"
+        " tx_port: ['phy:0']}\n"
+    )
+    with LocalEtcd() as etcd:
+        r = agent_cli(
+            "config", "build", "--etcd", etcd.endpoint, "--host", "c1",
+            "--mappings", "00:04.0#phys1#3#0x6", "--component-conf", str(conf),
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["vf"][0]["components"][0]["core"] == 2
+        vhosts = EtcdView(etcd.endpoint).prefix(keys.vhost_prefix("c1"))
+        assert sorted(vhosts) == [keys.vhost_key("c1", "phys1", i) for i in range(3)]
+        assert set(vhosts.values()) == {keys.FREE}
+    assert (
+        len(build_configuration(parse_mappings("0#p#30#" + hex((1 << 64) - 2)))["vf"][0]["components"]) == 62
+    )

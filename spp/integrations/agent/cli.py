@@ -16,6 +16,8 @@ import socket
 import sys
 from typing import Any
 
+import yaml
+
 from spp.console import quiet_broken_pipe
 from spp.integrations.agent import tools
 from spp.integrations.agent.agent import Agent
@@ -91,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--mappings", required=True, metavar="PCI#PHYSNET#NUM_VHOST#CORE_MASK[,...]")
     b.add_argument("--mirror", metavar="NUM#CORE_MASK", help="spp_mirror components for TaaS (SPP_MIRROR)")
     b.add_argument("--force", action="store_true", help="even if ports are bound (their keys go stale)")
+    b.add_argument("--component-conf", metavar="YAML", help="components per NIC (SPP_COMPONENT_CONF)")
     d = csub.add_parser("destroy", help="remove the host's configuration and every key of the host")
     _common(d, suppress=True)
 
@@ -226,7 +229,16 @@ async def _tool(args: argparse.Namespace) -> int:
 async def _tool_body(etcd: Etcd, args: argparse.Namespace) -> int:
     cmd = (args.cmd, getattr(args, "sub", None))
     if cmd == ("config", "build"):
-        config = await tools.config_build(etcd, args.host, args.mappings, args.mirror, args.force)
+        conf = None
+        if args.component_conf:
+            try:
+                with open(args.component_conf) as f:
+                    conf = yaml.safe_load(f)
+            except (OSError, yaml.YAMLError) as e:
+                raise tools.ToolError(f"cannot read {args.component_conf}: {e}") from None
+            if not isinstance(conf, dict):
+                raise tools.ToolError(f"{args.component_conf} is not a mapping")
+        config = await tools.config_build(etcd, args.host, args.mappings, args.mirror, args.force, conf)
         print(json.dumps(config, indent=2))
     elif cmd == ("config", "destroy"):
         await tools.config_destroy(etcd, args.host)

@@ -224,17 +224,38 @@ def cores_of(mask: str, what: str) -> list[int]:
         value = int(mask, 16)
     except ValueError:
         raise BadValue(f"{what}: core mask {mask!r} is not hexadecimal") from None
-    cores = [b for b in range(64) if value >> b & 1]
+    cores = [b for b in range(value.bit_length()) if value >> b & 1]
     if len(cores) < 2:
         raise BadValue(f"{what}: core mask {mask!r} needs a master core and at least one more")
     return cores[1:]
 
 
-def build_configuration(mappings: list[NicMapping], mirror: str | None = None) -> dict[str, Any]:
+def build_configuration(
+    mappings: list[NicMapping], mirror: str | None = None, component_conf: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The default configuration: per vhost a forwarder each way, per NIC a classifier and a
-    merger, one core each; mirrors on rings after the vhosts' (``mirror``: ``<num>#<core_mask>``)."""
+    merger, one core each; mirrors on rings after the vhosts' (``mirror``: ``<num>#<core_mask>``).
+    ``component_conf`` (devstack's ``SPP_COMPONENT_CONF`` YAML: ``vf: [{components: [...]}]``,
+    ``mirror: [...]``) replaces the generated components of a NIC, or the mirrors, where given."""
+    given = component_conf or {}
+    given_vfs = given.get("vf") or []
+    if not isinstance(given_vfs, list):
+        raise BadValue("component configuration: 'vf' must be a list")
     vfs, first = [], 0
     for sec, nic in enumerate(mappings):
+        own = given_vfs[sec] if sec < len(given_vfs) and isinstance(given_vfs[sec], dict) else {}
+        if own.get("components"):
+            vfs.append(
+                {
+                    "physical_network": nic.physnet,
+                    "pci_address": nic.pci,
+                    "num_vhost": nic.num_vhost,
+                    "core_mask": nic.core_mask,
+                    "components": own["components"],
+                }
+            )
+            first += nic.num_vhost
+            continue
         cores = cores_of(nic.core_mask, nic.pci)
         need = 2 * nic.num_vhost + 2
         if len(cores) < need:
@@ -290,7 +311,9 @@ def build_configuration(mappings: list[NicMapping], mirror: str | None = None) -
         )
         first += nic.num_vhost
     config: dict[str, Any] = {"vf": vfs}
-    if mirror:
+    if given.get("mirror"):
+        config["mirror"] = given["mirror"]
+    elif mirror:
         num, _, mask = mirror.partition("#")
         if not num.isdigit() or int(num) < 1 or not mask:
             raise BadValue(f"mirror {mirror!r} is not <num>#<core_mask>")

@@ -35,12 +35,18 @@ class ToolError(RuntimeError):
 
 
 async def config_build(
-    etcd: Etcd, host: str, mappings: str, mirror: str | None = None, force: bool = False
+    etcd: Etcd,
+    host: str,
+    mappings: str,
+    mirror: str | None = None,
+    force: bool = False,
+    component_conf: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write ``configuration/<host>``, every ``vhost/<host>/<physnet>/<id>`` and ``mirror`` key
     as ``None``. Refuses while ports or taps are bound on the host, unless ``force``."""
     try:
-        config = build_configuration(parse_mappings(mappings), mirror)
+        config = build_configuration(parse_mappings(mappings), mirror, component_conf)
+        layout = parse_configuration(json.dumps(config))
     except BadValue as e:
         raise ToolError(str(e)) from None
     if not force:
@@ -54,7 +60,6 @@ async def config_build(
             raise ToolError(
                 f"host {host} has bound ports or taps ({', '.join(used[:3])}...); unplug them or use --force"
             )
-    layout = parse_configuration(json.dumps(config))
     await etcd.put(keys.configuration_key(host), json.dumps(config))
     await etcd.delete_prefix(keys.vhost_prefix(host))
     await etcd.delete_prefix(keys.host_prefix("mirror", host))
