@@ -109,6 +109,8 @@ class Agent:
         self.revisions: dict[str, int] = {}
         self.needs_rebuild = True
         self._ready_logged = False
+        #: held while the data plane is changed: by one request, or by a rebuild
+        self._busy = asyncio.Lock()
 
     # -- keys of this host -------------------------------------------------------------------
 
@@ -255,6 +257,12 @@ class Agent:
             await asyncio.sleep(HEALTH_INTERVAL)
 
     async def _rebuild(self) -> None:
+        """Build what is missing and queue every request again; holds the data plane, so no
+        request is carried out half before and half after it (nor cleared by it)."""
+        async with self._busy:
+            await self._rebuild_locked()
+
+    async def _rebuild_locked(self) -> None:
         dp = DataPlane(self.ctl, self._layout())
         try:
             changes = await dp.build()
@@ -267,9 +275,6 @@ class Agent:
             log.error("cannot build the configured components: %s", e)
             return
         self._ready_logged = False
-        self.needs_rebuild = False
-        self.stats.rebuilds += 1
-        log.info("data plane built (%d change(s)); looking at every request again", changes)
         await self._clear_unclaimed(dp)
         kvs, _ = await self.etcd.get_prefix(self.watched[0])
         for kv in kvs:
@@ -277,6 +282,9 @@ class Agent:
         kvs, _ = await self.etcd.get_prefix(self.watched[1])
         for kv in kvs:
             self.queue.add(_Work("tap", kv.key[len(self.watched[1]) :]))
+        self.needs_rebuild = False
+        self.stats.rebuilds += 1
+        log.info("data plane built (%d change(s)); looking at every request again", changes)
 
     async def _clear_unclaimed(self, dp: DataPlane) -> None:
         """Vhosts no port is bound to must not keep classifier entries from before."""
@@ -304,10 +312,11 @@ class Agent:
                 await asyncio.sleep(0.2)
                 continue
             try:
-                if work.kind == "port":
-                    await self._port(work.ident)
-                else:
-                    await self._tap(work.ident)
+                async with self._busy:
+                    if work.kind == "port":
+                        await self._port(work.ident)
+                    else:
+                        await self._tap(work.ident)
                 self.queue.refusals.pop(work, None)
             except EtcdUnavailable:
                 self.queue.add(work)
