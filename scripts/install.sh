@@ -31,6 +31,7 @@ tools=(
     etcd:etcd-server          # spp-agent: the local etcd (spp-agent etcd, --local-etcd) and its tests
     etcdctl:etcd-client       # spp-agent docs: looking at the keys by hand
     unshare:util-linux        # tests: each document's examples in namespaces of their own
+    chromium:chromium         # tests: spp-ctl's web page in a headless browser (Playwright drives it)
 )
 need_apt=()
 for pair in "${tools[@]}"; do

@@ -76,6 +76,13 @@ class Route:
 SLICE_NS = 100_000
 _SYS_SCHED_SETATTR = 314  # x86-64
 _libc = ctypes.CDLL(None, use_errno=True)
+_PR_SET_NAME = 15
+
+
+def name_os_thread(name: str) -> None:
+    """Give the OS thread the worker's name (15 bytes at most): ``top -H``, ``/proc`` and
+    spp-ctl's ``/metrics`` (CPU per thread) then tell the packet loop from the control thread."""
+    _libc.prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
 
 
 def ask_for_short_slices() -> bool:
@@ -155,6 +162,7 @@ class Worker(threading.Thread):
             # DPDK pins each lcore's thread; do the same when the lcore exists on this machine.
             os.sched_setaffinity(0, {self.lcore})
         ask_for_short_slices()
+        name_os_thread(self.name)
         steps: tuple[Step, ...] | None = None
         gen_seen = 0
         poller = select.poll()

@@ -221,6 +221,7 @@ class Testbed:
         extra_primary_args: list[str] | None = None,
         keep_logs: bool = False,
         primary_eal: list[str] | None = None,
+        extra_ctl_args: list[str] | None = None,
     ) -> None:
         self.ifaces = ifaces or []
         self.nb_rings = nb_rings
@@ -241,6 +242,7 @@ class Testbed:
         self._made_log_dir = False
         self.extra_primary_args = extra_primary_args or []
         self.primary_eal = primary_eal or []  # more EAL options, e.g. --vdev
+        self.extra_ctl_args = extra_ctl_args or []  # e.g. --web
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         #: set once the spp-ctl answering on api_port is known to be the one this bed started;
         #: until then close() sends nothing to it
@@ -320,6 +322,7 @@ class Testbed:
                 str(self.sec_port),
                 "-a",
                 str(self.api_port),
+                *self.extra_ctl_args,
             ],
         )
         wait_for(self._api_up, 15, "spp-ctl to listen")

@@ -8,8 +8,9 @@ our Python processes.
 Modules: :mod:`.main` (command line), :mod:`.server` (listeners, registration on connect),
 :mod:`.wire` (connection, reply framing), :mod:`.registry` (process table, liveness),
 :mod:`.webapi` (routes and handlers), :mod:`.validate` (body checks), :mod:`.launch` (``launch``
-command), :mod:`.cpu` (cpu_layout / cpu_usage), :mod:`.errors`. The fake SPP processes for tests live in
-``tests/ctl_doubles.py``.
+command), :mod:`.cpu` (cpu_layout / cpu_usage), :mod:`.errors`, :mod:`.observe` (one status
+round for the views), :mod:`.metrics` (``/metrics``), :mod:`.web` (the ``--web`` page). The fake
+SPP processes for tests live in ``tests/ctl_doubles.py``.
 
 Deliberate differences from SPP's spp-ctl — each fixes a bug or a trap of the original:
 

@@ -8,7 +8,11 @@ SPP's spp-ctl got this wrong and answered 500 for every invalid value (its ``Key
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass
 from typing import Any
+
+from aiohttp import web
 
 
 class ApiError(Exception):
@@ -80,3 +84,30 @@ class BadReply(ApiError):
 
     def __init__(self, message: str) -> None:
         super().__init__(502, message)
+
+
+@dataclass
+class ErrorCounts:
+    """spp-ctl's refusals and failures, counted by the REST middleware."""
+
+    #: failed requests that would have changed something, by endpoint family and status
+    commands: Counter[tuple[str, int]]
+    #: failed ``PUT /v1/primary/launch``
+    launches: int = 0
+
+    @classmethod
+    def new(cls) -> ErrorCounts:
+        return cls(Counter())
+
+    def count(self, method: str, path: str, status: int) -> None:
+        if method in ("GET", "HEAD", "OPTIONS") or status < 400:
+            return
+        parts = [p for p in path.split("/") if p]
+        family = "/".join(p if not p.isdigit() else "N" for p in parts[:3]) or "/"
+        self.commands[(family, status)] += 1
+        if path.rstrip("/") == "/v1/primary/launch":
+            self.launches += 1
+
+
+ERRORS_KEY = web.AppKey("spp_errors", ErrorCounts)
+"""Where the REST app keeps its :class:`ErrorCounts` (``/metrics`` reports them)."""

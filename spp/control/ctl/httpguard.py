@@ -73,7 +73,10 @@ class HostPolicy:
                     f"with --allow-host {host}"
                 )
             own_origins = {f"http://{raw_host.lower()}", f"https://{raw_host.lower()}"}
-        if request.method in SAFE_METHODS:
+        # A websocket handshake is a GET, but browsers let any page open one cross-origin, and the
+        # page's websocket carries the panel's state: its Origin is checked like a change's.
+        upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
+        if request.method in SAFE_METHODS and not upgrade:
             return None
         origin = request.headers.get("Origin")
         if origin is not None:

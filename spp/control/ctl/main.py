@@ -74,6 +74,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--allow-origin", action="append", default=[], metavar="ORIGIN",
         help="a web origin (e.g. http://dashboard.example:8080) allowed to change state (repeatable)",
     )  # fmt: skip
+    parser.add_argument(
+        "--web", action="store_true",
+        help="serve the live web page at / on the REST API's address and port (off by default; "
+        "/metrics is always served)",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -96,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         allow_remote_processes=args.allow_remote_processes,
         allowed_hosts=tuple(args.allow_host),
         allowed_origins=tuple(args.allow_origin),
+        web=args.web,
     )
     try:
         asyncio.run(Controller(config).run())

@@ -26,8 +26,10 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from . import peercred
+from .errors import ERRORS_KEY
 from .httpguard import HostPolicy
 from .registry import Registry
+from .web import add_routes
 from .webapi import make_app
 from .wire import (
     MAX_REPLY,
@@ -61,6 +63,7 @@ class Config:
     allowed_hosts: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
     max_pending: int = MAX_PENDING
+    web: bool = False  # the page at / (spp.control.ctl.web); /metrics is always served
 
 
 class Controller:
@@ -167,7 +170,9 @@ class Controller:
             await asyncio.start_server(self.accept_secondary, cfg.bind_addr, cfg.sec_port, reuse_address=True)
         )
         policy = HostPolicy(cfg.allowed_hosts, cfg.allowed_origins)
-        self._runner = web.AppRunner(make_app(self.registry, policy), access_log=None, handle_signals=False)
+        app = make_app(self.registry, policy)
+        add_routes(app, self.registry, app[ERRORS_KEY], cfg.web)  # /metrics, and the page with --web
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, cfg.bind_addr, cfg.api_port, reuse_address=True)
         await site.start()

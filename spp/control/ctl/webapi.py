@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from . import cpu, launch, openapi, validate
-from .errors import ApiError, BadReply, NotFound, ProcessUnavailable
+from .errors import ERRORS_KEY, ApiError, BadReply, ErrorCounts, NotFound, ProcessUnavailable
 from .httpguard import HostPolicy
 from .registry import Proc, Registry
 from .wire import ConnectionClosed, Reply, ReplyTimeout
@@ -93,6 +93,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         LOG.exception("internal error handling %s %s", request.method, request.path)
         response = text_response(500, "Internal Server Error")
+    errors = request.app.get(ERRORS_KEY)
+    if errors is not None:
+        errors.count(request.method, request.path, response.status)
     if response.status >= 400 and isinstance(response, web.Response) and response.body:
         LOG.info("response: %d %s", response.status, bytes(response.body).decode(errors="replace")[:300])
     else:
@@ -561,9 +564,11 @@ def routes(api: Api) -> list[tuple[str, str, Handler]]:
 
 
 def make_app(registry: Registry, policy: HostPolicy | None = None) -> web.Application:
-    """The aiohttp application serving REST v1 for ``registry``, guarded by ``policy``."""
+    """The aiohttp application serving REST v1 for ``registry``, guarded by ``policy``; it counts
+    failed requests in ``app[ERRORS_KEY]`` (:mod:`.web` adds ``/metrics`` and the page)."""
     policy = policy or HostPolicy()
     app = web.Application(middlewares=[policy.middleware(), error_middleware])
+    app[ERRORS_KEY] = ErrorCounts.new()
     api = Api(registry)
     for method, path, handler in routes(api):
         if method == "GET":
