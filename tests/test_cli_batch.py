@@ -680,19 +680,24 @@ def test_topo_term(spp: Run) -> None:
     assert "  primary, nfv:1 --> ring:0 --> nfv:1, mirror:3" in text
 
 
-def test_topo_files(spp: Run, tmp_path: Path) -> None:
-    res = spp("topo t.dot", "topo t.json", "topo t.yml", "topo t.svg", "topo t.txt", "topo", "topo http")
+def test_topo_files(spp: Run, ctl: FakeCtl, tmp_path: Path) -> None:
+    files = ("topo t.dot", "topo t.json", "topo t.yml", "topo t.svg", "topo t.mmd", "topo t.txt")
+    res = spp(*files, "topo", "topo http")
     assert out(res) == [
         "Create topology: 't.dot'",
         "Create topology: 't.json'",
         "Create topology: 't.yml'",
         "Create topology: 't.svg'",
+        "Create topology: 't.mmd'",
     ]
     assert err(res) == [
-        "Invalid file type 'txt': use dot, json, yaml, png, jpg, svg, bmp, gif or pdf.",
-        "Usage: topo term | topo dot | topo FILE[.dot|.json|.yaml|.png|.jpg|.svg] [TYPE]",
-        "'topo http' (websocket viewer) is not supported; use 'topo term' or 'topo FILE.svg'.",
+        "Invalid file type 'txt': use dot, svg, mmd, json, yaml, png, jpg, bmp, gif or pdf.",
+        "Usage: topo term | topo dot | topo http | topo FILE[.dot|.svg|.mmd|.json|.yaml|.png|.jpg] [TYPE]",
+        f"spp-ctl at {ctl.addr} serves no web page (HTTP 404 for /): start spp-ctl with --web, "
+        "or use 'topo term' or 'topo FILE.svg'.",
     ]
+    assert (tmp_path / "t.mmd").read_text().startswith("flowchart LR\n")
+    assert "port_phy_0 -->|nfv:1| port_ring_0" in (tmp_path / "t.mmd").read_text()
     assert (tmp_path / "t.dot").read_text().startswith("digraph spp{\n")
     data = json.loads((tmp_path / "t.json").read_text())
     assert data["nfv"][0]["client-id"] == 1 and data["pcap"][0]["status"] == "running"

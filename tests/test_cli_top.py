@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,8 @@ import pytest
 
 from spp.integrations.testbed import Testbed, wait_for
 from tests.cli_doubles import PtyCli
+
+SVG = "{http://www.w3.org/2000/svg}"
 
 SUFFIX = {"": 1.0, "k": 1e3, "M": 1e6, "G": 1e9}
 HEADER = ["PROCESS", "PORT", "rx pps", "tx pps", "drop pps", "rx bit/s", "tx bit/s"]
@@ -190,3 +193,17 @@ def test_top_command_on_a_terminal_returns_to_the_prompt(bed: Testbed, tmp_path:
         assert "Interrupted." not in cli.buffer
     finally:
         cli.close()
+
+
+def test_top_plots_the_rates_when_it_ends(bed: Testbed, tmp_path: Path) -> None:
+    plot = tmp_path / "rates.svg"
+    r = spp_top(bed, "-n", "3", "-i", "0.3", "--plot", str(plot))
+    assert r.returncode == 0, r.stderr
+    assert f"Rates plotted to '{plot}'." in r.stdout
+    root = ET.fromstring(plot.read_text())
+    lines = {t.text for t in root.iter(f"{SVG}title")}
+    assert {"nfv 1 nullpmd:0 rx", "nfv 2 nullpmd:1 tx"} <= lines, lines
+    for line in root.iter(f"{SVG}polyline"):
+        assert len((line.get("points") or "").split()) == 3  # one point per table
+    r = spp_top(bed, "--once", "--plot", str(tmp_path / "rates.txt"))
+    assert r.returncode == 2 and "must end in .svg or .png" in r.stderr

@@ -320,3 +320,30 @@ def leftover_private_pools() -> list[Path]:
         if kind in ("pktgen", "l2fwd") and pid.isdigit() and not Path(f"/proc/{pid}").exists():
             left.append(p)
     return left
+
+
+def test_pktgen_plots_the_rates_of_its_run(tmp_path: Path) -> None:
+    d = str(tmp_path)
+    for name in ("run.svg", "run.png"):
+        r = subprocess.run(
+            [*PKTGEN, "--tx", "pcap:1", "--pcap-dir", d, "--rate", "20k", "--duration", "1.6",
+             "--interval", "0.4", "--plot", str(tmp_path / name)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert f"rates plotted to '{tmp_path / name}'" in r.stderr
+    svg = (tmp_path / "run.svg").read_text()
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(svg)
+    (line,) = root.iter("{http://www.w3.org/2000/svg}polyline")
+    points = [tuple(map(float, p.split(","))) for p in (line.get("points") or "").split()]
+    assert len(points) >= 3  # one per interval
+    assert "tx pps" in svg and "spp-pktgen - tx pcap:1" in svg
+    assert (tmp_path / "run.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    r = subprocess.run([*PKTGEN, "--tx", "pcap:1", "--pcap-dir", d, "--count", "10", "--plot", "x.txt"],
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 1 and "must end in .svg or .png" in r.stderr
+    r = subprocess.run([*PKTGEN, "--tx", "pcap:1", "--pcap-dir", d, "--count", "10", "--interval", "0",
+                        "--plot", "x.svg"], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 1 and "--plot needs --interval > 0" in r.stderr

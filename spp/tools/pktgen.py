@@ -35,6 +35,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from spp.console import quiet_broken_pipe
+from spp.control.view.plot import PlotError, check_plot_path, write_plot
 from spp.engine.ports import Port
 from spp.engine.ports.base import RX, RX_BYTES, TX, TX_BYTES, TX_DROP
 from spp.tools.frames import (
@@ -111,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--interval", type=float, default=1.0, help="seconds between live lines (0: none)")
     o.add_argument("--drain", type=float, default=1.0, help="seconds to wait for stragglers after sending")
     o.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    o.add_argument(
+        "--plot",
+        metavar="FILE",
+        help="write the rates of the run (one point per --interval) to FILE: .svg, or .png with matplotlib",
+    )
     add_port_options(p)
     return p
 
@@ -158,6 +164,8 @@ class Generator:
         self.stop_requested = False
         self.sent = 0  # frames the port accepted
         self.sent_bytes = 0
+        #: rates per --interval, for --plot: name -> [(seconds, per second)]
+        self.samples: dict[str, list[tuple[float, float]]] = {}
         self.offered = 0  # frames built (sequence numbers used)
         self.tx_drop = 0
         self.retries = 0
@@ -311,6 +319,11 @@ class Generator:
             parts.append(f"rx {(rx - rx0) / dt:12,.0f} pps")
             parts.append(f"drop {(lost - lost0) / dt:10,.0f} pps")
         parts.append(f"| total tx {self.sent:,} rx {rx:,} lost {lost:,}")
+        if self.tx is not None:
+            self.samples.setdefault("tx pps", []).append((t, (self.sent - sent0) / dt))
+        if self.rx is not None:
+            self.samples.setdefault("rx pps", []).append((t, (rx - rx0) / dt))
+            self.samples.setdefault("lost pps", []).append((t, (lost - lost0) / dt))
         print("  ".join(parts), file=self.out, flush=True)
         return (t, self.sent, rx, lost)
 
@@ -370,6 +383,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = frame_spec(args)
         rate = parse_rate(args.rate)
+        if args.plot:
+            if args.interval <= 0:
+                raise FieldError("--plot needs --interval > 0 (one point per interval)")
+            try:
+                check_plot_path(args.plot)
+            except PlotError as e:
+                raise FieldError(str(e)) from e
         if args.burst < 1 or args.burst > 1024:
             raise FieldError(f"invalid burst {args.burst} (1..1024)")
         for name in ("count", "duration"):
@@ -412,11 +432,22 @@ def main(argv: list[str] | None = None) -> int:
         result = gen.summary()
     finally:
         ports.close()
+    if args.plot:
+        try:
+            write_plot(args.plot, gen.samples, f"spp-pktgen - {gen_ports_text(args)}", "pps")
+        except PlotError as e:
+            print(f"spp-pktgen: error: {e}", file=sys.stderr)
+            return 1
+        print(f"spp-pktgen: rates plotted to '{args.plot}'", file=sys.stderr)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         print(format_summary(result), flush=True)
     return 0
+
+
+def gen_ports_text(args: argparse.Namespace) -> str:
+    return ", ".join(f"{d} {p}" for d, p in (("tx", args.tx), ("rx", args.rx)) if p)
 
 
 if __name__ == "__main__":

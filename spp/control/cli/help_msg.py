@@ -91,8 +91,10 @@ HELP: dict[str, str] = {
 
     spp > topo term                    # drawn as text in the terminal
     spp > topo dot                     # DOT on stdout
-    spp > topo net.svg                 # image via graphviz (png, jpg, svg, bmp, gif, pdf)
-    spp > topo net.dot | net.json | net.yaml""",
+    spp > topo net.svg                 # SVG drawing (as spp-ctl's web page); net.mmd: Mermaid
+    spp > topo net.png                 # SPP's DOT drawn by graphviz (png, jpg, bmp, gif, pdf)
+    spp > topo net.dot | net.json | net.yaml
+    spp > topo http                    # URL of spp-ctl's live page (spp-ctl --web); opens $BROWSER""",
     "topo_subgraph": """Group ports into a labelled box in topo's DOT output.
 
     spp > topo_subgraph add vm1 vhost:1,vhost:2

@@ -104,7 +104,7 @@ def _main_top(args: argparse.Namespace, client: SppCtlClient) -> int:
             print(f"spp top: invalid --bind-addr: {e}", file=sys.stderr)
             return 2
     try:
-        top.run(client, opts.interval, opts.count)
+        top.run(client, opts.interval, opts.count, plot=opts.plot)
     except CtlError as e:
         print(e, file=sys.stderr)
         return 1

@@ -368,7 +368,7 @@ class Shell(cmd.Cmd):
             args = top.parse_args(top.build_parser("top"), argv)
         except top.HelpShown:
             return
-        top.run(self.client, args.interval, args.count)
+        top.run(self.client, args.interval, args.count, plot=args.plot)
 
     @_safe
     def complete_top(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
@@ -377,7 +377,7 @@ class Shell(cmd.Cmd):
     # -- topology ------------------------------------------------------------------------------
 
     def do_topo(self, arg: str) -> None:
-        """Show the network topology: topo term | topo dot | topo FILE"""
+        """Show the network topology: topo term | topo dot | topo http | topo FILE[.svg|.mmd|.dot|...]"""
         topo.run_topo(self.client, self.session.config, self.subgraphs, arg)
 
     @_safe

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any, NoReturn
 
+from spp.control.view.plot import PlotError, Series, check_plot_path, write_plot
+
 from .client import CtlError, SppCtlClient
 from .common import SEC_TYPES, CliError
 
@@ -265,6 +267,12 @@ def build_parser(prog: str = "spp top") -> argparse.ArgumentParser:
     )
     p.add_argument("-n", "--count", type=int, metavar="COUNT", help="show COUNT tables, then exit")
     p.add_argument("--once", action="store_true", help="show one table (same as -n 1)")
+    p.add_argument(
+        "--plot",
+        metavar="FILE",
+        help="at the end (also after Ctrl-C), write the rates over time to FILE "
+        "(.svg, or .png with matplotlib)",
+    )
     return p
 
 
@@ -277,6 +285,11 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Nam
         args.count = 1
     if args.count is not None and args.count < 1:
         raise CliError(f"{parser.prog}: COUNT must be 1 or more, got {args.count}.")
+    if args.plot:
+        try:
+            check_plot_path(args.plot)
+        except PlotError as e:
+            raise CliError(f"{parser.prog}: {e}.") from e
     if not args.interval >= MIN_INTERVAL:
         raise CliError(
             f"{parser.prog}: the interval must be at least {MIN_INTERVAL:g} s, got {args.interval:g}."
@@ -290,17 +303,22 @@ def run(
     count: int | None,
     out: IO[str] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    plot: str | None = None,
 ) -> None:
-    """Print ``count`` tables (or until Ctrl-C, which ends it normally)."""
+    """Print ``count`` tables (or until Ctrl-C, which ends it normally); with ``plot``, then write
+    the rates over time to that file."""
     stream = out or sys.stdout
     tty = stream.isatty()
     shown = 0
+    history: list[tuple[float, list[RateRow]]] = []
     try:
         prev, t_prev = sample(client), time.monotonic()
+        t_start = t_prev
         while count is None or shown < count:
             sleep(interval)
             cur, t_cur = sample(client), time.monotonic()
             rows = rates(prev, cur, t_cur - t_prev)
+            history.append((t_cur - t_start, rows))
             lines = format_table(client.addr, interval, rows, endless=count is None)
             if tty:
                 stream.write(CLEAR_SCREEN)
@@ -314,3 +332,26 @@ def run(
         if tty:
             stream.write("\n")
             stream.flush()
+    if plot:
+        write_rate_plot(plot, history, client.addr)
+        stream.write(f"Rates plotted to '{plot}'.\n")
+        stream.flush()
+
+
+PLOT_LINES = 10
+
+
+def write_rate_plot(path: str, history: list[tuple[float, list[RateRow]]], addr: str) -> None:
+    """One line per (row, direction) that moved packets, the busiest :data:`PLOT_LINES` of them."""
+    series: Series = {}
+    for t, rows in history:
+        for r in rows:
+            for direction, v in (("rx", r.rx_pps), ("tx", r.tx_pps)):
+                if v is not None:
+                    series.setdefault(f"{r.process} {r.port} {direction}", []).append((t, v))
+    busiest = sorted(series, key=lambda k: -max(v for _, v in series[k]))[:PLOT_LINES]
+    chosen = {k: series[k] for k in busiest if max(v for _, v in series[k]) > 0}
+    try:
+        write_plot(path, chosen, f"spp top - {addr} - packet rates", "pps")
+    except PlotError as e:
+        raise CliError(str(e)) from e

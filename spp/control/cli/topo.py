@@ -1,8 +1,12 @@
-"""``topo``: the network topology as terminal text, DOT, images (graphviz), JSON or YAML (§7.5).
+"""``topo``: the network topology as terminal text, DOT, SVG, Mermaid, images (graphviz), JSON or
+YAML (§7.5), and ``topo http``, spp-ctl's live web page.
 
 SPP's ``topo term`` needed graphviz, ImageMagick and a sixel terminal. Here ``topo term`` draws
 ports and patches per process as plain text, so it works over any ssh session; ``topo dot`` prints
-SPP's DOT and ``topo FILE.png|svg|...`` calls graphviz's ``dot`` (argument list, no shell).
+SPP's DOT; ``topo FILE.svg`` and ``topo FILE.mmd`` are drawn by :mod:`spp.control.view` (the same
+drawing as the web page); ``topo FILE.png|jpg|...`` calls graphviz's ``dot`` (argument list, no
+shell). SPP's ``topo http`` pushed DOT to a separate websocket server; ours opens spp-ctl's own
+page (``spp-ctl --web``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from . import topo_view
 from .client import CtlError, SppCtlClient
 from .common import SEC_TYPES, CliError
 
@@ -29,8 +34,9 @@ PCAP_COLOR = "gold2"
 FALLBACK_PORT_COLOR = "lightgrey"
 LINE_STYLE = {True: "solid", False: "dashed"}
 
-IMAGE_TYPES = {"png", "jpg", "jpeg", "gif", "bmp", "svg", "pdf"}
-TEXT_TYPES = {"dot", "json", "js", "yaml", "yml"}
+IMAGE_TYPES = {"png", "jpg", "jpeg", "gif", "bmp", "pdf"}
+TEXT_TYPES = {"dot", "svg", "mmd", "json", "js", "yaml", "yml"}
+USAGE = "Usage: topo term | topo dot | topo http | topo FILE[.dot|.svg|.mmd|.json|.yaml|.png|.jpg] [TYPE]"
 
 
 def node_id(port: str) -> str:
@@ -431,9 +437,10 @@ def run_topo(client: SppCtlClient, config: Any, subgraphs: dict[str, str], arg: 
     """``topo term`` | ``topo dot`` | ``topo FILE[.ext] [TYPE]`` | ``topo http``."""
     args = arg.split()
     if not args or len(args) > 2:
-        raise CliError("Usage: topo term | topo dot | topo FILE[.dot|.json|.yaml|.png|.jpg|.svg] [TYPE]")
-    if args[0] == "http":
-        raise CliError("'topo http' (websocket viewer) is not supported; use 'topo term' or 'topo FILE.svg'.")
+        raise CliError(USAGE)
+    if args == ["http"]:
+        print(topo_view.open_page(client))
+        return
     if args == ["term"]:
         topo = Topology.collect(client, with_primary=True)
         for w in topo.warnings:
@@ -456,7 +463,9 @@ def run_topo(client: SppCtlClient, config: Any, subgraphs: dict[str, str], arg: 
     ftype = args[1] if len(args) == 2 else Path(fname).suffix.lstrip(".")
     ftype = ftype.lower()
     if ftype not in IMAGE_TYPES | TEXT_TYPES:
-        raise CliError(f"Invalid file type '{ftype}': use dot, json, yaml, png, jpg, svg, bmp, gif or pdf.")
+        raise CliError(
+            f"Invalid file type '{ftype}': use dot, svg, mmd, json, yaml, png, jpg, bmp, gif or pdf."
+        )
     try:
         if ftype == "dot":
             Path(fname).write_text(topo.dot(config, subgraphs), encoding="utf-8")
@@ -464,6 +473,11 @@ def run_topo(client: SppCtlClient, config: Any, subgraphs: dict[str, str], arg: 
             Path(fname).write_text(json.dumps(topo.to_data(), indent=2) + "\n", encoding="utf-8")
         elif ftype in ("yaml", "yml"):
             Path(fname).write_text(yaml.safe_dump(topo.to_data(), sort_keys=False), encoding="utf-8")
+        elif ftype in ("svg", "mmd"):
+            graph, warnings = topo_view.collect_graph(client)
+            for w in warnings:
+                print(w)
+            Path(fname).write_text(topo_view.render_file(graph, ftype), encoding="utf-8")
         else:
             _write_image(topo.dot(config, subgraphs), fname, ftype)
     except OSError as e:
