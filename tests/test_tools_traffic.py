@@ -16,7 +16,7 @@ import pytest
 
 from spp.engine.pcapfile import GLOBAL_HEADER
 from spp.engine.pool import BufferPool
-from spp.integrations.testbed import Testbed
+from spp.integrations.testbed import Testbed, wait_for
 from spp.tools.frames import (
     FieldError,
     FrameBuilder,
@@ -29,6 +29,7 @@ from spp.tools.frames import (
     read_signatures,
 )
 from spp.tools.pktgen import Rate, parse_rate
+from spp.tools.ports import private_segment_path
 from spp.tools.stats import RxStats
 from tests.netutil import is_root, veth_pair_in_netns
 
@@ -347,3 +348,35 @@ def test_pktgen_plots_the_rates_of_its_run(tmp_path: Path) -> None:
     r = subprocess.run([*PKTGEN, "--tx", "pcap:1", "--pcap-dir", d, "--count", "10", "--interval", "0",
                         "--plot", "x.svg"], capture_output=True, text=True, timeout=60)  # fmt: skip
     assert r.returncode == 1 and "--plot needs --interval > 0" in r.stderr
+
+
+def test_a_killed_standalone_pktgen_leaves_no_pool_behind(tmp_path: Path) -> None:
+    """SIGKILL gives a tool no chance to clean up: its private pool must not be a file by then.
+    The pool is unlinked once mapped (the process still maps it, as ``(deleted)``), and a pool
+    left under the name of a dead pid is removed by the next standalone tool."""
+    stale = Path(private_segment_path("pktgen", 2**22 + 1))  # above pid_max's default: never alive
+    stale.write_bytes(b"left by a killed pktgen")
+    proc = subprocess.Popen(
+        [*PKTGEN, "--tx", "nullpmd:0", "--duration", "120", "--rate", "1000", "--interval", "0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    path = private_segment_path("pktgen", proc.pid)
+    try:
+
+        def mapped() -> bool:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            maps = Path(f"/proc/{proc.pid}/maps").read_text()
+            return f"{path} (deleted)" in maps
+
+        wait_for(mapped, 30, "pktgen to map its pool")
+        assert not Path(path).exists()
+        assert not stale.exists()
+    finally:
+        stale.unlink(missing_ok=True)
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not Path(path).exists()
+    assert not leftover_private_pools()

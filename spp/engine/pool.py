@@ -55,8 +55,13 @@ class BufferPool:
         self._ctl = seg.pool_ctl
         self._stack = seg.free_stack
         # A private descriptor: flock excludes other open file descriptions, so every handle
-        # needs its own for the lock to work between threads as well as processes.
-        self._lock_fd = os.open(seg.path, os.O_RDWR)
+        # needs its own for the lock to work between threads as well as processes. Reopened
+        # through the segment's own descriptor, so it is the mapped file even when the name is
+        # gone (a tool's private pool is unlinked as soon as it is mapped) or was replaced.
+        try:
+            self._lock_fd = os.open(f"/proc/self/fd/{seg.fd}", os.O_RDWR)
+        except OSError:  # no /proc: the name still leads to the file
+            self._lock_fd = os.open(seg.path, os.O_RDWR)
         self._tlock = threading.Lock()
         self._cache = np.empty(CACHE_SIZE + 2 * BULK, np.uint32)
         self._cached = 0

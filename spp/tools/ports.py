@@ -7,8 +7,9 @@
   registry (:func:`spp.engine.ports.open_port`) knows, such as ``vhost:N``. Ring counters land in
   the tool's row, so the primary's status shows its traffic.
 * **Standalone** (no ``--file-prefix``): the tool creates a small private segment (its own buffer
-  pool, no rings) named after its pid, with ``phy:N`` meaning the N-th ``--iface``, and removes it
-  on exit.
+  pool, no rings) named after its pid, with ``phy:N`` meaning the N-th ``--iface``. Nothing else
+  ever opens it, so its name is removed as soon as it is mapped: the memory goes with the
+  process, even one killed with SIGKILL.
 
 Ports are named by their SPP resource id in both cases, so a port type added to the engine
 is usable by the tools without changes here.
@@ -19,13 +20,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import stat
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from spp.engine import linux
 from spp.engine.pool import BufferPool
 from spp.engine.portid import PortId, PortUidError, parse_port_uid
 from spp.engine.ports import Port, PortContext, PortError, open_port
-from spp.engine.shm import MAX_PROCS, PhyInfo, Segment, SegmentError, SegmentSpec, segment_path
+from spp.engine.shm import MAX_PROCS, PhyInfo, Segment, SegmentError, SegmentSpec, pid_alive, segment_path
 from spp.processes.options import OptionError, parse_vdev
 
 
@@ -113,6 +116,7 @@ class ToolPorts:
                 raise
             private = False
         else:
+            reap_private_pools(kind)
             phys = _standalone_phys(args.iface, args.vdev)
             spec = SegmentSpec(
                 prefix=f"{kind}-{os.getpid()}",
@@ -128,6 +132,8 @@ class ToolPorts:
             client_id = 0
             private = True
         pool = BufferPool(seg)
+        if private:
+            seg.unlink()  # mapped and locked by descriptor from now on: nothing can leak
         ctx = PortContext(
             seg=seg, pool=pool, client_id=client_id, vhost_client=args.vhost_client, options=options
         )
@@ -152,9 +158,7 @@ class ToolPorts:
                 port.close()
         self.ports.clear()
         self.pool.close()
-        if self.private:
-            self.seg.unlink()
-        else:
+        if not self.private:
             self.seg.leave(self.client_id)  # the last process out removes the segment
         self.seg.close()
 
@@ -191,5 +195,23 @@ def _standalone_phys(ifaces: list[str], vdevs: list[str]) -> list[PhyInfo]:
 
 
 def private_segment_path(kind: str, pid: int) -> str:
-    """Where a standalone tool's pool lives (for tests and clean-up of a killed tool)."""
+    """The name a standalone tool's pool has until it is mapped (unlinked right after)."""
     return str(segment_path(f"{kind}-{pid}"))
+
+
+def reap_private_pools(kind: str, directory: str = "/dev/shm") -> list[Path]:
+    """Remove pools that ``kind`` tools of this user left under their name when killed before
+    unlinking it (or by a version that kept it until exit): the pid in the name is gone."""
+    removed = []
+    for path in Path(directory).glob(f"spp_{kind}-*.seg"):
+        pid = path.name[len(f"spp_{kind}-") : -len(".seg")]
+        if not pid.isdigit() or pid_alive(int(pid)):
+            continue
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
