@@ -285,14 +285,15 @@ class DeviceRing:
         or None to take the general path (nothing has been written or consumed)."""
         r = self.ring
         at = heads.astype(np.intp)
-        # len and flags of every descriptor as one number: flags zero and the length between the
-        # header's and a buffer's is then a range check of the minimum and the maximum.
-        word = r.desc_word[at] & _LEN_FLAGS
-        h = self.hdr_len
-        if int(word.min()) < h or int(word.max()) > h + pool.buf_size:
+        # len and flags of every descriptor as one unsigned number, less the header: flags not
+        # zero, or a length shorter than the header (which wraps), make it huge, so one maximum
+        # checks all three.
+        ln = (r.desc_word[at] & _LEN_FLAGS) - np.uint64(self.hdr_len)
+        longest = int(ln.max())
+        if longest > pool.buf_size:
             return None
-        ln = word - np.uint64(h)
-        width = -(-int(ln.max()) // _WIDTH_STEP) * _WIDTH_STEP
+        width = -(-longest // _WIDTH_STEP) * _WIDTH_STEP
+        h = self.hdr_len
         # Offsets from the region's start, unsigned: an address below it wraps to a huge value,
         # so one maximum checks both ends.
         start, end = self.mem.single  # type: ignore[misc]
