@@ -1,0 +1,142 @@
+"""The one small interface every port driver implements, and the context drivers are opened in.
+
+A port moves *bursts*: ``rx_burst`` returns a numpy array of buffer indices (the caller now owns
+them), ``tx_burst`` takes an array and returns how many it accepted (it owns those; the caller
+frees the rest and counts them as ``tx_drop``). That is DPDK's ``rte_eth_rx_burst`` /
+``rte_eth_tx_burst`` contract, and it is what lets a forwarder do a fixed amount of Python work
+per burst whatever the burst size.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from spp.engine.offload import new_xstats
+from spp.engine.pool import BufferPool
+from spp.engine.portid import PortId
+from spp.engine.shm import RX, RX_DROP, TX, TX_DROP, Segment
+
+__all__ = [
+    "PENDING",
+    "POLL",
+    "RX",
+    "RX_DROP",
+    "TX",
+    "TX_DROP",
+    "WAKES",
+    "Port",
+    "PortContext",
+    "PortError",
+    "Step",
+]
+
+# What a port answers when its worker is about to sleep (:meth:`Port.prepare_sleep`).
+WAKES = 0  # it will make the worker's poll() return when packets arrive
+PENDING = 1  # packets are already waiting: do not sleep
+POLL = 2  # it cannot wake the worker: sleep on a short timer
+
+
+class PortError(Exception):
+    """A port that cannot be opened or used; the message says why, for the user."""
+
+
+@dataclass
+class PortContext:
+    """What a driver may use: the shared segment, this thread's pool handle, and options."""
+
+    seg: Segment
+    pool: BufferPool
+    client_id: int = 0  # the counter row this process writes
+    vhost_client: bool = False
+    options: dict[str, str] = field(default_factory=dict)
+
+
+class Port(abc.ABC):
+    """A port as the forwarder sees it."""
+
+    #: Whether the port makes its own packets appear without a kernel file to wait on (rings,
+    #: null sources): an idle worker must then poll it on a timer instead of sleeping in poll().
+    needs_polling = True
+
+    def __init__(self, uid: PortId, ctx: PortContext) -> None:
+        self.uid = uid
+        self.ctx = ctx
+        self.pool = ctx.pool
+        # rx, rx_drop, tx, tx_drop. Drivers bind phy and ring ports to the shared rows that the
+        # primary reports; other types keep private counters, reported by the owning process.
+        self.counters = np.zeros(4, np.uint64)
+        #: drops by reason and offload work done (names in :data:`spp.engine.offload.XSTATS`)
+        self.xstats = new_xstats()
+
+    @abc.abstractmethod
+    def rx_burst(self, max_n: int) -> np.ndarray:
+        """Receive up to ``max_n`` packets; return their buffer indices (uint32)."""
+
+    @abc.abstractmethod
+    def tx_burst(self, bufs: np.ndarray) -> int:
+        """Transmit ``bufs`` in order; return how many were accepted (always a prefix)."""
+
+    def route_to(self, dst: Port) -> Step | None:
+        """A faster step than the generic receive/transmit for packets going to ``dst``, or None.
+
+        Drivers offer one when they can move packets between two of their ports without the pool
+        (phy to phy: straight from the receive ring to the transmit socket).
+        """
+        return None
+
+    def fileno(self) -> int | None:
+        """A descriptor that becomes readable when rx has packets, if the port has one."""
+        return None
+
+    def wait_fds(self) -> tuple[int, ...]:
+        """The descriptors the worker polls while it sleeps (readable: come and receive)."""
+        fd = self.fileno()
+        return () if fd is None else (fd,)
+
+    def prepare_sleep(self, waiter: int) -> int:
+        """Get ready for the worker, named ``waiter`` (its eventfd, as
+        :func:`spp.engine.doorbell.new_waiter`), to sleep; answer WAKES, PENDING or POLL.
+        :meth:`end_sleep` follows in every case."""
+        return POLL if self.needs_polling else WAKES
+
+    def end_sleep(self) -> None:  # noqa: B027 - only ports with a doorbell have one to clear
+        """The worker woke up (or decided not to sleep)."""
+
+    def close(self) -> None:  # noqa: B027 - most ports hold nothing to release
+        """Release what the port holds. Buffers it owns go back to the pool."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.uid}>"
+
+
+class Step(Protocol):
+    """One unit of a worker's plan (:mod:`spp.engine.worker`). ``run`` must finish each burst it
+    receives (transmit or free every buffer) so that no packet is held across a plan change.
+
+    It lives here, beside :class:`Port`, because both the worker and the drivers (``route_to``)
+    use it, and the drivers must not depend on the worker.
+    """
+
+    @property
+    def inputs(self) -> tuple[Port, ...]: ...
+
+    def run(self, burst: int) -> int: ...
+
+
+def forward_burst(src: Port, dst: Port, burst: int) -> int:
+    """Receive a burst on ``src``, send it on ``dst``, free and count what ``dst`` refused."""
+    bufs = src.rx_burst(burst)
+    n = len(bufs)
+    if n == 0:
+        return 0
+    src.counters[RX] += n
+    sent = dst.tx_burst(bufs)
+    dst.counters[TX] += sent
+    if sent < n:
+        src.pool.free(bufs[sent:])
+        dst.counters[TX_DROP] += n - sent
+    return n

@@ -1,0 +1,1165 @@
+"""``phy:N``: a Linux interface driven through AF_PACKET, the role of a DPDK NIC port.
+
+Receive uses a TPACKET_V3 memory-mapped ring: the kernel writes frames into big blocks and hands
+a whole block over at once (when it is full, or after ``retire_ms`` so a lone frame is not held
+back). Transmit uses ``sendmmsg`` with iovecs pointing into the shared pool, one syscall per burst.
+Both paths do a fixed amount of Python work per burst or per block, never per packet: a block's
+frames are located with vectorised strides or a vectorised header scan (:meth:`PhyPort._walk`),
+then copied with one numpy gather and scatter per burst.
+
+Semantics, matching a DPDK port as SPP uses it:
+
+* ``rx_burst`` copies frames out of the ring into pool buffers and returns their indices, in wire
+  order. A frame whose 802.1Q/802.1ad tag the kernel moved into metadata gets it re-inserted, so
+  the bytes are those on the wire. Frames the port itself sent are never received back
+  (PACKET_IGNORE_OUTGOING), nor is anything else this host transmits on the interface.
+* If the pool is empty, frames stay in the ring (like descriptors a NIC cannot refill); they are
+  lost only if the kernel then runs out of ring, and those losses are counted in ``rx_drop``
+  from the socket's PACKET_STATISTICS.
+* Latency: a V3 block is handed over when full or ``retire_ms`` (>= 1 ms) after it opened, so
+  a lone frame would wait a millisecond or two. The port therefore has a second, ringless socket
+  in a PACKET_FANOUT group with the ring's socket, and a one-instruction classic-BPF fanout
+  program picks which of the two gets the interface's frames: the ring under load, the ringless
+  socket (readable per frame, read with ``recvmsg``) when the port is about to sleep or carries
+  only a trickle. Switching is one ``setsockopt``; frames already handed to the other socket are
+  delivered first, so the order on the wire is kept (:meth:`PhyPort._go_idle`).
+* Offloads: both sockets use ``PACKET_VNET_HDR``, so the kernel tells us, per frame, what a
+  device would still have had to do (a partial checksum, a TSO/GSO aggregate up to 64 KiB) and
+  takes the same on transmit; the ``struct virtio_net_hdr`` goes with the buffer
+  (:mod:`spp.engine.offload`). Frames longer than a pool buffer land in a large buffer. Runts and
+  frames too long even for that (or cut short) are dropped and counted in ``rx_drop`` and, by
+  reason, in ``xstats``.
+* ``tx_burst`` returns how many buffers it sent, always a prefix; the caller frees the rest and
+  counts them as ``tx_drop``. A frame the kernel refuses (longer than the MTU, a runt, offload
+  metadata it rejects) costs only itself: the frames behind it are still sent, and the refused
+  ones are moved behind the sent ones in the caller's array (counted in ``xstats``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import mmap
+import select
+import socket
+import struct
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from spp.engine import linux, offload
+from spp.engine.linux import ETH_HLEN, ETH_P_8021Q, VLAN_HLEN, SendBatch
+from spp.engine.offload import GSO_NONE, NEEDS_CSUM, XS
+from spp.engine.portid import PortId
+from spp.engine.ports.base import (
+    PENDING,
+    RX,
+    RX_DROP,
+    TX,
+    TX_DROP,
+    WAKES,
+    Port,
+    PortContext,
+    PortError,
+    Step,
+    forward_burst,
+)
+from spp.engine.shm import MAX_PHYS
+
+# <linux/if_packet.h>
+SOL_PACKET = 263
+PACKET_ADD_MEMBERSHIP = 1
+PACKET_MR_PROMISC = 1
+PACKET_RX_RING = 5
+PACKET_STATISTICS = 6
+PACKET_VERSION = 10
+PACKET_VNET_HDR = 15
+PACKET_QDISC_BYPASS = 20
+PACKET_IGNORE_OUTGOING = 23
+TPACKET_V3 = 2
+TP_STATUS_KERNEL = 0
+TP_STATUS_USER = 1 << 0
+TP_STATUS_VLAN_VALID = 1 << 4
+TP_STATUS_VLAN_TPID_VALID = 1 << 6
+SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
+PACKET_AUXDATA = 8
+PACKET_FANOUT = 18
+PACKET_FANOUT_DATA = 22
+PACKET_FANOUT_CBPF = 6
+PACKET_FANOUT_FLAG_UNIQUEID = 0x2000
+PACKET_FANOUT_FLAG_IGNORE_OUTGOING = 0x4000
+SO_ATTACH_FILTER, SO_DETACH_FILTER = 26, 27
+TP_STATUS_BLK_TMO = 1 << 5  # a block retired by its timer, not because it was full
+VNET = 10  # sizeof(struct virtio_net_hdr), which the kernel puts right before each frame
+_VNET_COLS = np.arange(VNET, dtype=np.int64)
+
+# struct tpacket_block_desc: version, offset_to_priv, then tpacket_hdr_v1 from byte 8.
+BLK_STATUS, BLK_NUM_PKTS, BLK_FIRST, BLK_LEN = 8, 12, 16, 20
+# struct tpacket3_hdr as u32 columns: 0 next_offset, 1 sec, 2 nsec, 3 snaplen, 4 len, 5 status,
+# 6 mac|net<<16, 7 rxhash, 8 vlan_tci, 9 vlan_tpid|padding<<16.
+H_NEXT, H_SEC, H_NSEC, H_SNAP, H_LEN, H_STATUS, H_MAC, H_TCI, H_TPID = 0, 1, 2, 3, 4, 5, 6, 8, 9
+_HDR_COLS = np.arange(10, dtype=np.int64)
+V3_ALIGN = 8  # frames in a V3 block start at multiples of 8 (the kernel's V3_ALIGNMENT)
+MIN_FRAME_STRIDE = 64  # a tpacket3 header and sockaddr_ll alone take more than this
+
+EMPTY = np.empty(0, np.uint32)
+_AUX = struct.Struct("IIIHHHH")  # struct tpacket_auxdata
+SO_TIMESTAMPNS = 35  # SCM_TIMESTAMPNS: the kernel's receive time of each frame, struct timespec
+_TS = struct.Struct("qq")
+_AUX_SPACE = socket.CMSG_SPACE(_AUX.size) + socket.CMSG_SPACE(_TS.size)
+
+# Receive modes: frames go to the ring (BUSY), to the ringless socket (IDLE), or to the ring
+# while the ringless socket still holds earlier frames (DRAIN).
+BUSY, IDLE, DRAIN = 0, 1, 2
+#: IDLE -> BUSY when the ringless socket delivered this many frames within a millisecond
+IDLE_MAX_PER_MS = 16
+#: frames taken from the ringless socket per call: buffers for them are allocated up front, and
+#: a pass that finds nothing should not have allocated (and freed) a whole burst
+IDLE_CHUNK = 2 * IDLE_MAX_PER_MS
+#: BUSY -> IDLE when a block retired by its timer held fewer frames (a trickle of traffic)
+BUSY_MIN_PER_BLOCK = 4
+
+
+def _bpf_return(k: int) -> tuple[bytes, ctypes.Array[ctypes.c_char]]:
+    """A one-instruction classic BPF program ``ret #k`` as a ``struct sock_fprog`` (and the
+    instruction buffer it points to, which must outlive every setsockopt that uses it)."""
+    insn = ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, k), 8)  # BPF_RET | BPF_K
+    return struct.pack("HxxxxxxQ", 1, ctypes.addressof(insn)), insn
+
+
+# As a fanout program, ``ret #k`` picks the k-th socket of the group (0: the ring, joined first;
+# 1: the ringless socket); as a socket filter, ``ret #0`` accepts nothing.
+_TO_RING, _TO_RING_INSN = _bpf_return(0)
+_TO_IDLE, _TO_IDLE_INSN = _bpf_return(1)
+_max = np.maximum.reduce
+_min = np.minimum.reduce
+_or = np.bitwise_or.reduce
+
+
+def _shift_vnet(hdr: np.ndarray, by: int) -> None:
+    """A tag went in front of L3: move one virtio_net_hdr's csum_start and hdr_len on."""
+    f16 = hdr.view("<u2")
+    if hdr[0] & NEEDS_CSUM:
+        f16[3] += by
+    if hdr[1] != GSO_NONE:
+        f16[1] += by
+
+
+class PhyPort(Port):
+    """``phy:N`` over AF_PACKET. Open sockets lazily: a tx-only port must not own an rx ring that
+    fills up and counts drops, and an rx-only port needs no tx socket.
+
+    ``block_size``/``block_nr``/``retire_ms`` size the receive ring. The kernel hands a block
+    over when it is full *or* ``retire_ms`` after its first frame, so at moderate rates every
+    block holds about a millisecond of traffic, whatever its size: the ring covers roughly
+    ``block_nr`` ms of a reader's absence (a GC pause, a descheduled worker) before it drops. The
+    defaults (128 x 128 KiB = 16 MiB, 1 ms) therefore favour many small blocks: over 100 ms of
+    slack, about 1 ms of added latency for a lone frame, and a per-block cost that stays small
+    next to the ~800 minimum-size frames a full block holds.
+    """
+
+    needs_polling = False
+    BLOCK_SIZE = 128 * 1024
+    BLOCK_NR = 128
+    RETIRE_MS = 1
+    TX_SNDBUF = 4 << 20
+    IDLE_RCVBUF = 8 << 20
+    DROP_POLL_S = 0.5  # how stale the kernel drop count may get while no block is released
+
+    def __init__(
+        self,
+        uid: PortId,
+        ctx: PortContext,
+        *,
+        block_size: int | None = None,
+        block_nr: int | None = None,
+        retire_ms: int | None = None,
+    ) -> None:
+        super().__init__(uid, ctx)
+        phys = ctx.seg.spec.phys
+        n = uid.num
+        if not phys:
+            raise PortError(f"phy:{n} does not exist: the primary has no phy ports")
+        if not 0 <= n < min(len(phys), MAX_PHYS):
+            raise PortError(f"phy:{n} does not exist: the primary has phy:0..phy:{len(phys) - 1}")
+        info = phys[n]
+        if info.driver != "af_packet":
+            raise PortError(
+                f"phy:{n}: driver '{info.driver}' of {info.iface} is not handled by the AF_PACKET driver"
+            )
+        self.iface = info.iface
+        try:
+            self.ifindex = linux.if_nametoindex(self.iface)
+        except (OSError, ValueError) as e:
+            raise PortError(f"phy:{n}: {e}") from None
+        self.mac = info.mac
+        if self.mac == "00:00:00:00:00:00":
+            with contextlib.suppress(OSError):
+                self.mac = linux.get_mac(self.iface)
+        # Phy counters are shared, per process row, like SPP's port_stats: the primary reports them.
+        self.counters = ctx.seg.phy_stats[ctx.client_id, n]
+        self.buf_size = ctx.seg.spec.buf_size
+        self._data_addr = ctx.seg.buf_data_addr
+        self._vnet_addr = ctx.seg.buf_vnet_addr
+        self.block_size = block_size or self.BLOCK_SIZE
+        self.block_nr = block_nr or self.BLOCK_NR
+        self.retire_ms = retire_ms or self.RETIRE_MS
+        if self.block_size % mmap.PAGESIZE or self.block_size < 16 * 1024:
+            raise PortError(f"phy:{n}: ring block size must be a multiple of {mmap.PAGESIZE} and >= 16 KiB")
+        #: blocks whose frames were found by :meth:`_scan`, and scans that payload bytes defeated
+        #: (diagnostics: a steady rise in the latter means traffic that mimics ring headers)
+        self.blocks_scanned = 0
+        self.scan_fallbacks = 0
+        #: the errno of the last tx failure (EAGAIN, ENOBUFS, ENETDOWN...), for diagnostics only
+        self.tx_error = 0
+        self._rx: socket.socket | None = None
+        self._idle: socket.socket | None = None  # the ringless socket (None: fanout unavailable)
+        self._ready: select.epoll | None = None
+        self._mode = BUSY
+        self._placed = 0  # frames the kernel put in the ring (PACKET_STATISTICS), ...
+        self._taken = 0  # ... and those we took out of it: the difference is in an open block
+        self._idle_window = 0.0  # start of the millisecond in which IDLE counts its frames
+        self._idle_count = 0
+        self._drain_until = 0.0
+        self._trickle = False
+        self._tx: socket.socket | None = None
+        self._batch: SendBatch | None = None
+        self._cut_batch: SendBatch | None = None
+        #: whether the sockets speak ``struct virtio_net_hdr`` (PACKET_VNET_HDR was accepted)
+        self.rx_vnet = False
+        self.tx_vnet = False
+        # (no large buffers at all: a long frame can never be delivered, so it is dropped)
+        self.large_size = ctx.pool.large_size if ctx.seg.spec.nb_large else self.buf_size
+        self._reset_block()
+
+    # -- receive ---------------------------------------------------------------------------------
+
+    def _open_rx(self) -> None:
+        bs, nr = self.block_size, self.block_nr
+        # Protocol 0: the socket receives nothing until bind() names the interface, so frames of
+        # other interfaces never slip into the ring in between.
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        mm: mmap.mmap | None = None
+        try:
+            s.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
+            s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+            try:
+                s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+                self.rx_vnet = True
+            except OSError:
+                self.rx_vnet = False  # then aggregates and partial checksums arrive unmarked
+            frame = 2048  # V3 ignores frame geometry beyond this consistency check
+            req = struct.pack("7I", bs, nr, frame, bs * nr // frame, self.retire_ms, 0, 0)
+            s.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
+            mm = mmap.mmap(s.fileno(), bs * nr, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            s.bind((self.iface, linux.ETH_P_ALL))
+            # Promiscuous for as long as the socket lives; the kernel undoes it on close.
+            s.setsockopt(
+                SOL_PACKET,
+                PACKET_ADD_MEMBERSHIP,
+                struct.pack("iHH8s", self.ifindex, PACKET_MR_PROMISC, 0, b""),
+            )
+            s.setblocking(False)
+        except OSError as e:
+            if mm is not None:
+                mm.close()
+            s.close()
+            raise PortError(
+                f"phy:{self.uid.num}: cannot open rx on {self.iface}: {e.strerror or e}"
+            ) from None
+        self._rx = s
+        self._mm = mm
+        self._ring_bytes = bs * nr
+        self._u8 = np.frombuffer(mm, np.uint8)
+        self._ring_addr = np.uint64(self._u8.ctypes.data)
+        self._u32 = np.frombuffer(mm, "<u4")
+        self._u16 = np.frombuffer(mm, "<u2")
+        self._mv32 = memoryview(mm).cast("I")
+        self._arange = np.arange(bs // MIN_FRAME_STRIDE + 2, dtype=np.int64)
+        self._windows: dict[int, np.ndarray] = {}
+        self._blk = 0
+        self._last_drop_poll = time.monotonic()
+        self._placed = self._taken = 0
+        self._mode = BUSY
+        self._owed_since = 0.0
+        self._pool_mv = memoryview(self.pool.data.reshape(-1))
+        self._vnet_mv = memoryview(self.pool.vnet.reshape(-1))
+        self._spare = -1  # a large buffer whose tail catches long frames on the ringless socket
+        self._idle = self._open_idle(s)
+        self._ready: select.epoll | None = None
+        if self._idle is not None:
+            self._ready = select.epoll()
+            self._ready.register(s.fileno(), select.EPOLLIN)
+            self._ready.register(self._idle.fileno(), select.EPOLLIN)
+
+    def _open_idle(self, ring_sock: socket.socket) -> socket.socket | None:
+        """Put the ring's socket in a fanout group with a new ringless socket; return the latter,
+        or None where the kernel has no CBPF fanout (the port then works on blocks alone)."""
+        try:
+            flags = PACKET_FANOUT_CBPF | PACKET_FANOUT_FLAG_UNIQUEID
+            try:
+                quiet = flags | PACKET_FANOUT_FLAG_IGNORE_OUTGOING
+                ring_sock.setsockopt(SOL_PACKET, PACKET_FANOUT, quiet << 16)
+                flags = quiet
+            except OSError:  # before Linux 6.10 a fanout group cannot ignore outgoing frames
+                ring_sock.setsockopt(SOL_PACKET, PACKET_FANOUT, flags << 16)
+            group = ring_sock.getsockopt(SOL_PACKET, PACKET_FANOUT) & 0xFFFF
+        except OSError:
+            return None
+        q = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        try:
+            # Bound but not yet in the group, the socket would get a copy of every frame: keep it
+            # deaf with a reject-all filter until it has joined.
+            q.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, _TO_RING)
+            q.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+            # Stamped by the kernel on arrival, as the ring's frames are: stamps stay in wire
+            # order when the port moves between the two sockets.
+            q.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            if self.rx_vnet:
+                q.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)  # as the ring's socket
+            # A burst can arrive before we switch back to the ring: room for a few thousand frames.
+            try:
+                q.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, self.IDLE_RCVBUF)
+            except PermissionError:
+                q.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.IDLE_RCVBUF)
+            q.bind((self.iface, linux.ETH_P_ALL))
+            joined = flags & ~PACKET_FANOUT_FLAG_UNIQUEID
+            q.setsockopt(SOL_PACKET, PACKET_FANOUT, group | joined << 16)
+            q.setsockopt(socket.SOL_SOCKET, SO_DETACH_FILTER, 0)
+            q.setblocking(False)
+            while True:  # anything that slipped in before the filter took effect
+                q.recv(1)
+        except BlockingIOError:
+            return q
+        except OSError:
+            q.close()
+            return None
+
+    def _reset_block(self) -> None:
+        self._held = False
+        self._cur = 0
+        self._cnt = 0
+        self._src: np.ndarray = EMPTY
+        self._snap: np.ndarray = EMPTY
+        self._olen: np.ndarray = EMPTY
+        self._ts: np.ndarray = EMPTY
+        self._width = 0  # the longest frame in the block
+        self._uniform = False  # every frame in the block has that length
+        self._run: np.ndarray | None = None  # the block's frames as a (frame x byte) view, if regular
+        self._vlan: np.ndarray | None = None
+        self._tags: np.ndarray | None = None
+        self._bad: np.ndarray | None = None  # frames to drop (runts, too long, cut short)
+        self._big: np.ndarray | None = None  # frames that need a large buffer
+        self._vh: np.ndarray | None = None  # the frames' virtio_net_hdr, if any is not zero
+
+    def _walk(self, p: int, npk: int, end: int) -> np.ndarray:
+        """Offsets of the ``npk`` frames of a block, starting at ``p``; the block's data ends at ``end``.
+
+        Frames form a chain through ``tp_next_offset``. Following it in Python costs ~0.5 us per
+        frame, so guess instead that the stride of the current frame repeats, compute a window of
+        candidate offsets at once, check all their ``tp_next_offset`` values in one gather and
+        jump to the first mismatch; the window doubles while the guess holds. Python iterations
+        are then the number of size changes. When sizes keep changing (IMIX), runs are too short
+        for that to pay, and :meth:`_scan` finds the rest of the block's frames in one pass.
+        """
+        mv32, u32, ar = self._mv32, self._u32, self._arange
+        offs = np.empty(npk, np.int64)
+        i = 0
+        window = 64
+        rounds = 0
+        scan = npk >= 32
+        while i < npk:
+            if i == npk - 1:
+                offs[i] = p
+                i += 1
+                break
+            if scan and rounds >= 3 and i < rounds * 8:  # runs average under 8 frames
+                rest = self._scan(p, npk - i, end)
+                if rest is not None:
+                    self.blocks_scanned += 1
+                    offs[i:] = rest
+                    i = npk
+                    break
+                self.scan_fallbacks += 1
+                scan = False  # something in the payload looks like a header: keep walking
+            rounds += 1
+            nxt = mv32[p >> 2]
+            if nxt < MIN_FRAME_STRIDE or p + nxt >= end:
+                break  # a chain that leaves the block: keep what was verified
+            two = p + 2 * nxt
+            if npk - i > 3 and two < end and mv32[(p + nxt) >> 2] == nxt and mv32[two >> 2] == nxt:
+                m = min(npk - i, window, (end - 1 - p) // nxt + 1)
+                cand = ar[:m] * nxt
+                cand += p
+                diff = u32[cand[:-1] >> 2] != nxt
+                j = int(diff.argmax())
+                if diff[j]:
+                    offs[i : i + j + 1] = cand[: j + 1]
+                    i += j + 1
+                    p = int(cand[j])
+                    p += mv32[p >> 2]
+                    window = 64
+                else:
+                    # The last candidate's position is proven; its own next offset is not yet.
+                    offs[i : i + m - 1] = cand[: m - 1]
+                    i += m - 1
+                    p = int(cand[m - 1])
+                    window = min(window * 2, 1 << 16)
+            else:
+                offs[i] = p
+                i += 1
+                p += nxt
+        return offs[:i]
+
+    def _scan(self, p: int, npk: int, end: int) -> np.ndarray | None:
+        """Offsets of the last ``npk`` frames of a block, from ``p``, found without walking.
+
+        Every frame header but the last satisfies ``tp_next_offset == align8(tp_mac +
+        tp_snaplen)``, with the same ``tp_mac`` throughout. Test that at every 8-byte slot from
+        ``p`` to ``end`` with three strided views and a few vector operations, then prove that
+        the candidates are exactly the chain: the first is ``p`` and each is its predecessor plus
+        its predecessor's next offset. Payload bytes that happen to look like a header break the
+        proof, and the caller walks instead.
+        """
+        if npk == 1:
+            return np.array([p], np.int64)
+        # Slots whose 28 header bytes lie inside the ring; a header never starts closer than that.
+        cnt = min((end - p) // V3_ALIGN, (self._ring_bytes - 28 - p) // V3_ALIGN + 1)
+        if cnt < npk - 1:
+            return None
+        # First the cheap filter, over every slot: tp_mac is the same for every frame of an
+        # Ethernet device (the ring layout fixes it), and few other 8-byte slots hold that value.
+        mac0 = self._mv32[(p + 24) >> 2] & 0xFFFF
+        h = (p + 24) >> 1
+        pos = np.flatnonzero(self._u16[h : h + 4 * cnt : 4] == mac0)
+        # Then the header check, on the survivors only.
+        pos *= V3_ALIGN
+        pos += p
+        w = pos >> 2
+        u32 = self._u32
+        nx = u32[w]
+        want = u32[w + 3]  # tp_snaplen
+        want += mac0 + V3_ALIGN - 1
+        want &= ~np.uint32(V3_ALIGN - 1)
+        pos = pos[nx == want]
+        if len(pos) != npk - 1 or pos[0] != p:
+            return None
+        nxc = u32[pos >> 2].astype(np.int64)
+        offs = np.empty(npk, np.int64)
+        offs[:-1] = pos
+        offs[-1] = pos[-1] + nxc[-1]
+        # The proof: each candidate is exactly where its predecessor's next offset points.
+        if (offs[1:] != offs[:-1] + nxc).any() or offs[-1] >= end:
+            return None
+        return offs
+
+    def _take_block(self) -> bool:
+        """Pick up the next block the kernel has handed over; False if there is none yet."""
+        mv32 = self._mv32
+        bs = self.block_size
+        while True:
+            base = self._blk * bs
+            if not mv32[(base + BLK_STATUS) >> 2] & TP_STATUS_USER:
+                return False
+            npk = mv32[(base + BLK_NUM_PKTS) >> 2]
+            self._taken += npk
+            if npk:
+                break
+            self._release_block()  # an empty retired block: nothing to read, give it back
+        if (
+            npk < BUSY_MIN_PER_BLOCK
+            and self._mode == BUSY
+            and self._idle is not None
+            and mv32[(base + BLK_STATUS) >> 2] & TP_STATUS_BLK_TMO
+        ):
+            self._trickle = True  # a trickle: switch to per-frame readiness after this block
+        first = mv32[(base + BLK_FIRST) >> 2]
+        used = mv32[(base + BLK_LEN) >> 2]
+        offs = self._walk(base + first, npk, base + (used if first < used <= bs else bs))
+        n = len(offs)
+        hdr = self._u32[(offs >> 2)[:, None] + _HDR_COLS]
+        snap = hdr[:, H_SNAP].astype(np.int64)
+        status = hdr[:, H_STATUS]
+        self._src = offs + (hdr[:, H_MAC] & 0xFFFF)
+        self._snap = snap
+        ts = hdr[:, H_SEC].astype(np.uint64)
+        ts *= np.uint64(1_000_000_000)
+        ts += hdr[:, H_NSEC]
+        self._ts = ts
+        if n and int(_or(status)) & TP_STATUS_VLAN_VALID:
+            # The kernel strips an outer 802.1Q/802.1ad tag into metadata before any packet
+            # socket sees the frame; prepare the 4 bytes to put back.
+            vlan = (status & TP_STATUS_VLAN_VALID) != 0
+            tpid = np.where(status & TP_STATUS_VLAN_TPID_VALID, hdr[:, H_TPID] & 0xFFFF, ETH_P_8021Q)
+            tci = hdr[:, H_TCI] & 0xFFFF
+            tags = np.empty((n, 4), np.uint8)
+            tags[:, 0] = tpid >> 8
+            tags[:, 1] = tpid & 0xFF
+            tags[:, 2] = tci >> 8
+            tags[:, 3] = tci & 0xFF
+            self._vlan, self._tags = vlan, tags
+            olen = snap + VLAN_HLEN * vlan
+        else:
+            self._vlan = self._tags = None
+            olen = snap
+        self._olen = olen
+        if n:
+            self._width = width = int(_max(snap))
+            shortest = int(_min(snap))
+            self._uniform = shortest == width
+            # Frames that need care (longer than a buffer, runts, truncated) are rare: test the
+            # extremes first and build the per-frame masks only when they say there are some.
+            if (
+                width + (VLAN_HLEN if self._vlan is not None else 0) > self.buf_size
+                or shortest < ETH_HLEN
+                or not np.array_equal(hdr[:, H_LEN], hdr[:, H_SNAP])
+            ):
+                runt = snap < ETH_HLEN
+                long = (olen > self.large_size) | (hdr[:, H_LEN] != hdr[:, H_SNAP])
+                bad = runt | long
+                if bad.any():
+                    self._bad = bad
+                    self.xstats[XS["rx_runt"]] += int(np.count_nonzero(runt))
+                    self.xstats[XS["rx_too_long"]] += int(np.count_nonzero(long & ~runt))
+                big = (olen > self.buf_size) & ~bad
+                self._big = big if big.any() else None
+            if self.rx_vnet:
+                self._read_vnet(n)
+            if self._uniform and self._vlan is None and self._bad is None and self._big is None:
+                # Same-size frames at a fixed stride (a run): view them in place as a matrix, so a
+                # burst is one strided copy with no gather at all.
+                src = self._src
+                stride = int(src[1] - src[0]) if n > 1 else width
+                if n == 1 or bool((np.diff(src) == stride).all()):
+                    self._run = np.ndarray(
+                        (n, width), np.uint8, buffer=self._mm, offset=int(src[0]), strides=(stride, 1)
+                    )
+        if n < npk:
+            self.counters[RX_DROP] += npk - n  # frames past a broken chain cannot be found
+        self._cur, self._cnt, self._held = 0, n, True
+        return True
+
+    def _read_vnet(self, n: int) -> None:
+        """Pick up the block's virtio_net_hdrs when any says there is work left (one gather of
+        their first two bytes decides); a reinserted VLAN tag moves the offsets 4 bytes on."""
+        if not n:
+            return
+        at = self._src - VNET
+        if int(at[0]) & 1 or not _or(self._u16[at >> 1]):
+            if int(at[0]) & 1:  # (never seen: the kernel aligns frames so that this is even)
+                self._vh = self._u8[at[:, None] + _VNET_COLS]
+            return
+        vh = self._u8[at[:, None] + _VNET_COLS]
+        if self._vlan is not None:
+            f16 = vh.view("<u2")  # columns: flags|gso_type, hdr_len, gso_size, csum_start, csum_offset
+            tagged = self._vlan
+            f16[:, 3] += (tagged & ((vh[:, 0] & NEEDS_CSUM) != 0)) * VLAN_HLEN
+            f16[:, 1] += (tagged & (vh[:, 1] != GSO_NONE)) * VLAN_HLEN
+        self._vh = vh
+
+    def _release_block(self) -> None:
+        self._mv32[(self._blk * self.block_size + BLK_STATUS) >> 2] = TP_STATUS_KERNEL
+        self._blk = (self._blk + 1) % self.block_nr
+        self._reset_block()
+        self.poll_drops()
+
+    def poll_drops(self) -> int:
+        """Add the kernel's ring-full drops since the last call to ``rx_drop``; return them."""
+        if self._rx is None:
+            return 0
+        self._last_drop_poll = time.monotonic()
+        try:
+            raw = self._rx.getsockopt(SOL_PACKET, PACKET_STATISTICS, 12)
+            pkts, drops, _freezes = struct.unpack("3I", raw)
+            self._placed += pkts - drops  # the ring's packet count includes its drops
+            if self._idle is not None:
+                _, idle_drops = struct.unpack("2I", self._idle.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
+                drops += idle_drops
+        except OSError:
+            return 0
+        if drops:  # the kernel clears its counters on every read
+            self.counters[RX_DROP] += drops
+        return drops
+
+    def _window(self, width: int) -> np.ndarray:
+        """The ring as a (start offset x ``width``) byte matrix: row ``o`` is the bytes at ``o``.
+
+        A zero-copy strided view, so a fancy index on rows copies each frame as one contiguous
+        run. Cached per width (a handful of distinct frame sizes in practice).
+        """
+        win = self._windows.get(width)
+        if win is None:
+            smax = self._ring_bytes - width
+            win = np.ndarray((smax + 1, width), np.uint8, buffer=self._mm, offset=0, strides=(1, 1))
+            if len(self._windows) < 64:
+                self._windows[width] = win
+        return win
+
+    def _copy_out(self, bufs: np.ndarray, sel: slice | np.ndarray) -> None:
+        """Copy the block's frames ``sel`` into ``bufs``: one gather and one scatter in numpy."""
+        pool = self.pool
+        data = pool.data
+        # intp indices: numpy would convert uint32 ones on every fancy store, at several us each.
+        bi = bufs.astype(np.intp)
+        if self._run is not None:
+            data[bi, : self._width] = self._run[sel]
+        else:
+            src = self._src[sel]
+            width = self._width if self._uniform else int(_max(self._snap[sel]))
+            smax = self._ring_bytes - width
+            if src[-1] <= smax:  # offsets grow within a block, so the last is the largest
+                data[bi, :width] = self._window(width)[src]
+            else:
+                near_end = src > smax  # only frames in the ring's last ``width`` bytes
+                data[bi[~near_end], :width] = self._window(width)[src[~near_end]]
+                u8 = self._u8
+                for b, s, ln in zip(
+                    bi[near_end].tolist(),
+                    src[near_end].tolist(),
+                    self._snap[sel][near_end].tolist(),
+                    strict=True,
+                ):
+                    data[b, :ln] = u8[s : s + ln]
+        pool.lengths[bi] = self._olen[sel]
+        pool.stamps[bi] = self._ts[sel]
+        if self._vh is None:
+            pool.vnet_word[bi] = 0
+        else:
+            pool.vnet[bi] = self._vh[sel]
+        if self._vlan is not None and self._tags is not None:
+            vm = self._vlan[sel]
+            if vm.any():
+                bv = bi[vm]
+                hi = min(self._width, self.buf_size - VLAN_HLEN)
+                data[bv, ETH_HLEN + 2 : hi + VLAN_HLEN] = data[bv, 12:hi]
+                data[bv, 12 : 12 + VLAN_HLEN] = self._tags[sel][vm]
+
+    def _deliver(self, want: int) -> tuple[np.ndarray, bool]:
+        """Up to ``want`` frames of the held block as pool buffers; ``(bufs, pool_ran_dry)``."""
+        c = self._cur
+        k = min(want, self._cnt - c)
+        pool = self.pool
+        if self._bad is None and self._big is None:
+            bufs = pool.alloc(k, plain=False)
+            m = len(bufs)
+            if m:
+                self._copy_out(bufs, slice(c, c + m))
+                self._cur = c + m
+            return bufs, m < k
+        # Some frames of this block cannot be delivered (consume them without a buffer), or need
+        # a large buffer: place each kind, in wire order.
+        bad = self._bad[c : c + k] if self._bad is not None else np.zeros(k, bool)
+        big = self._big[c : c + k] if self._big is not None else np.zeros(k, bool)
+        small_pos = np.flatnonzero(~bad & ~big)
+        big_pos = np.flatnonzero(big)
+        small = pool.alloc(len(small_pos), plain=False) if len(small_pos) else EMPTY
+        large = pool.alloc_large(len(big_pos)) if len(big_pos) else EMPTY
+        dry = len(small) < len(small_pos) or len(large) < len(big_pos)
+        if dry:
+            # Stop before the first good frame we have no buffer for; give back what lies beyond.
+            cut = min(
+                int(small_pos[len(small)]) if len(small) < len(small_pos) else k,
+                int(big_pos[len(large)]) if len(large) < len(big_pos) else k,
+            )
+            k = cut
+            ns, nl = int(np.searchsorted(small_pos, cut)), int(np.searchsorted(big_pos, cut))
+            pool.free(small[ns:])
+            pool.free(large[nl:])
+            small, small_pos, large, big_pos = small[:ns], small_pos[:ns], large[:nl], big_pos[:nl]
+        if len(small):
+            self._copy_out(small, small_pos + c)
+        if len(large):
+            self._copy_big(large, big_pos + c)
+        placed = np.empty(k, np.uint32)
+        placed[small_pos] = small
+        placed[big_pos] = large
+        keep = ~bad[:k]
+        self.counters[RX_DROP] += k - int(np.count_nonzero(keep))
+        self._cur = c + k
+        return (placed[keep] if not keep.all() else placed), dry
+
+    def _copy_big(self, bufs: np.ndarray, positions: np.ndarray) -> None:
+        """Copy the block's frames at ``positions`` into the large buffers ``bufs``, one numpy
+        copy each (a block holds at most a couple of 64 KiB frames)."""
+        pool = self.pool
+        flat = pool.data.reshape(-1)
+        u8 = self._u8
+        bs = self.buf_size
+        for b, p in zip(bufs.tolist(), positions.tolist(), strict=True):
+            s, ln = int(self._src[p]), int(self._snap[p])
+            o = b * bs
+            if self._vlan is not None and self._tags is not None and self._vlan[p]:
+                flat[o : o + 12] = u8[s : s + 12]
+                flat[o + 12 : o + 16] = self._tags[p]
+                flat[o + 16 : o + ln + VLAN_HLEN] = u8[s + 12 : s + ln]
+            else:
+                flat[o : o + ln] = u8[s : s + ln]
+        pool.lengths[bufs] = self._olen[positions]
+        pool.stamps[bufs] = self._ts[positions]
+        if self._vh is None:
+            pool.vnet_word[bufs] = 0
+        else:
+            pool.vnet[bufs] = self._vh[positions]
+
+    def rx_burst(self, max_n: int) -> np.ndarray:
+        if self._rx is None:
+            self._open_rx()
+        mode = self._mode
+        if mode == BUSY:
+            bufs = self._rx_ring(max_n)
+            if self._trickle and not self._held:
+                self._go_idle()
+            return bufs
+        if mode == IDLE:
+            bufs = self._rx_ring(max_n)
+            if len(bufs) >= max_n or self._owed():
+                return bufs  # older frames are still in the ring: the ringless socket waits
+            more = self._recv_idle(min(max_n - len(bufs), IDLE_CHUNK))
+            if len(more):
+                now = time.monotonic()
+                if now - self._idle_window > 0.001:
+                    self._idle_window, self._idle_count = now, 0
+                self._idle_count += len(more)
+                if self._idle_count >= IDLE_MAX_PER_MS:
+                    self._go_busy()
+            return more if not len(bufs) else np.concatenate((bufs, more))
+        # DRAIN: what the ringless socket still holds came before anything in the ring.
+        want = min(max_n, IDLE_CHUNK)
+        bufs = self._recv_idle(want)
+        if len(bufs) >= want:
+            return bufs  # there may be more: the ring waits until the socket reads empty
+        if not len(bufs) and time.monotonic() >= self._drain_until:
+            self._mode = BUSY
+        more = self._rx_ring(max_n - len(bufs))
+        return more if not len(bufs) else np.concatenate((bufs, more))
+
+    # -- receive: switching between the ring and the ringless socket ---------------------------
+
+    def _go_idle(self) -> None:
+        """Send the interface's frames to the ringless socket from now on.
+
+        Frames the ring got before the switch may sit in a block the kernel has not handed over
+        yet; they must come out before anything the ringless socket gets. The ring socket's
+        statistics, read *after* the switch, count every frame it took, so the ringless socket
+        is not read until we have taken as many out of the ring (:meth:`_owed`).
+        """
+        assert self._rx is not None
+        self._rx.setsockopt(SOL_PACKET, PACKET_FANOUT_DATA, _TO_IDLE)
+        self.poll_drops()
+        self._mode, self._trickle = IDLE, False
+        self._idle_window, self._idle_count = time.monotonic(), 0
+        self._owed_since = 0.0
+
+    def _go_busy(self) -> None:
+        """Send the interface's frames to the ring again; the ringless socket is emptied first."""
+        assert self._rx is not None
+        self._rx.setsockopt(SOL_PACKET, PACKET_FANOUT_DATA, _TO_RING)
+        self._mode = DRAIN
+        # A frame may still be on its way to the ringless socket on another CPU: keep looking
+        # there for a moment even after it first reads empty.
+        self._drain_until = time.monotonic() + 0.002
+
+    def _owed(self) -> bool:
+        """Whether frames from before :meth:`_go_idle` are still in a block not handed over."""
+        if self._placed <= self._taken:
+            return False
+        now = time.monotonic()
+        if not self._owed_since:
+            self._owed_since = now
+        elif now - self._owed_since > 0.05:  # far beyond any block's retirement: miscounted
+            self._taken = self._placed
+            return False
+        return True
+
+    def _block_ready(self) -> bool:
+        return bool(self._mv32[(self._blk * self.block_size + BLK_STATUS) >> 2] & TP_STATUS_USER)
+
+    def _recv_idle(self, max_n: int) -> np.ndarray:
+        """Up to ``max_n`` frames from the ringless socket, one ``recvmsg`` each (a trickle).
+
+        With PACKET_VNET_HDR each message starts with the frame's virtio_net_hdr, read straight
+        into the buffer's metadata. A frame longer than a pool buffer (an aggregate, a jumbo
+        frame) spills into the tail of a spare large buffer, which then becomes its buffer.
+        """
+        q = self._idle
+        if q is None or max_n <= 0:
+            return EMPTY
+        pool = self.pool
+        bufs = pool.alloc(max_n, plain=not self.rx_vnet)
+        if not len(bufs):
+            return EMPTY
+        data, mv, bs = pool.data, self._pool_mv, self.buf_size
+        vnet = self.rx_vnet
+        vmv = self._vnet_mv
+        hdr = VNET if vnet else 0
+        blist = bufs.tolist()
+        out: list[int] = []
+        lens: list[int] = []
+        runts = longs = 0
+        spent: list[int] = []
+        stamps: list[int] = []
+        tail = self._spare_tail()
+        while len(out) + runts + longs < len(blist):
+            b = blist[len(out) + runts + longs]
+            if vnet:
+                iov = [vmv[b * VNET : (b + 1) * VNET], mv[b * bs : (b + 1) * bs], *tail]
+            else:
+                iov = [mv[b * bs : (b + 1) * bs], *tail]
+            try:
+                ln, anc, _, _ = q.recvmsg_into(iov, _AUX_SPACE, socket.MSG_TRUNC)
+            except OSError:  # EAGAIN: empty (or the interface went away)
+                break
+            ln -= hdr
+            tag = b""
+            stamp = 0
+            for level, kind, raw in anc:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(raw) >= _TS.size:
+                    sec, nsec = _TS.unpack_from(raw)
+                    stamp = sec * 1_000_000_000 + nsec
+                elif level == SOL_PACKET and kind == PACKET_AUXDATA and len(raw) >= _AUX.size:
+                    status, _, _, _, _, tci, tpid = _AUX.unpack_from(raw)
+                    if status & TP_STATUS_VLAN_VALID:
+                        tpid = tpid if status & TP_STATUS_VLAN_TPID_VALID else ETH_P_8021Q
+                        tag = struct.pack(">HH", tpid, tci)
+            if ln < ETH_HLEN:
+                runts += 1  # drop it; its buffer goes back below
+                continue
+            buf = b
+            if ln + len(tag) > bs:
+                if not tail or ln + len(tag) > self.large_size:
+                    longs += 1
+                    continue
+                buf = self._spare
+                data[buf] = data[b]  # the first row; the rest is in place already
+                pool.vnet[buf] = pool.vnet[b]
+                self._spare = -1
+                spent.append(b)  # its pool buffer goes back below
+                tail = self._spare_tail()
+            if tag:  # put back the 802.1Q/802.1ad tag the kernel moved into metadata
+                frame = pool.frame(buf, ln + VLAN_HLEN)
+                frame[ETH_HLEN + VLAN_HLEN - 2 :] = frame[12:ln].copy()
+                frame[12 : 12 + VLAN_HLEN] = np.frombuffer(tag, np.uint8)
+                if vnet:
+                    _shift_vnet(pool.vnet[buf], VLAN_HLEN)
+            out.append(buf)
+            lens.append(ln + len(tag))
+            stamps.append(stamp or time.time_ns())
+        if runts or longs:
+            self.counters[RX_DROP] += runts + longs
+            self.xstats[XS["rx_runt"]] += runts
+            self.xstats[XS["rx_too_long"]] += longs
+        taken = set(out)
+        rest = [b for b in blist if b not in taken]  # unused, dropped frames', spilled frames'
+        if rest:
+            pool.free(np.array(rest, np.uint32))
+        if not out:
+            return EMPTY
+        got = np.array(out, np.uint32)
+        pool.lengths[got] = lens
+        pool.stamps[got] = stamps
+        return got
+
+    def _spare_tail(self) -> list[memoryview]:
+        """The iovec that catches a frame's bytes beyond a pool buffer: the rest of a spare large
+        buffer (none while no large buffer is free; such a frame is then cut short, and dropped)."""
+        if self._spare < 0:
+            got = self.pool.alloc_large(1)
+            if not len(got):
+                return []
+            self._spare = int(got[0])
+        o = self._spare * self.buf_size
+        return [self._pool_mv[o + self.buf_size : o + self.large_size]]
+
+    def prepare_sleep(self, waiter: int) -> int:
+        """Switch to per-frame readiness, so that a lone frame wakes the worker at once."""
+        if self._rx is None:
+            self._open_rx()
+        if self._held or self._block_ready():
+            return PENDING
+        if self._idle is None:
+            return WAKES  # blocks only: woken when one is handed over
+        if self._mode == DRAIN:
+            try:
+                self._idle.recv(1, socket.MSG_PEEK)
+                return PENDING
+            except OSError:
+                self._mode = BUSY
+        if self._mode == BUSY:
+            self._go_idle()
+        return WAKES
+
+    def _rx_ring(self, max_n: int) -> np.ndarray:
+        """Up to ``max_n`` frames out of the ring's blocks."""
+        got: list[np.ndarray] = []
+        total = 0
+        while total < max_n:
+            if not self._held and not self._take_block():
+                if not got and time.monotonic() - self._last_drop_poll > self.DROP_POLL_S:
+                    self.poll_drops()
+                break
+            bufs, dry = self._deliver(max_n - total)
+            if len(bufs):
+                got.append(bufs)
+                total += len(bufs)
+            if self._cur >= self._cnt:
+                self._release_block()
+            if dry:
+                break
+        if not got:
+            return EMPTY
+        return got[0] if len(got) == 1 else np.concatenate(got)
+
+    def route_to(self, dst: Port) -> Step | None:
+        """Phy to phy in one process goes through :class:`CutThrough`, not the pool."""
+        return CutThrough(self, dst) if isinstance(dst, PhyPort) else None
+
+    def forward_to(self, dst: PhyPort, max_n: int) -> int:
+        """Receive up to ``max_n`` frames and transmit them on ``dst`` straight out of the receive
+        ring; return how many were received.
+
+        ``sendmmsg``'s iovecs point into our TPACKET_V3 ring, so the kernel copies each frame
+        once, from ring to skb, and no pool buffer, gather or free is involved: the l2fwd case
+        (``patch phy:0 phy:1``) saves about a third of its Python work. The kernel put each
+        frame's ``virtio_net_hdr`` right in front of it, so with both sockets speaking it one
+        iovec carries header and frame, aggregates and partial checksums included. Frames that
+        need their VLAN tag put back, that cannot be delivered as they are, or whose metadata
+        ``dst`` cannot take, go the pool path. What ``dst`` refuses is counted as its
+        ``tx_drop``, as on the pool path; a refused frame costs only itself.
+        """
+        if self._rx is None:
+            self._open_rx()
+        if self._mode != BUSY or self._trickle:
+            return forward_burst(self, dst, max_n)  # a trickle: latency matters, not the copy
+        if dst._tx is None:
+            dst._open_tx()
+        assert dst._tx is not None and dst._cut_batch is not None
+        same_hdr = self.rx_vnet == dst.tx_vnet
+        hdr = VNET if self.rx_vnet else 0
+        moved = 0
+        while moved < max_n:
+            if not self._held and not self._take_block():
+                if not moved and time.monotonic() - self._last_drop_poll > self.DROP_POLL_S:
+                    self.poll_drops()
+                break
+            if self._vlan is not None or self._bad is not None or not same_hdr:
+                bufs, dry = self._deliver(max_n - moved)
+                n = len(bufs)
+                if n:
+                    self.counters[RX] += n
+                    sent = dst.tx_burst(bufs)
+                    dst.counters[TX] += sent
+                    if sent < n:
+                        self.pool.free(bufs[sent:])
+                        dst.counters[TX_DROP] += n - sent
+                    moved += n
+                if self._cur >= self._cnt:
+                    self._release_block()
+                if dry:
+                    break
+                continue
+            c = self._cur
+            k = min(max_n - moved, self._cnt - c)
+            addrs = self._src[c : c + k].astype(np.uint64)
+            addrs += self._ring_addr - np.uint64(hdr)
+            lens = self._snap[c : c + k] + hdr if hdr else self._snap[c : c + k]
+            batch = dst._cut_batch
+            done, err = batch.send(dst._tx.fileno(), addrs, lens)
+            if err:
+                dst.tx_error = err
+            refused = len(batch.refused)
+            if refused:
+                dst.xstats[XS["tx_refused"]] += refused
+            self.counters[RX] += k
+            dst.counters[TX] += done - refused
+            if done - refused < k:
+                dst.counters[TX_DROP] += k - done + refused
+            self._cur = c + k
+            moved += k
+            if self._cur >= self._cnt:
+                self._release_block()
+        if self._trickle and not self._held:
+            self._go_idle()
+        return moved
+
+    def fileno(self) -> int | None:
+        """Readable while frames wait for us: an epoll set of the ring's socket (a block was
+        handed over) and the ringless one (a frame came); opens rx on first use."""
+        if self._rx is None:
+            self._open_rx()
+        assert self._rx is not None
+        return self._rx.fileno() if self._ready is None else self._ready.fileno()
+
+    # -- transmit --------------------------------------------------------------------------------
+
+    def _open_tx(self) -> None:
+        # Protocol 0: a send-only socket, so the kernel never queues received frames on it.
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        try:
+            # Straight to the driver: no qdisc, and no copy of our frames to packet taps.
+            s.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
+            try:
+                s.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, self.TX_SNDBUF)
+            except PermissionError:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.TX_SNDBUF)
+            try:
+                s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+                self.tx_vnet = True
+            except OSError:
+                self.tx_vnet = False  # then offloads are finished in software before sending
+            s.bind((self.iface, 0))
+            s.setblocking(False)
+        except OSError as e:
+            s.close()
+            raise PortError(
+                f"phy:{self.uid.num}: cannot open tx on {self.iface}: {e.strerror or e}"
+            ) from None
+        self._tx = s
+        self._batch = SendBatch(iovs=2 if self.tx_vnet else 1)
+        self._cut_batch = SendBatch()
+
+    def tx_burst(self, bufs: np.ndarray) -> int:
+        n = len(bufs)
+        if n == 0:
+            return 0
+        if self._tx is None:
+            self._open_tx()
+        assert self._tx is not None and self._batch is not None
+        pool = self.pool
+        if not self.tx_vnet:
+            return self._tx_finished(bufs)
+        bi = bufs.astype(np.intp)
+        word = pool.vnet_word[bi]
+        bad: np.ndarray | None = None
+        if _or(word):
+            some = np.flatnonzero(word)
+            inv = offload.invalid(pool, bufs[some])
+            if inv.any():
+                # Metadata the kernel would refuse, or worse, trust: never passed on.
+                bad = some[inv]
+                self.xstats[XS["tx_bad_vnet"]] += len(bad)
+        lens = pool.lengths[bi]
+        send_bufs, send_lens = bufs, lens
+        if bad is not None:
+            ok = np.ones(n, bool)
+            ok[bad] = False
+            send_pos = np.flatnonzero(ok)
+            send_bufs, send_lens = bufs[send_pos], lens[send_pos]
+        batch = self._batch
+        done, err = batch.send_pool(
+            self._tx.fileno(), self._data_addr, self.buf_size, send_bufs, send_lens, vnet_addr=self._vnet_addr
+        )
+        if err:
+            self.tx_error = err
+        refused = batch.refused
+        if bad is None and not refused:
+            if done:
+                pool.free(bufs[:done])  # the kernel copied them into skbs
+            return done
+        # Some frames were not taken: sent ones first in the caller's array, the rest behind.
+        if refused:
+            self.xstats[XS["tx_refused"]] += len(refused)
+        sent_mask = np.zeros(len(send_bufs), bool)
+        sent_mask[:done] = True
+        sent_mask[refused] = False
+        sent_pos = send_pos[sent_mask] if bad is not None else np.flatnonzero(sent_mask)
+        return self._sent_first(bufs, sent_pos)
+
+    def _sent_first(self, bufs: np.ndarray, sent_pos: np.ndarray) -> int:
+        """Free the buffers at ``sent_pos`` and move the others behind them (in order), so that
+        the caller's "free and count the rest" sees exactly the frames that did not go."""
+        n = len(bufs)
+        rest = np.ones(n, bool)
+        rest[sent_pos] = False
+        order = np.concatenate([sent_pos, np.flatnonzero(rest)])
+        sent = len(sent_pos)
+        if bufs.flags.writeable:
+            bufs[:] = bufs[order]
+            self.pool.free(bufs[:sent])
+            return sent
+        # (A read-only burst cannot be reordered: consume it all and count the drops here.)
+        self.pool.free(bufs)
+        self.counters[TX_DROP] += n - sent
+        return n
+
+    def _tx_finished(self, bufs: np.ndarray) -> int:
+        """Transmit on a socket without virtio_net_hdr: finish offloads in software first."""
+        assert self._tx is not None and self._batch is not None
+        pool = self.pool
+        out = offload.finish(pool, bufs, self.xstats)
+        if out is bufs:
+            lens = pool.lengths[bufs.astype(np.intp)]
+            done, err = self._batch.send_pool(self._tx.fileno(), self._data_addr, self.buf_size, bufs, lens)
+            if err:
+                self.tx_error = err
+            if not self._batch.refused:
+                if done:
+                    pool.free(bufs[:done])
+                return done
+            self.xstats[XS["tx_refused"]] += len(self._batch.refused)
+            sent_mask = np.zeros(len(bufs), bool)
+            sent_mask[:done] = True
+            sent_mask[self._batch.refused] = False
+            return self._sent_first(bufs, np.flatnonzero(sent_mask))
+        # The burst changed (segments, drops): the originals are gone, so all of it is consumed
+        # here, and what does not go is freed and counted here.
+        lens = pool.lengths[out.astype(np.intp)]
+        done, err = self._batch.send_pool(self._tx.fileno(), self._data_addr, self.buf_size, out, lens)
+        if err:
+            self.tx_error = err
+        refused = len(self._batch.refused)
+        self.xstats[XS["tx_refused"]] += refused
+        pool.free(out)
+        self.counters[TX_DROP] += len(out) - done + refused
+        return len(bufs)
+
+    # -- lifetime ----------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close both sockets and unmap the ring. Safe to call more than once."""
+        if self._rx is not None:
+            self.poll_drops()
+            for name in ("_u8", "_u16", "_u32"):
+                self.__dict__.pop(name, None)
+            self._windows.clear()
+            self._reset_block()
+            self._mv32.release()
+            self._pool_mv.release()
+            self._vnet_mv.release()
+            if self._spare >= 0:
+                self.pool.free(np.array([self._spare], np.uint32))
+                self._spare = -1
+            # A stray view would keep the mapping alive until it goes; the socket closes anyway.
+            with contextlib.suppress(BufferError):
+                self._mm.close()
+            self._rx.close()
+            self._rx = None
+            if self._idle is not None:
+                self._idle.close()
+                self._idle = None
+            if self._ready is not None:
+                self._ready.close()
+                self._ready = None
+        if self._tx is not None:
+            self._tx.close()
+            self._tx = None
+            self._batch = None
+            self._cut_batch = None
+
+
+@dataclass(frozen=True)
+class CutThrough:
+    """A worker step moving ``src`` to ``dst``, two phy ports, without the pool (see
+    :meth:`PhyPort.forward_to`). Counts exactly as a :class:`~spp.engine.worker.Route` does."""
+
+    src: PhyPort
+    dst: PhyPort
+
+    @property
+    def inputs(self) -> tuple[Port, ...]:
+        return (self.src,)
+
+    def run(self, burst: int) -> int:
+        # With no pool buffers at stake the burst can be a whole receive block: the Python cost
+        # per call is fixed, so fewer, larger calls are what make this path cheap.
+        return self.src.forward_to(self.dst, burst * 4)

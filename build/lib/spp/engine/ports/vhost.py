@@ -1,0 +1,132 @@
+"""``vhost:N``: a vhost-user port, the socket a VM's or container's virtio-net attaches to.
+
+SPP's ``eth_vhostN,iface=/tmp/sockN``: what the port transmits the guest receives, what the
+guest transmits the port receives. No offload is negotiated with the guest yet: what the port
+transmits is finished in software first (:func:`spp.engine.offload.finish`: partial checksums
+completed, aggregates segmented). Server mode (default) creates ``<dir>/sockN`` and waits for
+QEMU or a ``net_virtio_user`` application to connect; with ``--vhost-client`` the port connects
+to a socket the VM's QEMU owns, and keeps retrying until it appears (networking-spp adds ports
+before VMs start) or after it goes away. The directory is ``/tmp`` unless the process was given
+``--vhost-dir``.
+
+The device (socket, control thread, rings) is shared by every handle of ``vhost:N`` in the
+process: spp_vf opens ports once per worker lane, and one lane may receive from the port while
+another transmits to it. While no guest is attached, transmit refuses everything (counted as
+``tx_drop`` by the forwarder) and receive returns nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+
+from spp.engine import offload
+from spp.engine.portid import PortId
+from spp.engine.ports.base import PENDING, RX_DROP, TX_DROP, WAKES, Port, PortContext, PortError
+from spp.engine.virtio.backend import VhostDevice, VhostError
+
+DEFAULT_DIR = "/tmp"
+
+_devices: dict[str, tuple[VhostDevice, int]] = {}
+_devices_lock = threading.Lock()
+
+
+def socket_path(uid: PortId, ctx: PortContext) -> str:
+    """``<dir>/sockN`` as SPP names it; ``ctx.options["vhost:N"]`` (a ``--vdev iface=``) wins."""
+    explicit = ctx.options.get(f"vhost:{uid.num}")
+    if explicit:
+        return explicit
+    return os.path.join(ctx.options.get("vhost-dir") or DEFAULT_DIR, f"sock{uid.num}")
+
+
+def acquire(path: str, client: bool, name: str) -> VhostDevice:
+    with _devices_lock:
+        entry = _devices.get(path)
+        if entry is not None:
+            device, refs = entry
+            if device.client != client:
+                raise PortError(
+                    f"{name}: {path} is already used in {'client' if device.client else 'server'} mode"
+                )
+            _devices[path] = (device, refs + 1)
+            return device
+        parent = os.path.dirname(path) or "."
+        if not os.path.isdir(parent):
+            raise PortError(f"{name}: socket directory {parent} does not exist")
+        try:
+            device = VhostDevice(path, client, name=name)
+        except VhostError as e:
+            raise PortError(f"{name}: {e}") from None
+        _devices[path] = (device, 1)
+        return device
+
+
+def release(device: VhostDevice) -> None:
+    with _devices_lock:
+        entry = _devices.get(device.path)
+        if entry is None or entry[0] is not device:
+            return
+        refs = entry[1] - 1
+        if refs:
+            _devices[device.path] = (device, refs)
+            return
+        del _devices[device.path]
+    device.close()
+
+
+def claim(port: Port, bufs: np.ndarray, out: np.ndarray, taken: int) -> int:
+    """The transmit result for the caller of ``tx_burst(bufs)`` when ``out`` was sent instead
+    (offload.finish segmented or dropped some): the port owns the whole burst then, frees what
+    the peer refused and counts it, as the pcap port does."""
+    if out is bufs:
+        return taken
+    if taken < len(out):
+        port.pool.free(out[taken:])
+        port.counters[TX_DROP] += len(out) - taken
+    return len(bufs)
+
+
+class VhostPort(Port):
+    needs_polling = False
+
+    def __init__(self, uid: PortId, ctx: PortContext) -> None:
+        super().__init__(uid, ctx)
+        self.path = socket_path(uid, ctx)
+        client = ctx.vhost_client or ctx.options.get(f"vhost:{uid.num}:client") == "1"
+        self.device: VhostDevice | None = acquire(self.path, client, str(uid))
+
+    def rx_burst(self, max_n: int) -> np.ndarray:
+        device = self.device
+        if device is None:
+            return np.empty(0, np.uint32)
+        bufs, dropped = device.receive(self.pool, max_n)
+        if dropped:
+            self.counters[RX_DROP] += dropped
+        return bufs
+
+    def tx_burst(self, bufs: np.ndarray) -> int:
+        device = self.device
+        if device is None or not len(bufs):
+            return 0
+        out = offload.finish(self.pool, bufs, self.xstats)
+        taken, too_large = device.transmit(self.pool, out)
+        if too_large:
+            self.counters[TX_DROP] += too_large
+        return claim(self, bufs, out, taken)
+
+    def fileno(self) -> int | None:
+        return self.device.fileno() if self.device is not None else None
+
+    def prepare_sleep(self, waiter: int) -> int:
+        device = self.device
+        return PENDING if device is not None and device.prepare_sleep() else WAKES
+
+    def info(self) -> dict[str, object]:
+        return self.device.info() if self.device is not None else {}
+
+    def close(self) -> None:
+        device, self.device = self.device, None
+        if device is not None:
+            release(device)

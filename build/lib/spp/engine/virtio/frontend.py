@@ -1,0 +1,487 @@
+"""Our own virtio-net driver in userspace (the role of DPDK's ``net_virtio_user``).
+
+:class:`VirtioUser` plays the guest: it allocates its "guest memory" as one memfd shared with
+the back-end, lays out two split virtqueues and their packet slots in it, negotiates over the
+vhost-user socket (as client, connecting to a back-end such as ``vhost:N`` or testpmd's
+``net_vhost``; or as server, waiting for a back-end in client mode), and then moves bursts:
+``tx_burst`` copies pool buffers into free transmit slots and publishes them with one store of
+the avail index, ``rx_burst`` copies what the back-end wrote into pool buffers and gives the
+slots straight back. Each descriptor owns a fixed 2 KiB slot, so both directions are one fancy
+index per burst. Guest-physical addresses are our own virtual addresses, as DPDK's driver does.
+
+A control thread owns the socket: it performs the handshake, then watches for the back-end going
+away; in client mode it reconnects, in server mode it accepts the next back-end. Ring state is
+rebuilt under the data lock, so the worker sees a consistent device between bursts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import socket
+import struct
+import threading
+
+import numpy as np
+
+from spp.engine.pool import BufferPool
+from spp.engine.virtio import defs as d
+from spp.engine.virtio import unixsock
+from spp.engine.virtio.defs import need_event
+from spp.engine.virtio.memory import RowViews, SharedArea
+from spp.engine.virtio.message import (
+    PeerGone,
+    ProtocolError,
+    recv_message,
+    send_message,
+    u64,
+)
+from spp.engine.virtio.ring import EMPTY, SplitLayout, ring_bytes, ring_read, ring_write
+
+_LOW32 = np.uint64(0xFFFFFFFF)
+_SHIFT32 = np.uint64(32)
+
+log = logging.getLogger(__name__)
+
+RX_SLOT = 2048  # bytes per receive buffer (header + frame; larger frames come merged)
+TX_SLOT = 2048 + 64  # a transmit slot holds a header and the largest pool buffer
+RECONNECT_SECONDS = 0.5
+_ARANGE = np.arange(1 << 16, dtype=np.int64)
+
+WANTED_FEATURES = (
+    1 << d.F_VERSION_1
+    | 1 << d.NET_F_MRG_RXBUF
+    | 1 << d.F_ANY_LAYOUT
+    | 1 << d.USER_F_PROTOCOL_FEATURES
+    | 1 << d.RING_F_EVENT_IDX
+)
+WANTED_PROTOCOL = 1 << d.PROTOCOL_F_REPLY_ACK
+
+
+class VirtioError(Exception):
+    """The driver cannot be set up (the message says why)."""
+
+
+def _align(n: int, a: int = 4096) -> int:
+    return -(-n // a) * a
+
+
+class DriverQueue:
+    """One virtqueue from the driver's side: its ring views and its slots."""
+
+    def __init__(self, area: SharedArea, ring_off: int, slot_off: int, size: int, slot: int) -> None:
+        self.size = size
+        self.mask = size - 1
+        dsz, asz, _ = ring_bytes(size)
+        self.desc_off, self.avail_off = ring_off, ring_off + dsz
+        self.used_off = _align(ring_off + dsz + asz, 4)
+        self.ring = SplitLayout(area.flat, size, self.desc_off, self.avail_off, self.used_off)
+        self.slot = slot
+        self.slots = area.flat[slot_off : slot_off + size * slot].reshape(size, slot)
+        self.rows = RowViews(self.slots)
+        # num_buffers of each slot's header, as one strided uint16 array
+        self.num_buffers = np.ndarray((size,), "<u2", buffer=self.slots, offset=10, strides=(slot,))
+        self.slot_addr = area.addr + slot_off + _ARANGE[:size] * slot
+        self.kick_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.call_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.reset()
+
+    def reset(self) -> None:
+        r = self.ring
+        r.desc["addr"] = self.slot_addr.astype(np.uint64)
+        r.desc["len"] = 0
+        r.desc["flags"] = 0
+        r.desc["next"] = 0
+        r.avail_flags[0] = 0
+        r.avail_idx[0] = 0
+        r.used_flags[0] = 0
+        r.used_idx[0] = 0
+        r.used_event[0] = 0
+        r.avail_event[0] = 0
+        self.avail_idx = 0
+        self.last_used = 0
+        self.free_ids = np.arange(self.size, dtype=np.int64)[::-1].copy()
+        self.nfree = self.size
+
+    #: VIRTIO_RING_F_EVENT_IDX negotiated: notifications go by the event indexes, not the flags
+    event_idx = False
+
+    def publish(self, ids: np.ndarray) -> int:
+        """Make ``ids`` available; returns the avail index before, for :meth:`kick`."""
+        r = self.ring
+        old = self.avail_idx
+        ring_write(r.avail_ring, self.avail_idx, ids)
+        self.avail_idx = (self.avail_idx + len(ids)) & 0xFFFF
+        r.avail_idx[0] = self.avail_idx
+        return old
+
+    def used(self, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        r = self.ring
+        n = (int(r.used_idx[0]) - self.last_used) & 0xFFFF
+        if n > self.size:
+            raise ProtocolError(f"used index {n} entries ahead on a ring of {self.size}")
+        n = min(n, limit)
+        if not n:
+            return EMPTY, EMPTY
+        entries = ring_read(r.used64, self.last_used, n)
+        ids = (entries & _LOW32).view(np.int64)
+        lens = (entries >> _SHIFT32).view(np.int64)
+        if int(ids.max()) >= self.size:
+            raise ProtocolError(f"used id {int(ids.max())} out of a ring of {self.size}")
+        self.last_used = (self.last_used + n) & 0xFFFF
+        return ids, lens
+
+    def kick(self, old: int) -> None:
+        """Notify the back-end of what was published since avail index ``old``, if it asked."""
+        r = self.ring
+        if self.event_idx:
+            if not need_event(int(r.avail_event[0]), self.avail_idx, old):
+                return
+        elif r.used_flags[0] & d.VRING_USED_F_NO_NOTIFY:
+            return
+        with contextlib.suppress(OSError):
+            os.eventfd_write(self.kick_fd, 1)
+
+    def close(self) -> None:
+        os.close(self.kick_fd)
+        os.close(self.call_fd)
+
+
+class VirtioUser:
+    """A virtio-net device driven from this process over the vhost-user socket ``path``."""
+
+    def __init__(
+        self,
+        path: str,
+        server: bool = False,
+        queue_size: int = 256,
+        name: str = "",
+        event_idx: bool = True,
+    ) -> None:
+        """``event_idx=False`` declines VIRTIO_RING_F_EVENT_IDX (notifications by flags only)."""
+        if queue_size & (queue_size - 1) or not 0 < queue_size <= 4096:
+            raise VirtioError(f"queue size {queue_size} is not a power of two up to 4096")
+        self.path = path
+        self.server = server
+        self.name = name or path
+        self.size = queue_size
+        self.wanted = WANTED_FEATURES if event_idx else WANTED_FEATURES & ~(1 << d.RING_F_EVENT_IDX)
+        ring_len = _align(sum(ring_bytes(queue_size)) + 8)
+        rx_len = queue_size * RX_SLOT
+        self.area = SharedArea(2 * ring_len + rx_len + queue_size * TX_SLOT, "spp-virtio-user")
+        self.rxq = DriverQueue(self.area, 0, 2 * ring_len, queue_size, RX_SLOT)
+        self.txq = DriverQueue(self.area, ring_len, 2 * ring_len + rx_len, queue_size, TX_SLOT)
+        self.lock = threading.Lock()
+        self.running = False
+        self.connected = False
+        self.features = 0
+        self.hdr_len = d.NET_HDR_LEN
+        self.errors = 0
+        self.connections = 0
+        self.last_error = ""
+        self.rx_interrupts = True
+        self._zero_hdr = np.zeros(1, np.dtype((np.void, d.NET_HDR_LEN)))[0]
+        self._stop_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._conn: socket.socket | None = None
+        self._listener: socket.socket | None = None
+        self._inode: int | None = None
+        if server:
+            self._listener, self._inode = unixsock.listen(path, VirtioError)
+        self._thread = threading.Thread(target=self._serve, name=f"virtio-user {self.name}", daemon=True)
+        self._thread.start()
+
+    # -- the packet path -----------------------------------------------------------------------
+
+    def tx_burst(self, pool: BufferPool, bufs: np.ndarray) -> int:
+        with self.lock:
+            if not self.running or not len(bufs):
+                return 0
+            try:
+                k = self._tx(pool, bufs)
+            except Exception as e:  # whatever the back-end wrote, the worker carries on
+                self._failed(e)
+                return 0
+        if k:
+            pool.free(bufs[:k])
+        return k
+
+    def _tx(self, pool: BufferPool, bufs: np.ndarray) -> int:
+        q = self.txq
+        ids, _ = q.used(q.size)
+        if len(ids):
+            q.free_ids[q.nfree : q.nfree + len(ids)] = ids
+            q.nfree += len(ids)
+        k = min(len(bufs), q.nfree)
+        if not k:
+            return 0
+        q.nfree -= k
+        ids = q.free_ids[q.nfree : q.nfree + k].copy()
+        bufs = bufs[:k]
+        lens = pool.lengths[bufs].astype(np.int64)
+        h = self.hdr_len
+        width = int(lens.max())  # a pool buffer always fits a slot after the header
+        q.rows(h)[ids] = self._zero_hdr
+        q.rows(width, h)[ids] = self._pool_rows(pool)(width)[bufs]
+        q.ring.desc64[ids, 1] = (lens + h).astype(np.uint64)  # len; flags and next 0
+        q.kick(q.publish(ids))
+        return k
+
+    def rx_burst(self, pool: BufferPool, max_n: int) -> np.ndarray:
+        with self.lock:
+            if not self.running:
+                return EMPTY
+            try:
+                return self._rx(pool, max_n)
+            except Exception as e:  # whatever the back-end wrote, the worker carries on
+                self._failed(e)
+                return EMPTY
+
+    def _failed(self, e: Exception) -> None:
+        """The back-end corrupted the rings (lock held): stop, and start afresh on a new
+        connection, which the control thread makes once this one is shut down."""
+        self.errors += 1
+        self.last_error = str(e)
+        log.error("%s: stopping: %s", self.name, e)
+        self.running = False
+        conn = self._conn
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+    def _pool_rows(self, pool: BufferPool) -> RowViews:
+        views = self._pool_views
+        if views is None or views.rows is not pool.data:
+            views = self._pool_views = RowViews(pool.data)
+        return views
+
+    _pool_views: RowViews | None = None
+
+    def _rx(self, pool: BufferPool, max_n: int) -> np.ndarray:
+        q = self.rxq
+        ids, lens = q.used(max_n)
+        if not len(ids):
+            return EMPTY
+        if self.rx_interrupts:
+            self.rx_interrupts = False  # busy: we will look again anyway
+            if not q.event_idx:  # (with event indexes, a used event left behind does the same)
+                q.ring.avail_flags[0] = d.VRING_AVAIL_F_NO_INTERRUPT
+        h = self.hdr_len
+        if int(lens.max()) > RX_SLOT:
+            raise ProtocolError(f"used length beyond the {RX_SLOT}-byte receive buffers")
+        if h >= 12:
+            nbufs = q.num_buffers[ids]
+            if (nbufs != 1).any():
+                return self._rx_merged(pool, ids, lens, nbufs)
+        if int(lens.min()) < h:
+            raise ProtocolError("used length shorter than the virtio-net header")
+        lens = lens - h
+        bufs = pool.alloc(len(ids))
+        if len(bufs) < len(ids):  # pool exhausted: leave them in the ring for the next call
+            pool.free(bufs)
+            q.last_used = (q.last_used - len(ids)) & 0xFFFF
+            return EMPTY
+        width = int(lens.max())
+        if width > 0:
+            self._pool_rows(pool)(width)[bufs] = q.rows(width, h)[ids]
+        pool.lengths[bufs] = lens
+        q.kick(q.publish(ids))  # the slots go straight back to the back-end
+        return bufs
+
+    def _rx_merged(
+        self, pool: BufferPool, ids: np.ndarray, lens: np.ndarray, nbufs: np.ndarray
+    ) -> np.ndarray:
+        """Packets spread over several receive buffers (mergeable rx): joined one by one. A packet
+        whose last buffers have not arrived yet is put back by rewinding the used index."""
+        q, h = self.rxq, self.hdr_len
+        frames: list[np.ndarray] = []
+        i, consumed = 0, 0
+        while i < len(ids):
+            k = int(nbufs[i])
+            if k < 1 or i + k > len(ids):
+                if k >= 1 and i + k <= q.size:
+                    break  # the rest of this packet is not there yet
+                raise ProtocolError(f"num_buffers {k} in a receive buffer")
+            parts = [q.slots[ids[i], h : int(lens[i])]] + [
+                q.slots[ids[j], : int(lens[j])] for j in range(i + 1, i + k)
+            ]
+            frames.append(np.concatenate(parts))
+            i += k
+            consumed = i
+        q.last_used = (q.last_used - (len(ids) - consumed)) & 0xFFFF
+        out = pool.alloc(len(frames))
+        for b, f in zip(out.tolist(), frames[: len(out)], strict=False):
+            n = min(len(f), pool.buf_size)
+            pool.data[b, :n] = f[:n]
+            pool.lengths[b] = n
+        q.kick(q.publish(ids[:consumed]))
+        return out
+
+    def prepare_sleep(self) -> bool:
+        """Going idle: ask for interrupts (call eventfd), drain it, and say whether packets
+        arrived meanwhile."""
+        with self.lock:
+            return self.running and self._rearm()
+
+    def _rearm(self) -> bool:
+        q = self.rxq
+        if q.event_idx:
+            q.ring.used_event[0] = q.last_used  # signal the next used entry
+        elif not self.rx_interrupts:
+            q.ring.avail_flags[0] = 0
+        self.rx_interrupts = True
+        with contextlib.suppress(OSError):
+            os.eventfd_read(q.call_fd)
+        return int(q.ring.used_idx[0]) != q.last_used
+
+    def fileno(self) -> int:
+        """Readable when the back-end signals received packets."""
+        return self.rxq.call_fd
+
+    # -- connection ----------------------------------------------------------------------------
+
+    def _connect(self) -> socket.socket | None:
+        if self._listener is not None:
+            if not unixsock.wait_readable(self._listener.fileno(), self._stop_fd, None):
+                return None
+            try:
+                return self._listener.accept()[0]
+            except OSError:
+                return None
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.connect(self.path)
+        except OSError as e:
+            sock.close()
+            if e.errno not in (errno.ENOENT, errno.ECONNREFUSED):
+                self.last_error = f"connect {self.path}: {e.strerror}"
+            unixsock.wait_readable(self._stop_fd, self._stop_fd, RECONNECT_SECONDS)
+            return None
+        return sock
+
+    def _serve(self) -> None:
+        while not unixsock.is_signalled(self._stop_fd):
+            conn = self._connect()
+            if conn is None:
+                continue
+            self._conn = conn
+            try:
+                self._handshake(conn)
+                self.connected = True
+                self.connections += 1
+                log.info("%s: connected, features %#x", self.name, self.features)
+                while unixsock.wait_readable(conn.fileno(), self._stop_fd, None):
+                    msg = recv_message(conn)  # the back-end sends nothing unasked: EOF or garbage
+                    msg.close_fds()
+                    raise ProtocolError(f"unexpected message {msg.request} from the back-end")
+            except PeerGone:
+                log.info("%s: back-end went away", self.name)
+            except (ProtocolError, OSError, struct.error) as e:
+                self.errors += 1
+                self.last_error = str(e)
+                log.error("%s: connection dropped: %s", self.name, e)
+            finally:
+                with self.lock:
+                    self.running = False
+                self.connected = False
+                self._conn = None
+                conn.close()
+            if self._listener is None:
+                unixsock.wait_readable(self._stop_fd, self._stop_fd, RECONNECT_SECONDS)
+
+    def _call(
+        self,
+        conn: socket.socket,
+        request: int,
+        payload: bytes = b"",
+        fds: list[int] | None = None,
+        ack: bool = False,
+    ) -> bytes | None:
+        want_ack = ack and d.has(self._protocol, d.PROTOCOL_F_REPLY_ACK)
+        send_message(conn, request, payload, fds, flags=d.FLAG_NEED_REPLY if want_ack else 0)
+        if request in d.REPLYING or want_ack:
+            reply = recv_message(conn)
+            reply.close_fds()
+            if reply.request != request or not reply.flags & d.FLAG_REPLY:
+                raise ProtocolError(f"reply to {request} was request {reply.request}")
+            if want_ack and request not in d.REPLYING and reply.u64() != 0:
+                raise ProtocolError(f"back-end refused {d.REQUEST_NAMES.get(request, request)}")
+            return reply.payload
+        return None
+
+    _protocol = 0
+
+    def _handshake(self, conn: socket.socket) -> None:
+        self._protocol = 0
+        self._call(conn, d.SET_OWNER)
+        offered = struct.unpack("<Q", self._call(conn, d.GET_FEATURES) or b"")[0]
+        features = offered & self.wanted
+        if d.has(features, d.USER_F_PROTOCOL_FEATURES):
+            proto = struct.unpack("<Q", self._call(conn, d.GET_PROTOCOL_FEATURES) or b"")[0]
+            self._call(conn, d.SET_PROTOCOL_FEATURES, u64(proto & WANTED_PROTOCOL))
+            self._protocol = proto & WANTED_PROTOCOL
+        self._call(conn, d.SET_FEATURES, u64(features), ack=True)
+        with self.lock:
+            self.features = features
+            self.hdr_len = d.net_hdr_len(features)
+            self._zero_hdr = np.zeros(1, np.dtype((np.void, self.hdr_len)))[0]
+            for q in (self.rxq, self.txq):
+                q.reset()
+                q.event_idx = d.has(features, d.RING_F_EVENT_IDX)
+            # Every receive slot is offered to the back-end at once.
+            self.rxq.ring.desc["len"] = RX_SLOT
+            self.rxq.ring.desc["flags"] = d.VRING_DESC_F_WRITE
+            self.rxq.publish(_ARANGE[: self.size].astype(np.uint16))
+            self.rx_interrupts = True
+        a = self.area
+        region = struct.pack("<II", 1, 0) + struct.pack("<QQQQ", a.addr, a.size, a.addr, 0)
+        self._call(conn, d.SET_MEM_TABLE, region, [a.fd], ack=True)
+        for index, q in enumerate((self.rxq, self.txq)):
+            self._call(conn, d.SET_VRING_NUM, struct.pack("<II", index, q.size), ack=True)
+            self._call(conn, d.SET_VRING_BASE, struct.pack("<II", index, 0), ack=True)
+            addrs = struct.pack(
+                "<IIQQQQ",
+                index,
+                0,
+                a.addr + q.desc_off,
+                a.addr + q.used_off,
+                a.addr + q.avail_off,
+                0,
+            )
+            self._call(conn, d.SET_VRING_ADDR, addrs, ack=True)
+            self._call(conn, d.SET_VRING_CALL, u64(index), [q.call_fd], ack=True)
+            self._call(conn, d.SET_VRING_KICK, u64(index), [q.kick_fd], ack=True)
+        if d.has(features, d.USER_F_PROTOCOL_FEATURES):
+            for index in (0, 1):
+                self._call(conn, d.SET_VRING_ENABLE, struct.pack("<II", index, 1), ack=True)
+        with self.lock:
+            self.running = True
+        self.rxq.kick(0)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.eventfd_write(self._stop_fd, 1)
+        conn = self._conn
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        self._thread.join(5)
+        with self.lock:
+            self.running = False
+        if self._listener is not None:
+            self._listener.close()
+            unixsock.unlink_if_ours(self.path, self._inode)
+        self.rxq.close()
+        self.txq.close()
+        os.close(self._stop_fd)
+        self.area.close()
+
+    def info(self) -> dict[str, object]:
+        return {
+            "socket": self.path,
+            "mode": "server" if self.server else "client",
+            "connected": self.connected,
+            "running": self.running,
+            "errors": self.errors,
+        }

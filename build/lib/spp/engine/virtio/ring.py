@@ -1,0 +1,443 @@
+"""Split virtqueues (virtio 1.x §2.7) as numpy views over shared memory, a burst at a time.
+
+The device side (:class:`DeviceRing`) serves the vhost back-end: ``receive`` takes what the
+driver made available on its transmit queue, ``deliver`` fills the buffers it made available on
+its receive queue. Both read the avail ring slice, gather the descriptors, validate every index
+and address with array operations, and copy all payloads of the common layouts (one descriptor
+per packet, or a header descriptor followed by one data descriptor) with a single fancy index of
+the memory window; only unusual layouts (long chains, packets spanning several merged buffers)
+take a per-packet path. Anything inconsistent raises :class:`RingError` before memory is touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import numpy as np
+
+from spp.engine.pool import BufferPool
+from spp.engine.virtio.defs import (
+    DESC,
+    USED_ELEM,
+    VRING_AVAIL_F_NO_INTERRUPT,
+    VRING_DESC_F_INDIRECT,
+    VRING_DESC_F_NEXT,
+    VRING_DESC_F_WRITE,
+    VRING_USED_F_NO_NOTIFY,
+    need_event,
+)
+from spp.engine.virtio.memory import GuestMemory, MemoryError_, RowViews
+
+EMPTY = np.empty(0, np.uint32)
+_ARANGE = np.arange(1 << 16, dtype=np.int64)
+_LOW32 = np.uint64(0xFFFFFFFF)
+_FLAGS = np.uint64(0xFFFF << 32)  # a descriptor's flags within its second 64-bit word
+_WRITE_ONLY = np.uint64(VRING_DESC_F_WRITE << 32)
+_SHIFT32 = np.uint64(32)
+
+
+def ring_read(arr: np.ndarray, start: int, n: int) -> np.ndarray:
+    """``n`` entries of a ring array from free-running index ``start`` (a slice unless it wraps)."""
+    size = len(arr)
+    s = start & (size - 1)
+    if s + n <= size:
+        return arr[s : s + n]
+    return np.concatenate((arr[s:], arr[: n - (size - s)]))
+
+
+def ring_write(arr: np.ndarray, start: int, values: np.ndarray) -> None:
+    size, n = len(arr), len(values)
+    s = start & (size - 1)
+    if s + n <= size:
+        arr[s : s + n] = values
+    else:
+        k = size - s
+        arr[s:] = values[:k]
+        arr[: n - k] = values[k:]
+
+
+_WIDTH_STEP = 64  # payload copy widths are rounded up to this, so few memory windows are built
+DELIVERED, NO_BUFFERS, TOO_LARGE = range(3)
+
+
+class RingError(Exception):
+    """The driver put something impossible on the ring; the ring stops until it is set up anew."""
+
+
+class SplitLayout:
+    """Views of one split ring's three parts."""
+
+    def __init__(self, mem_flat: np.ndarray, size: int, desc: int, avail: int, used: int) -> None:
+        self.size = size
+        self.mask = size - 1
+        self.desc = mem_flat[desc : desc + 16 * size].view(DESC)
+        avail16 = mem_flat[avail : avail + 6 + 2 * size].view(np.uint16)
+        self.avail_flags = avail16[0:1]
+        self.avail_idx = avail16[1:2]
+        self.avail_ring = avail16[2 : 2 + size]
+        self.used_event = avail16[2 + size : 3 + size]
+        used16 = mem_flat[used : used + 4].view(np.uint16)
+        self.used_flags = used16[0:1]
+        self.used_idx = used16[1:2]
+        self.used_ring = mem_flat[used + 4 : used + 4 + 8 * size].view(USED_ELEM)
+        self.used_ids = self.used_ring["id"]
+        # The same memory as whole 64-bit words: one gather reads a descriptor's address and its
+        # len|flags|next word, one store writes a used element (id | len << 32).
+        self.desc64 = mem_flat[desc : desc + 16 * size].view(np.uint64).reshape(size, 2)
+        self.used64 = mem_flat[used + 4 : used + 4 + 8 * size].view(np.uint64)
+        self.used_lens = self.used_ring["len"]
+        self.avail_event = mem_flat[used + 4 + 8 * size : used + 6 + 8 * size].view(np.uint16)
+
+
+def ring_bytes(size: int) -> tuple[int, int, int]:
+    """Sizes of the descriptor table, avail ring and used ring (each with its event field)."""
+    return 16 * size, 6 + 2 * size, 6 + 8 * size
+
+
+class DeviceRing:
+    """The device's view of one virtqueue: where it is in the rings, and how to signal."""
+
+    def __init__(
+        self,
+        mem: GuestMemory,
+        size: int,
+        desc: int,
+        avail: int,
+        used: int,
+        base: int,
+        hdr_len: int,
+        event_idx: bool,
+        call_fd: int | None,
+    ) -> None:
+        self.mem = mem
+        self.ring = SplitLayout(mem.flat, size, desc, avail, used)
+        self.size = size
+        self.last_avail = base & 0xFFFF
+        self.used_idx = base & 0xFFFF
+        self.hdr_len = hdr_len
+        self.event_idx = event_idx
+        self.call_fd = call_fd
+        self.kick_fd: int | None = None
+        self.notify_on = True  # the driver's kicks are wanted (we are about to sleep)
+        self.hdr_template = np.zeros(hdr_len, np.uint8)
+        if hdr_len >= 12:
+            self.hdr_template[10] = 1  # num_buffers = 1
+        self.hdr_void = self.hdr_template.view(np.dtype((np.void, hdr_len)))[0]
+        self._pool_rows: RowViews | None = None
+
+    def _rows(self, pool: BufferPool) -> RowViews:
+        views = self._pool_rows
+        if views is None or views.rows is not pool.data:
+            views = self._pool_rows = RowViews(pool.data)
+        return views
+
+    # -- shared steps --------------------------------------------------------------------------
+
+    def _available(self, limit: int) -> tuple[int, np.ndarray]:
+        r = self.ring
+        n = (int(r.avail_idx[0]) - self.last_avail) & 0xFFFF
+        if n > self.size:
+            raise RingError(f"avail index is {n} entries ahead on a ring of {self.size}")
+        n = min(n, limit)
+        if not n:
+            return 0, EMPTY
+        heads = ring_read(r.avail_ring, self.last_avail, n)
+        if int(heads.max()) >= self.size:
+            raise RingError(f"descriptor index {int(heads.max())} out of a ring of {self.size}")
+        return n, heads
+
+    def _complete(self, heads: np.ndarray, lens: np.ndarray | int) -> None:
+        r = self.ring
+        n = len(heads)
+        entries = heads.astype(np.uint64)
+        if not isinstance(lens, int) or lens:
+            entries |= np.asarray(lens).astype(np.uint64) << _SHIFT32
+        ring_write(r.used64, self.used_idx, entries)
+        old = self.used_idx
+        self.used_idx = (old + n) & 0xFFFF
+        r.used_idx[0] = self.used_idx  # after the entries (stores are ordered on x86-64)
+        self.last_avail = (self.last_avail + n) & 0xFFFF
+        self._signal(old)
+
+    def _signal(self, old: int) -> None:
+        if self.call_fd is None:
+            return
+        r = self.ring
+        if self.event_idx:
+            if not need_event(int(r.used_event[0]), self.used_idx, old):
+                return
+        elif r.avail_flags[0] & VRING_AVAIL_F_NO_INTERRUPT:
+            return
+        with contextlib.suppress(OSError):
+            os.eventfd_write(self.call_fd, 1)
+
+    def _chain(self, head: int, writable: bool) -> list[tuple[int, int]]:
+        """The (arena offset, length) segments of one descriptor chain, validated."""
+        desc = self.ring.desc
+        segs: list[tuple[int, int]] = []
+        i = head
+        for _ in range(self.size):
+            d = desc[i]
+            flags = int(d["flags"])
+            if flags & VRING_DESC_F_INDIRECT:
+                raise RingError("indirect descriptor (not negotiated)")
+            if bool(flags & VRING_DESC_F_WRITE) != writable:
+                raise RingError(f"descriptor {i} is {'not ' if writable else ''}device-writable")
+            length = int(d["len"])
+            if length:
+                try:
+                    segs.append((self.mem.offset_of(int(d["addr"]), length), length))
+                except MemoryError_ as e:
+                    raise RingError(str(e)) from None
+            if not flags & VRING_DESC_F_NEXT:
+                return segs
+            i = int(d["next"])
+            if i >= self.size:
+                raise RingError(f"next descriptor {i} out of a ring of {self.size}")
+        raise RingError(f"descriptor chain from {head} loops")
+
+    # -- the driver's transmit queue -> our receive --------------------------------------------
+
+    def receive(self, pool: BufferPool, limit: int) -> tuple[np.ndarray, int]:
+        """Take up to ``limit`` packets; returns (buffers, packets dropped as unusable)."""
+        n, heads = self._available(limit)
+        if not n:
+            return EMPTY, 0
+        bufs = pool.alloc(n)
+        if len(bufs) < n:  # pool exhausted: leave the rest on the ring for later
+            n = len(bufs)
+            heads = heads[:n]
+            if not n:
+                return EMPTY, 0
+        if self.mem.single is not None and self._receive_simple(pool, heads, bufs):
+            self._complete(heads, 0)
+            return bufs, 0
+        d = self.ring.desc[heads]
+        addr = d["addr"].copy()
+        ln = d["len"].astype(np.int64)
+        flags = d["flags"]
+        h = self.hdr_len
+        addr += np.uint64(h)
+        ln -= h
+        slow = (flags & (VRING_DESC_F_INDIRECT | VRING_DESC_F_WRITE)) != 0
+        chained = (flags & VRING_DESC_F_NEXT) != 0
+        if chained.any():
+            # A header alone in the first descriptor and the frame in the next: virtio's legacy
+            # layout, still used by drivers that do not prepend the header.
+            nxt = d["next"][chained].astype(np.int64)
+            if int(nxt.max()) >= self.size:
+                raise RingError(f"next descriptor {int(nxt.max())} out of a ring of {self.size}")
+            d2 = self.ring.desc[nxt]
+            two = (ln[chained] == 0) & (
+                (d2["flags"] & (VRING_DESC_F_NEXT | VRING_DESC_F_INDIRECT | VRING_DESC_F_WRITE)) == 0
+            )
+            ci = np.flatnonzero(chained)
+            addr[ci[two]] = d2["addr"][two]
+            ln[ci[two]] = d2["len"][two]
+            slow[ci[~two]] = True
+        buf_size = pool.buf_size
+        bad = (ln < 0) | (ln > buf_size)
+        off, inside = self.mem.offsets(addr, np.maximum(ln, 0))
+        fast = ~slow & ~bad & inside
+        width = 0
+        if fast.any():
+            width = min(-(-int(ln[fast].max()) // _WIDTH_STEP) * _WIDTH_STEP, buf_size)
+            fast &= off + width <= self.mem.region_end(off)  # a full-width read must stay mapped
+        lens = ln
+        dropped = 0
+        fi = np.flatnonzero(fast)
+        if len(fi):
+            pool.data[bufs[fi], :width] = self.mem.window(width)[off[fi]]
+        if len(fi) < n:
+            ok = fast.copy()
+            data = pool.data
+            for i in np.flatnonzero(~fast).tolist():
+                try:
+                    frame = self._gather(int(heads[i]), buf_size)
+                except RingError as e:
+                    self.broken = str(e)  # stop after this burst; the driver gets its buffers back
+                    frame = None
+                if frame is None:
+                    continue
+                data[bufs[i], : len(frame)] = frame
+                lens[i] = len(frame)
+                ok[i] = True
+            dropped = int(n - ok.sum())
+        self._complete(heads, 0)
+        if dropped:
+            pool.free(bufs[~ok])
+            bufs, lens = bufs[ok], lens[ok]
+        pool.lengths[bufs] = lens
+        return bufs, dropped
+
+    #: why the ring must stop, set by a burst that met an impossible descriptor
+    broken: str | None = None
+
+    def _receive_simple(self, pool: BufferPool, heads: np.ndarray, bufs: np.ndarray) -> bool:
+        """The common burst, in about fifteen array operations: every packet one descriptor
+        holding header and frame, all inside the (single) memory region. False: take the
+        general path (nothing has been written)."""
+        g = self.ring.desc64[heads]
+        word = g[:, 1]
+        if (word & _FLAGS).any():
+            return False
+        h = self.hdr_len
+        ln = (word & _LOW32).view(np.int64) - h
+        start, end = self.mem.single  # type: ignore[misc]
+        off = g[:, 0].view(np.int64) + (h - self.mem.lo)
+        shortest, longest = int(ln.min()), int(ln.max())
+        width = -(-longest // _WIDTH_STEP) * _WIDTH_STEP
+        if shortest < 0 or longest > pool.buf_size or width > pool.buf_size:
+            return False
+        if int(off.min()) < start or int(off.max()) + width > end:
+            return False
+        self._rows(pool)(width)[bufs] = self.mem.void_window(width)[off]
+        pool.lengths[bufs] = ln
+        return True
+
+    def _gather(self, head: int, limit: int) -> np.ndarray | None:
+        """One packet from a chain of any shape (the per-packet path), header stripped; None for
+        a packet that is too short or longer than ``limit``."""
+        segs = self._chain(head, writable=False)
+        total = sum(ln for _, ln in segs)
+        if not self.hdr_len <= total <= limit + self.hdr_len:
+            return None
+        flat = self.mem.flat
+        return np.concatenate([flat[o : o + ln] for o, ln in segs])[self.hdr_len :]
+
+    # -- our transmit -> the driver's receive queue --------------------------------------------
+
+    def deliver(self, pool: BufferPool, bufs: np.ndarray, mergeable: bool) -> int:
+        """Write packets into the driver's receive buffers; returns how many were taken."""
+        total = len(bufs)
+        done = 0
+        while done < total:
+            n, heads = self._available(total - done)
+            if not n:
+                break
+            batch = bufs[done : done + n]
+            if self.mem.single is not None and self._deliver_simple(pool, heads, batch):
+                done += n
+                continue
+            lens = pool.lengths[batch].astype(np.int64)
+            need = lens + self.hdr_len
+            d = self.ring.desc[heads]
+            dlen = d["len"].astype(np.int64)
+            flags = d["flags"]
+            off, inside = self.mem.offsets(d["addr"], need)
+            fast = ((flags & (VRING_DESC_F_NEXT | VRING_DESC_F_INDIRECT)) == 0) & (dlen >= need) & inside
+            fast &= (flags & VRING_DESC_F_WRITE) != 0
+            fast &= lens <= pool.buf_size  # a large buffer's frame spans rows: the per-packet path
+            k = n if fast.all() else int(np.argmin(fast))  # the leading run of simple packets
+            if k:
+                width = int(need[:k].max())
+                w_ok = (dlen[:k] >= width) & (off[:k] + width <= self.mem.region_end(off[:k]))
+                if not w_ok.all():
+                    width = -1  # buffers of mixed sizes: write each at its own length below
+                if width > 0:
+                    src = np.empty((k, width), np.uint8)
+                    src[:, : self.hdr_len] = self.hdr_template
+                    src[:, self.hdr_len :] = pool.data[batch[:k], : width - self.hdr_len]
+                    self.mem.window(width)[off[:k]] = src
+                else:
+                    flat, data, h = self.mem.flat, pool.data, self.hdr_len
+                    for o, b, ln in zip(off[:k].tolist(), batch[:k].tolist(), lens[:k].tolist(), strict=True):
+                        flat[o : o + h] = self.hdr_template
+                        flat[o + h : o + h + ln] = data[b, :ln]
+                self._complete(heads[:k], need[:k])
+                done += k
+                continue
+            # The first packet needs a chain, several merged buffers, or is refused.
+            outcome = self._deliver_one(pool, int(batch[0]), mergeable)
+            if outcome == NO_BUFFERS:
+                break
+            if outcome == TOO_LARGE:
+                self.too_large += 1
+            done += 1
+        if done:
+            pool.free(bufs[:done])
+        return done
+
+    def _deliver_simple(self, pool: BufferPool, heads: np.ndarray, batch: np.ndarray) -> bool:
+        """The common burst: every receive buffer one device-writable descriptor large enough
+        for the longest packet, inside the single region. Header and frames are written with two
+        scatters. False: take the general path (nothing has been written)."""
+        g = self.ring.desc64[heads]
+        word = g[:, 1]
+        if ((word & _FLAGS) != _WRITE_ONLY).any():
+            return False
+        h = self.hdr_len
+        need = pool.lengths[batch].astype(np.int64) + h
+        width = int(need.max())
+        if width - h > pool.buf_size or int((word & _LOW32).min()) < width:
+            return False
+        start, end = self.mem.single  # type: ignore[misc]
+        off = g[:, 0].view(np.int64) - self.mem.lo
+        if int(off.min()) < start or int(off.max()) + width > end:
+            return False
+        mem = self.mem
+        mem.void_window(h)[off] = self.hdr_void
+        mem.void_window(width - h)[off + h] = self._rows(pool)(width - h)[batch]
+        self._complete(heads, need)
+        return True
+
+    #: packets accepted but dropped because the driver's buffers could never hold them
+    too_large = 0
+
+    def _deliver_one(self, pool: BufferPool, buf: int, mergeable: bool) -> int:
+        """One packet across a descriptor chain, or (mergeable) across several buffers."""
+        ln = int(pool.lengths[buf])
+        payload = np.concatenate([self.hdr_template, pool.frame(buf, ln)])
+        avail = (int(self.ring.avail_idx[0]) - self.last_avail) & 0xFFFF
+        plan: list[tuple[int, list[tuple[int, int]]]] = []
+        room = 0
+        while room < len(payload):
+            if len(plan) >= avail:
+                return NO_BUFFERS
+            if plan and not mergeable:
+                return TOO_LARGE  # one chain is all a packet may use; this one cannot fit
+            head = int(self.ring.avail_ring[(self.last_avail + len(plan)) & self.ring.mask])
+            if head >= self.size:
+                raise RingError(f"descriptor index {head} out of a ring of {self.size}")
+            segs = self._chain(head, writable=True)
+            plan.append((head, segs))
+            room += sum(s for _, s in segs)
+        if self.hdr_len >= 12:
+            payload[10:12] = np.array([len(plan)], "<u2").view(np.uint8)
+        flat = self.mem.flat
+        pos = 0
+        lens = []
+        for _, segs in plan:
+            start = pos
+            for o, seg in segs:
+                k = min(seg, len(payload) - pos)
+                flat[o : o + k] = payload[pos : pos + k]
+                pos += k
+            lens.append(pos - start)
+        self._complete(np.array([h for h, _ in plan], np.int64), np.array(lens, np.int64))
+        return DELIVERED
+
+    # -- notifications -------------------------------------------------------------------------
+
+    def want_kicks(self, on: bool) -> None:
+        """Ask the driver to kick (we may sleep) or not (we are polling anyway)."""
+        if on == self.notify_on:
+            return
+        self.notify_on = on
+        r = self.ring
+        if self.event_idx:
+            if on:
+                r.avail_event[0] = self.last_avail
+        else:
+            r.used_flags[0] = 0 if on else VRING_USED_F_NO_NOTIFY
+
+    def rearm(self) -> bool:
+        """Going idle: kicks on, drain the kick counter, and say whether packets slipped in."""
+        self.want_kicks(True)
+        if self.event_idx:
+            self.ring.avail_event[0] = self.last_avail
+        if self.kick_fd is not None:
+            with contextlib.suppress(OSError):
+                os.eventfd_read(self.kick_fd)
+        return int(self.ring.avail_idx[0]) != self.last_avail

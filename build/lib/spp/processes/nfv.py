@@ -1,0 +1,130 @@
+"""spp_nfv: a secondary that forwards by a patch table.
+
+``spp-nfv [EAL] -- -n CLIENT_ID -s HOST:PORT [--vhost-client] [--vhost-dir DIR]``
+
+The first lcore is the master (it answers spp-ctl), the second runs the forwarding worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from spp.engine.patchpanel import PatchPanel
+from spp.engine.portid import PortId
+from spp.engine.ports import PortContext
+from spp.engine.shm import Segment, SegmentError
+from spp.engine.worker import DEFAULT_BURST, Worker
+from spp.processes.base import SppProcess, setup_logging
+from spp.processes.commands import PANEL_COMMANDS, Reply, failed, run_panel_command
+from spp.processes.options import OptionError, parse_eal, parse_server, port_options, split_eal
+
+log = logging.getLogger(__name__)
+
+NFV_ADDABLE = ("ring", "vhost", "pcap", "nullpmd", "tap", "virtio_user")
+
+
+class Nfv(SppProcess):
+    name = "spp_nfv"
+
+    def __init__(
+        self,
+        seg: Segment,
+        client_id: int,
+        host: str,
+        port: int,
+        lcores: list[int],
+        vhost_client: bool = False,
+        burst: int = DEFAULT_BURST,
+        options: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(seg, host, port, client_id, "nfv")
+        self.lcores = lcores
+        self.name = f"spp_nfv:{client_id}"
+        worker_lcore = lcores[1] if len(lcores) > 1 else None
+        self.worker = Worker(self.pool, name=f"nfv{client_id}-fwd", burst=burst, lcore=worker_lcore)
+        ctx = PortContext(
+            seg=seg,
+            pool=self.pool,
+            client_id=client_id,
+            vhost_client=vhost_client,
+            options=dict(options or {}),
+        )
+        self.panel = PatchPanel(ctx, self.worker, NFV_ADDABLE)
+        for n in range(len(seg.spec.phys)):
+            self.panel.register(PortId("phy", n))
+        self.worker.start()
+
+    def handle(self, tokens: list[str]) -> Reply | str:
+        cmd = tokens[0]
+        if cmd == "_get_client_id":
+            self.mark_registered()
+            return {"results": [{"result": "success"}], "client_id": self.client_id, "process_type": "nfv"}
+        if cmd == "_set_client_id":
+            return failed(cmd, "the client id is fixed at start (-n)")
+        if cmd == "status":
+            return self.status()
+        if cmd in PANEL_COMMANDS:
+            return run_panel_command(self.panel, tokens)
+        return failed(cmd, f"unknown command '{cmd}'")
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "client-id": self.client_id,
+            "status": "running" if self.panel.forwarding else "idling",
+            "master-lcore": self.lcores[0],
+            "lcores": sorted(self.lcores),
+            "ports": self.panel.port_names(),
+            "patches": self.panel.patch_list(),
+            "stats": self.panel.port_stats(),
+        }
+
+    def shutdown(self) -> None:
+        self.panel.close()
+        self.worker.stop()
+        super().shutdown()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        allow_abbrev=False,  # an option is spelt out or refused, never guessed
+        prog="spp-nfv",
+        description="SPP secondary: patch-table forwarder",
+        usage="spp-nfv [EAL options] -- -n CLIENT_ID -s HOST:PORT [--vhost-client]",
+    )
+    p.add_argument(
+        "-n", "--client-id", dest="client_id", type=int, required=True, help="secondary id (1..127)"
+    )
+    p.add_argument("-s", "--server", default="127.0.0.1:6666", help="spp-ctl address for secondaries")
+    p.add_argument("--vhost-client", action="store_true", help="vhost-user ports connect as client")
+    p.add_argument("--vhost-dir", help="directory of vhost:N sockets sockN (default /tmp)")
+    p.add_argument(
+        "--burst", type=int, default=DEFAULT_BURST, help="max packets per burst (default %(default)s)"
+    )
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    eal_args, app_args = split_eal(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(app_args)
+    setup_logging(f"spp_nfv:{args.client_id}", args.log_level)
+    try:
+        eal = parse_eal(eal_args)
+        host, port = parse_server(args.server, 6666)
+        if not 0 < args.client_id < 128:
+            raise OptionError(f"client id {args.client_id} out of range 1..127")
+        options = port_options(eal.vdevs, args.vhost_dir)
+        seg = Segment.attach(eal.file_prefix)
+        nfv = Nfv(seg, args.client_id, host, port, eal.lcores, args.vhost_client, args.burst, options)
+    except (OptionError, SegmentError) as e:
+        print(f"spp-nfv: error: {e}", file=sys.stderr)
+        return 1
+    log.info("client id %d, lcores %s, spp-ctl %s:%d", args.client_id, eal.lcores, host, port)
+    return nfv.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
