@@ -7,6 +7,9 @@
     spp-vm exec ID CMD...                        run CMD in the guest's shell (serial console)
     spp-vm status ID | list                      what runs, with its NICs and sockets
     spp-vm stop ID                               quit QEMU and remove the VM's state dir
+    spp-vm ssh ID|NAME|ADDR [CMD...]             log in (ssh if the guest has it, else its console)
+    spp-vm ctl start|stop|restart|status [all|switch|vm|app] -f FILE
+                                                 switch, VM and app in the VM, in order (lwaftrctl)
 
 ``-d`` takes SPP's ``vhost:N`` ids ("1,3-5"); NIC *i* gets ``/tmp/sockN`` and MAC
 ``00:AD:BE:B4:<ID>:<N>`` unless ``--mac`` says otherwise, as SPP's VM launcher did.
@@ -23,6 +26,7 @@ from typing import Any
 
 from spp.integrations.vm import manager
 from spp.integrations.vm.image import ImageError, build_image, default_image_dir
+from spp.integrations.vm.lifecycle import LifecycleError
 from spp.integrations.vm.manager import VmError, default_state_root
 from spp.integrations.vm.qemu import (
     QEMU,
@@ -101,6 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
             a.add_argument("--json", action="store_true")
     ls = sub.add_parser("list", help="list the VMs of this instance")
     ls.add_argument("--json", action="store_true")
+
+    sh = sub.add_parser("ssh", help="log into a VM found by id, name or address (sppsh)")
+    sh.add_argument("vm", help="VM id, guest name, NIC address or MAC")
+    sh.add_argument("-u", "--user", help="ssh user")
+    sh.add_argument("--serial", action="store_true", help="use the serial console even if ssh answers")
+    sh.add_argument("command", nargs=argparse.REMAINDER, help="run this instead of a login")
+    ct = sub.add_parser("ctl", help="start/stop/restart the switch, the VM and its app in order")
+    ct.add_argument("words", nargs="+", metavar="ACTION [TARGET]", help="e.g. start all, restart vm")
+    ct.add_argument("-f", "--file", type=Path, default=Path("lifecycle.yml"), help="(default %(default)s)")
 
     im = sub.add_parser("image", help="build the guest kernel + initramfs")
     im.add_argument("-o", "--output", type=Path, help="output dir (default ~/.cache/spp/vm-image)")
@@ -190,6 +203,15 @@ def run(argv: list[str]) -> int:
         sys.stdout.write(res.output)
         sys.stdout.flush()
         return res.status
+    if args.action == "ssh":
+        from spp.integrations.vm.login import ssh
+
+        words = args.command[1:] if args.command[:1] == ["--"] else args.command
+        return ssh(root, args.vm, words, user=args.user, serial=args.serial)
+    if args.action == "ctl":
+        from spp.integrations.vm import lifecycle
+
+        return lifecycle.run(args.file, args.words)
     if args.action == "stop":
         was = manager.stop(root, args.id)
         print(f"vm {args.id}: {'stopped' if was else 'was not running; state removed'}")
@@ -214,7 +236,7 @@ def run(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         return run(sys.argv[1:] if argv is None else argv)
-    except (VmError, VmSpecError, ImageError) as e:
+    except (VmError, VmSpecError, ImageError, LifecycleError) as e:
         print(f"spp-vm: error: {e}", file=sys.stderr)
         return 1
 
@@ -233,7 +255,7 @@ def run_from_shell(arg: str) -> None:
         if e.code not in (0, None):
             raise CliError("vm: invalid arguments (see 'vm -h')") from None
         return
-    except (VmError, VmSpecError, ImageError) as e:
+    except (VmError, VmSpecError, ImageError, LifecycleError) as e:
         raise CliError(f"vm: {e}") from None
     if status:
         raise CliError(f"vm: exit status {status}")
