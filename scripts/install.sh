@@ -32,6 +32,9 @@ tools=(
     etcdctl:etcd-client       # spp-agent docs: looking at the keys by hand
     unshare:util-linux        # tests: each document's examples in namespaces of their own
     chromium:chromium         # tests: spp-ctl's web page in a headless browser (Playwright drives it)
+    podman:podman             # sppc: the container engine (tests run it with runc)
+    runc:runc                 # sppc: the OCI runtime podman is told to use here
+    mmdebstrap:mmdebstrap     # sppc build: the image's Debian root
 )
 need_apt=()
 for pair in "${tools[@]}"; do
