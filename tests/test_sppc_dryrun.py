@@ -227,3 +227,17 @@ def _containers() -> str:
     return subprocess.run(
         ["podman", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True
     ).stdout
+
+
+def test_docker_goes_to_sppcs_own_dockerd() -> None:
+    """docker is reached through sppc's dockerd (its own socket and data root), never the host's."""
+    r = sppc("app", "spp-l2fwd", "-d", "vhost:1,vhost:2", "--engine", "docker", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    words = shlex.split(r.stdout.replace("\\\n", " "))
+    assert words[:4] == ["docker", "-H", "unix:///run/spp-docker/docker.sock", "run"]
+    assert "--runtime" not in words and "--network" in words
+    from spp.integrations.containers.engine import dockerd_argv
+
+    argv = dockerd_argv()
+    assert {"--iptables=false", "--bridge=none"} <= set(argv)
+    assert argv[argv.index("--data-root") + 1] == "/var/lib/spp-docker"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import pytest
 from spp.integrations.containers import Engine, Launch, build, images, state, stop
 from spp.integrations.testbed import Testbed, wait_for
 
-pytestmark = [pytest.mark.slow, pytest.mark.root]
+pytestmark = [pytest.mark.slow, pytest.mark.root, pytest.mark.timeout(900)]
 
 ENGINE = Engine.named("podman", "runc")
 FRAMES = 3000
@@ -117,6 +118,11 @@ def test_two_containers_pass_counted_traffic_through_nfv(
         assert result["rx"]["duplicates"] == 0
         assert state(pg.name, ENGINE) == "missing"  # attached mode: removed when it ended
         assert state(fwd.name, ENGINE) == "running"
+        sppc = [str(Path(sys.executable).with_name("sppc")), "--engine", "podman"]
+        listed = subprocess.run([sppc[0], "ps", *sppc[1:]], capture_output=True, text=True, timeout=60)
+        assert f"{fwd.name}\trunning" in listed.stdout.splitlines()
+        gone = subprocess.run([sppc[0], "stop", fwd.name, *sppc[1:]], capture_output=True, timeout=60)
+        assert gone.returncode == 0 and state(fwd.name, ENGINE) == "missing"
         # The nfv in its container leaves like a host process: it exits on DELETE, and the
         # primary's segment is still ours to remove.
         n.exit()

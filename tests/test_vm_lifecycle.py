@@ -23,7 +23,7 @@ from spp.integrations.vm import lifecycle, manager
 from spp.integrations.vm.image import build_image
 from tests.leakcheck import run_token
 
-pytestmark = [pytest.mark.slow, pytest.mark.root]
+pytestmark = [pytest.mark.slow, pytest.mark.root, pytest.mark.timeout(900)]
 SPP_VM = [sys.executable, "-m", "spp.integrations.vm.cli"]
 CPUS = sorted(os.sched_getaffinity(0))
 

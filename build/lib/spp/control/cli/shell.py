@@ -423,6 +423,7 @@ class Shell(cmd.Cmd):
 
     def do_vm(self, arg: str) -> None:
         """VMs with vhost-user NICs: vm start ID -d 1,2 | exec ID CMD | status ID | list | stop ID | image
+        | ssh ID|NAME|ADDR [CMD] | ctl start|stop|restart|status [all|switch|vm|app] -f FILE
 
         The same commands as the spp-vm program ('vm -h' for options), e.g.
         vm start 1 -d 1,2 --ip 10.0.0.1/24 --ip 10.0.1.1/24

@@ -107,22 +107,9 @@ class Engine:
         return True
 
     def ours(self) -> list[dict[str, str]]:
-        """Containers sppc started (label ``spp.sppc``): name, app, state."""
-        out = self.call(
-            "ps",
-            "-a",
-            "--filter",
-            f"label={LABEL}",
-            "--format",
-            '{{.Names}}\t{{.Label "spp.app"}}\t{{.State}}' if self.kind == "docker" else "{{.Names}}",
-        )
-        rows = []
-        for line in out.splitlines():
-            if not line.strip():
-                continue
-            name = line.split("\t")[0]
-            rows.append({"name": name, "state": self.state(name)})
-        return rows
+        """Containers sppc started (label ``spp.sppc``), with their state."""
+        out = self.call("ps", "-a", "--filter", f"label={LABEL}", "--format", "{{.Names}}")
+        return [{"name": name, "state": self.state(name)} for name in out.split()]
 
 
 def dockerd_argv(root: Path = DOCKERD_ROOT, run: Path = DOCKERD_RUN) -> list[str]:

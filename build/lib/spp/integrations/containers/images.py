@@ -161,7 +161,21 @@ def build(
                 timeout=900,
             )  # fmt: skip
         _run(engine.command("tag", p.image, f"{image_repo}:latest"), f"{engine.kind} tag")
+    _forget_older(engine, image_repo, p.image)
     return p.image
+
+
+def _forget_older(engine: Engine, repo: str, keep: str) -> None:
+    """Untag earlier builds of ``repo`` (one image per source tree would pile up); an image a
+    container still uses stays."""
+    out = subprocess.run(
+        engine.command("images", "--format", "{{.Repository}}:{{.Tag}}", repo),
+        capture_output=True,
+        text=True,
+    ).stdout
+    for name in out.split():
+        if name not in (keep, f"{repo}:latest") and name.startswith(repo + ":"):
+            subprocess.run(engine.command("rmi", name), capture_output=True)
 
 
 def _run(argv: list[str], what: str, timeout: float = 300) -> None:
