@@ -80,9 +80,10 @@ def project_root() -> Path:
 def source_hash(root: Path) -> str:
     """Hash of what the spp image installs: pyproject.toml and every file of the package."""
     h = hashlib.sha256()
-    files = [root / "pyproject.toml", *sorted(p for p in (root / "spp").rglob("*") if p.is_file())]
+    package = sorted(p for p in (root / "spp").rglob("*") if p.is_file())
+    files = [root / "pyproject.toml", root / "README.md", *package]
     for path in files:
-        if "__pycache__" in path.parts:
+        if "__pycache__" in path.parts or not path.exists():
             continue
         h.update(str(path.relative_to(root)).encode() + b"\0")
         h.update(path.read_bytes())
@@ -144,8 +145,15 @@ def build(
             say(f"making {p.image}")
             ctx = work / "ctx"
             (ctx / "wheels").mkdir(parents=True)
+            # From a clean copy of exactly what the hash covers: a build/ left in the checkout
+            # by an earlier setuptools run could otherwise put stale modules into the wheel.
+            src = work / "src"
+            shutil.copytree(p.project / "spp", src / "spp", ignore=shutil.ignore_patterns("__pycache__"))
+            for name in ("pyproject.toml", "README.md"):
+                if (p.project / name).exists():
+                    shutil.copy2(p.project / name, src / name)
             _run(
-                [sys.executable, "-m", "pip", "wheel", "-q", str(p.project), "-w", str(ctx / "wheels")],
+                [sys.executable, "-m", "pip", "wheel", "-q", str(src), "-w", str(ctx / "wheels")],
                 "pip wheel",
                 timeout=900,
             )

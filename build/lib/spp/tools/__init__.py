@@ -1,1 +1,0 @@
-"""Traffic tools that use the packet engine directly: ``spp-pktgen`` and ``spp-l2fwd``."""
