@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="SPP command line interface: control spp_primary and secondaries through spp-ctl.",
         epilog=(
             "Without -e/--file and with a terminal on stdin, an interactive shell starts. "
-            "'spp top' shows live packet rates instead."
+            "'spp top' shows live packet rates instead. "
+            "'spp up|apply|down|ps|validate' run a whole bed from one YAML file (see 'spp up --help')."
         ),
     )
     p.add_argument(
@@ -144,8 +145,18 @@ def _stdin_lines() -> Iterator[str]:
     yield from sys.stdin
 
 
+#: ``spp up FILE`` and friends: a whole bed from one file (spp/integrations/bed/), dispatched
+#: before SPP's own options are parsed, so plain ``spp [OPTIONS]`` stays SPP's shell.
+BED_COMMANDS = ("up", "apply", "down", "ps", "validate")
+
+
 @quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
+    words = sys.argv[1:] if argv is None else argv
+    if words and words[0] in BED_COMMANDS:
+        from spp.integrations.bed.cli import main as bed_main
+
+        return bed_main(words)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.CRITICAL)

@@ -1,0 +1,121 @@
+"""VMs and containers of a bed, through the tools that own them: ``spp vm``'s manager
+(:mod:`spp.integrations.vm`) for VMs, sppc for containers. A VM's NICs are nfv ``vhost:N``
+ports, so VMs start after the nfv ports exist and stop before they go.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+from spp.engine.portid import parse_port_uid
+from spp.integrations.bed.schema import Bed, Container, Vm
+
+
+class GuestError(RuntimeError):
+    """A VM or container that cannot be started; the message says why."""
+
+
+def _vm_root(bed: Bed) -> Path:
+    from spp.integrations.vm.manager import default_state_root
+
+    return default_state_root(bed.file_prefix)
+
+
+def vm_spec(bed: Bed, vm: Vm) -> Any:
+    """The ``spp vm`` spec of a bed's VM (no file is looked at: dry runs use it too)."""
+    from spp.integrations.vm import manager
+    from spp.integrations.vm.image import default_image_dir
+    from spp.integrations.vm.qemu import Nic, VmSpec, default_mac, vhost_socket
+
+    vhost_dir = bed.primary.vhost_dir or "/tmp"
+    owners = {p: s for s in bed.secondaries for p in s.ports}
+    nics = []
+    for nic in vm.nics:
+        dev = parse_port_uid(nic.port).num
+        nics.append(Nic(dev, vhost_socket(dev, vhost_dir), nic.mac or default_mac(vm.id, dev), nic.ip))
+    server = any(owners[n.port].vhost_client for n in vm.nics if n.port in owners)
+    image = Path(vm.image) if vm.image else default_image_dir()
+    return VmSpec(
+        vm_id=vm.id,
+        state_dir=manager.vm_dir(_vm_root(bed), vm.id),
+        nics=nics,
+        mem_mb=vm.mem,
+        cores=vm.cores,
+        accel="tcg" if vm.accel == "auto" else vm.accel,
+        server=server,
+        kernel=None if vm.hda else image / "vmlinuz",
+        initrd=None if vm.hda else image / "initrd.img",
+        hda=Path(vm.hda) if vm.hda else None,
+        name=vm.name,
+    )
+
+
+def start_vm(bed: Bed, vm: Vm) -> int:
+    from spp.integrations.vm import manager
+    from spp.integrations.vm.qemu import resolve_accel
+
+    spec = vm_spec(bed, vm)
+    spec.accel = resolve_accel(vm.accel)
+    if spec.hda is None and not (spec.kernel.exists() and spec.initrd.exists()):
+        raise GuestError(f"vm {vm.id}: no guest image in {spec.kernel.parent}; build it with 'spp-vm image'")
+    return int(manager.start(spec))
+
+
+def stop_vm(bed: Bed, vm: Vm) -> None:
+    from spp.integrations.vm import manager
+
+    with contextlib.suppress(manager.VmError):
+        manager.stop(_vm_root(bed), vm.id)
+
+
+def vm_row(bed: Bed, vm: Vm) -> dict[str, Any]:
+    from spp.integrations.vm import manager
+
+    try:
+        st = manager.status(_vm_root(bed), vm.id)
+    except manager.VmError:
+        st = {"pid": None, "state": "stopped", "serial_log": None}
+    running = st["state"] == "running"
+    return {
+        "name": f"vm {vm.id}",
+        "pid": st["pid"],
+        "state": "running" if running else "exited",
+        "restarts": 0,
+        "uptime_s": st.get("uptime_s"),
+        "log": st.get("serial_log"),
+        "window": None,
+    }
+
+
+def _sppc() -> Any:
+    try:
+        from spp.integrations.containers import bed as sppc_bed  # type: ignore[import-not-found]
+    except ImportError:
+        raise GuestError(
+            "containers need sppc (spp.integrations.containers), which is not installed"
+        ) from None
+    return sppc_bed
+
+
+def start_container(bed: Bed, c: Container, log_dir: Path) -> None:
+    _sppc().start(bed, c, log_dir)
+
+
+def stop_container(bed: Bed, c: Container) -> None:
+    with contextlib.suppress(GuestError):
+        _sppc().stop(bed, c)
+
+
+def container_row(bed: Bed, c: Container) -> dict[str, Any]:
+    try:
+        return dict(_sppc().row(bed, c))
+    except GuestError:
+        return {
+            "name": f"container {c.name}",
+            "pid": None,
+            "state": "exited",
+            "restarts": 0,
+            "uptime_s": None,
+        }
