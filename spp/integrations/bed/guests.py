@@ -31,6 +31,7 @@ def vm_spec(bed: Bed, vm: Vm) -> Any:
 
     vhost_dir = bed.primary.vhost_dir or "/tmp"
     owners = {p: s for s in bed.secondaries for p in s.ports}
+    owners.update({p: s for s in bed.secondaries for c in s.components for p in (*c.rx, *c.tx)})
     nics = []
     for nic in vm.nics:
         dev = parse_port_uid(nic.port).num

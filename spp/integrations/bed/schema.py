@@ -346,7 +346,7 @@ class _Checker:
                 if not nic.port.startswith("vhost:"):
                     self.fail(path, f"{nic.port}: a VM's NIC is a vhost:N port")
                 elif nic.port not in vhosts:
-                    self.fail(path, f"{nic.port} is not a port of any nfv (add it to an nfv's 'ports')")
+                    self.fail(path, f"{nic.port} is not a port of any nfv or vf (add it to an nfv's 'ports')")
                 if nic.port in used_nics:
                     self.fail(path, f"{nic.port} is already a NIC of another VM or container")
                 used_nics[nic.port] = path
@@ -438,6 +438,10 @@ class _Checker:
                 for key in ("rx", "tx"):
                     for k, port in enumerate(getattr(comp, key)):
                         self.port_ok((*path, key, k), port, {port}, kind)
+                        if port.startswith("vhost:"):
+                            owner = vhosts.setdefault(port, sec.name)
+                            if owner != sec.name:
+                                self.fail((*path, key, k), f"{port} is already a port of {owner}")
             for j, entry in enumerate(sec.classifier_table):
                 if kind != "vf":
                     break
