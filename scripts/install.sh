@@ -20,7 +20,7 @@ tools=(
     tshark:tshark             # tests: an independent pcapng reader
     lz4:lz4                   # tests: an independent LZ4 frame reader
     dot:graphviz              # spp CLI: topo to svg/png
-    tmux:tmux                 # interactive CLI sessions
+    tmux:tmux                 # interactive CLI sessions; spp up --tmux
     dpdk-testpmd:dpdk-dev     # tests and bench: the named peer (vhost-user both sides, phy)
     cc:gcc                    # bench: builds the traffic generator
     git:git                   # bench: records the commit measured

@@ -123,6 +123,10 @@ class DocRunner:
         self.workdir = workdir
         self.env = dict(os.environ)
         self.env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{self.env.get('PATH', '')}"
+        # `spp up` keeps its bed under the runtime dir: this run's own, not the machine's /run.
+        self.env["XDG_RUNTIME_DIR"] = str(workdir)
+        # The documents name the example beds as the README does, relative to the clone.
+        (workdir / "examples").symlink_to(Path(__file__).resolve().parents[1] / "examples")
         self.daemons: list[subprocess.Popen[bytes]] = []
         self.shell = None  # the CLI session, created at the first spp block
 

@@ -263,3 +263,27 @@ def test_ps_and_down_without_a_bed(tmp_path: Path, capsys: pytest.CaptureFixture
     assert bed_main(["down", *state]) == 0
     out = capsys.readouterr().out
     assert "no bed is running" in out and "[]" in out
+
+
+def test_the_user_guide_example_is_a_valid_bed() -> None:
+    guide = (ROOT / "docs" / "USER_GUIDE.md").read_text()
+    section = guide[guide.index("## A whole bed from one file") :]
+    text = section[section.index("```text\n") + 8 :]
+    bed = parse_bed(text[: text.index("```")], "USER_GUIDE.md")
+    assert [s.name for s in bed.secondaries] == ["nfv 1", "vf 2", "mirror 3", "pcap 4"]
+
+
+def test_container_options_are_checked_by_sppc(tmp_path: Path) -> None:
+    pytest.importorskip("spp.integrations.containers", reason="sppc is not in this tree yet")
+    text = (
+        "primary: {}\nsecondaries:\n  - nfv: 1\n    ports: [vhost:1]\ncontainers:\n"
+        "  - name: tp\n    app: testpmd\n    dev_uids: [vhost:1]\n    args: [--forward-mode, bogus]\n"
+    )
+    with pytest.raises(BedFileError) as info:
+        parse_bed(text, "bad.yml")
+    assert str(info.value).startswith("bad.yml:9: containers[0].args: container tp: "), str(info.value)
+    bed = load_bed(str(ROOT / "examples" / "containers.yml"))
+    from spp.integrations.bed.guests import container_launch
+
+    launch = container_launch(bed, bed.containers[0])
+    assert "--name" in launch.argv and "sppc-containers-pktgen" in launch.argv

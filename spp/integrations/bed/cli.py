@@ -119,6 +119,13 @@ def dry_run_up(bed: Bed, state_dir: Path) -> None:
 
             spec = vm_spec(bed, step.args[0])
             line += "\n      $ " + shell_words(qemu_argv(spec)).replace("\n", "\n      ")
+        elif step.op == "container-start":
+            from spp.integrations.bed.guests import GuestError, container_launch
+
+            try:
+                line += "\n      $ " + container_launch(bed, step.args[0]).shell().replace("\n", "\n      ")
+            except GuestError as e:
+                line += f"\n      ({e})"
         print(line)
 
 

@@ -243,7 +243,6 @@ class Container(Strict):
         "spp-pktgen",
         "spp-l2fwd",
         "testpmd",
-        "l2fwd",
         "generic",
     ]
     dev_uids: list[PortName] = []
@@ -355,6 +354,7 @@ class _Checker:
             if c.name in names:
                 self.fail(("containers", i, "name"), f"container '{c.name}' is named twice")
             names.add(c.name)
+            errors_before = len(self.errors)
             for j, uid in enumerate(c.dev_uids):
                 path = ("containers", i, "dev_uids", j)
                 if parse_port_uid(uid).type not in ("vhost", "tap", "memif"):
@@ -364,7 +364,19 @@ class _Checker:
                 if uid in used_nics:
                     self.fail(path, f"{uid} is already a NIC of another VM or container")
                 used_nics[uid] = path
+            if len(self.errors) == errors_before:  # sppc would only repeat them, less precisely
+                self.container_options(i, c)
         return self.errors
+
+    def container_options(self, i: int, c: Container) -> None:
+        """sppc's own check of the options (when sppc is installed): what ``sppc app`` refuses."""
+        from spp.integrations.bed import guests
+
+        try:
+            guests.container_launch(self.bed, c)
+        except guests.GuestError as e:
+            if "not installed" not in str(e):
+                self.fail(("containers", i, "args" if c.args else "app"), str(e))
 
     def secondary(self, i: int, sec: Secondary, ids: dict[int, int], vhosts: dict[str, str]) -> None:
         given = [k for k in SECONDARY_KINDS if getattr(sec, k) is not None]
@@ -452,7 +464,7 @@ class _Checker:
             elif parse_port_uid(sec.port).type not in ("phy", "ring"):
                 self.fail((*base, "port"), f"{sec.port}: a pcap captures a phy or ring port")
             else:
-                self.port_ok((*base, "port"), sec.port, set(), "pcap")
+                self.port_ok((*base, "port"), sec.port, {sec.port}, "pcap")
 
 
 def _expand(part: str) -> list[int]:
