@@ -252,3 +252,30 @@ def test_tmux_windows_and_restart_policy(bed: Bed) -> None:
     assert bed.ps()["nfv 2"]["restarts"] == 0
     bed.spp("down")
     assert bed.leftovers() == []
+
+
+@pytest.mark.slow
+def test_a_vm_named_in_the_bed_is_reached_through_the_nfv(bed: Bed, tmp_path: Path) -> None:
+    from spp.integrations.vm import manager
+    from spp.integrations.vm.image import build_image
+
+    image = tmp_path / "image"
+    build_image(image)
+    text = bed.header().replace("  rings: 4\n", f"  rings: 4\n  vhost_dir: {tmp_path}\n") + (
+        "secondaries:\n"
+        "  - nfv: 1\n    ports: [vhost:1]\n    patches: [phy:0 -> vhost:1, vhost:1 -> phy:0]\n"
+        "vms:\n"
+        f"  - id: 7\n    image: {image}\n    accel: tcg\n"
+        "    nics: [{port: vhost:1, ip: 10.199.0.2/24}]\n"
+    )
+    bed.spp("up", bed.file("bed.yml", text))
+    assert bed.ps()["vm 7"]["state"] == "running"
+    root = manager.default_state_root(bed.prefix)
+    manager.exec_in(root, 7, "true", timeout=60, boot_timeout=240)
+    _wait(lambda: bed.ping(count=1).returncode == 0, 60, "the guest to answer a ping")
+    ping = bed.ping()
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    down = bed.spp("down").stdout.splitlines()
+    assert down[0] == "stop vm 7" and down.index("stop vm 7") < down.index("stop nfv 1")
+    assert not (root / "7").exists()
+    assert bed.leftovers() == []

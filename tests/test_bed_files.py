@@ -287,3 +287,58 @@ def test_container_options_are_checked_by_sppc(tmp_path: Path) -> None:
 
     launch = container_launch(bed, bed.containers[0])
     assert "--name" in launch.argv and "sppc-containers-pktgen" in launch.argv
+
+
+VF = """\
+primary: {rings: 8, interfaces: [v0]}
+secondaries:
+  - nfv: 1
+    ports: [ring:0, ring:1, ring:2]
+    patches: [phy:0 -> ring:0, ring:1 -> ring:2]
+  - vf: 2
+    lcores: 0-3
+    components:
+      - {name: cls, type: classifier, core: 1, rx: [ring:0], tx: [ring:3, ring:4]}
+      - {name: fwd, type: forward, core: 2, rx: [ring:3], tx: [ring:5]}
+    classifier_table:
+      - {mac: "52:54:00:00:00:01", port: ring:3}
+"""
+
+
+def _steps(old: str, new: str) -> list[str]:
+    return [s.text for s in plan(parse_bed(old), parse_bed(new))]
+
+
+def test_plan_changes_only_what_changed() -> None:
+    # a classifier entry and a component's output change; everything else stays
+    new = VF.replace('"52:54:00:00:00:01", port: ring:3', '"52:54:00:00:00:02", port: ring:4')
+    new = new.replace("rx: [ring:3], tx: [ring:5]", "rx: [ring:3], tx: [ring:6]")
+    assert _steps(VF, new) == [
+        "vf 2: classifier_table del mac 52:54:00:00:00:01 ring:3",
+        "vf 2: port del ring:5 tx fwd",
+        "vf 2: port add ring:6 tx fwd",
+        "vf 2: classifier_table add mac 52:54:00:00:00:02 ring:4",
+    ]
+    # a component moved to another core is stopped and started again; a patch is overwritten in place
+    moved = VF.replace("type: forward, core: 2", "type: forward, core: 3")
+    moved = moved.replace("ring:1 -> ring:2", "ring:1 -> ring:0")
+    assert _steps(VF, moved) == [
+        "vf 2: component stop fwd",
+        "vf 2: component start fwd",
+        "vf 2: port add ring:3 rx fwd",
+        "vf 2: port add ring:5 tx fwd",
+        "nfv 1: patch ring:1 -> ring:0",
+    ]
+    # dropping a patch whose ports stay needs nfv's patch reset, and the others are put back
+    dropped = VF.replace("patches: [phy:0 -> ring:0, ring:1 -> ring:2]", "patches: [phy:0 -> ring:0]")
+    assert _steps(VF, dropped) == ["nfv 1: patch reset (to drop ring:1)", "nfv 1: patch phy:0 -> ring:0"]
+    # a port removed takes its patch with it: no reset
+    gone = VF.replace("ports: [ring:0, ring:1, ring:2]", "ports: [ring:0, ring:1]")
+    gone = gone.replace(", ring:1 -> ring:2]", "]")
+    assert _steps(VF, gone) == ["nfv 1: del ring:2"]
+    # new lcores restart the process, which gets all its wiring again
+    relcored = VF.replace("lcores: 0-3", "lcores: 0-4")
+    assert _steps(VF, relcored)[:2] == ["stop vf 2", "start vf 2"]
+    assert len(_steps(VF, relcored)) == 2 + 7 + 1
+    # the primary changing restarts everything
+    assert _steps(VF, VF.replace("rings: 8", "rings: 16"))[0].startswith("spp-ctl or the primary changed")
