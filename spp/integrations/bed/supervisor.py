@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 from spp.integrations.bed import procs as P
-from spp.integrations.bed.plan import Step, plan, wiring
+from spp.integrations.bed.plan import ADD_NS, Step, plan, wiring
 from spp.integrations.bed.schema import Bed, Container, Namespace, Secondary, Vm
 from spp.integrations.bed.state import control_path, read_json, write_json
 from spp.integrations.netns import VethHost
@@ -189,7 +189,7 @@ class Runner:
     # -- steps -------------------------------------------------------------------------------------
 
     def execute(self, step: Step, old: Bed | None, new: Bed | None) -> None:
-        bed = new if step.phase >= 6 and new is not None else (old or new)
+        bed = new if step.phase >= ADD_NS and new is not None else (old or new)  # removals use the old bed
         assert bed is not None
         op, args = step.op, step.args
         if op == "rest":
@@ -328,7 +328,7 @@ class Runner:
                 self.wait_secondary(bed, sec, proc)
                 for step in wiring(None, sec):
                     self.execute(step, bed, bed)
-        except (BedRunError, httpx.HTTPError) as e:
+        except Exception as e:  # the supervisor must outlive any one restart
             log.error("restarting %s: %s", proc.name, e)
         self.write_status()
 
@@ -347,7 +347,8 @@ class Runner:
         except (httpx.HTTPError, ValueError):
             return "running"
         if kind in ("vf", "mirror"):
-            return "running" if st.get("components") else "idling"
+            busy = [c for c in st.get("components", []) if c.get("type") not in (None, "unuse")]
+            return "running" if busy else "idling"
         return "idling" if str(st.get("status", "")).startswith("idl") else "running"
 
     def rows(self, live: bool = False) -> list[dict[str, Any]]:
@@ -428,7 +429,7 @@ def _serve(runner: Runner, conn: socket.socket) -> bool:
             stop = True
         else:
             reply = {"ok": False, "error": f"unknown request {op!r}"}
-    except (BedRunError, ValueError, KeyError) as e:
+    except Exception as e:  # a bad request or a failed step is answered, never the supervisor's end
         reply = {"ok": False, "error": str(e)}
     with contextlib.suppress(OSError):
         conn.sendall(json.dumps(reply).encode() + b"\n")
