@@ -169,7 +169,11 @@ def cmd_up(args: argparse.Namespace, state_dir: Path) -> int:
         left = _cleanup_stale(state_dir)
         if left:
             print(f"spp up: a previous bed's supervisor died and left {left}; cleaned up", file=sys.stderr)
-    state_dir.mkdir(parents=True, mode=0o700)
+    try:
+        state_dir.mkdir(parents=True, mode=0o700)
+    except FileExistsError:
+        print(f"spp up: another bed is being started in {state_dir}", file=sys.stderr)
+        return 1
     write_json(state_dir / "bed.json", bed.model_dump(mode="json"))
     argv = _supervisor_argv(state_dir, args.tmux)
     with open(state_dir / "supervisor.log", "ab") as out:
