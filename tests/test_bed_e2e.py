@@ -197,8 +197,9 @@ def test_up_ping_apply_restart_down(bed: Bed) -> None:
             ping_proc.wait()
     assert ["would: " + s for s in applied] == planned
     assert "150 packets transmitted, 150 received" in ping_out, ping_out  # nothing lost meanwhile
+    assert bed.ping().returncode == 0
     after = bed.rings()
-    for ring in (0, 1):  # the untouched path kept counting through the change, and dropped nothing
+    for ring in (0, 1):  # the untouched path counted through the change and after it, dropping nothing
         assert before[ring]["tx"] < mid[ring]["tx"] < after[ring]["tx"]
         assert after[ring]["tx_drop"] == before[ring]["tx_drop"]
     rows2 = bed.ps()

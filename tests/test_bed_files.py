@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from spp.integrations.bed.check import load_bed, parse_bed
 from spp.integrations.bed.cli import main as bed_main
 from spp.integrations.bed.plan import plan
-from spp.integrations.bed.schema import load_bed, parse_bed
 from spp.integrations.bed.yamlsafe import BedFileError
 
 ROOT = Path(__file__).resolve().parents[1]

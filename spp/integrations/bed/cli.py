@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from spp.integrations.bed import procs as P
+from spp.integrations.bed.check import load_bed
 from spp.integrations.bed.plan import plan
-from spp.integrations.bed.schema import Bed, load_bed
+from spp.integrations.bed.schema import Bed
 from spp.integrations.bed.state import ControlError, default_state_dir, read_json, request, write_json
 from spp.integrations.bed.yamlsafe import BedFileError
 

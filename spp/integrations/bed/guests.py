@@ -100,6 +100,14 @@ def _sppc() -> Any:
     return containers
 
 
+def sppc_available() -> bool:
+    try:
+        _sppc()
+    except GuestError:
+        return False
+    return True
+
+
 def container_name(bed: Bed, c: Container) -> str:
     return f"sppc-{bed.name}-{c.name}"
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from spp.engine.portid import PortId, PortUidError, parse_port_uid
 from spp.instance import IFNAME_MAX, check_file_prefix
-from spp.integrations.bed.yamlsafe import BedError, BedFileError, Document, KeyPath, load_file, load_text
+from spp.integrations.bed.yamlsafe import BedError, BedFileError, Document, KeyPath
 
 SECONDARY_KINDS = ("nfv", "vf", "mirror", "pcap")
 NFV_ADDABLE = ("ring", "vhost", "pcap", "nullpmd", "tap", "virtio_user")
@@ -294,6 +295,8 @@ class _Checker:
     def __init__(self, doc: Document, bed: Bed) -> None:
         self.doc, self.bed = doc, bed
         self.errors: list[BedError] = []
+        #: containers without errors here, whose options sppc may check further (:mod:`.check`)
+        self.checked_containers: set[int] = set()
 
     def fail(self, path: KeyPath, message: str) -> None:
         self.errors.append(self.doc.error(path, message))
@@ -354,6 +357,7 @@ class _Checker:
             if c.name in names:
                 self.fail(("containers", i, "name"), f"container '{c.name}' is named twice")
             names.add(c.name)
+            self.checked_containers.add(i)
             errors_before = len(self.errors)
             for j, uid in enumerate(c.dev_uids):
                 path = ("containers", i, "dev_uids", j)
@@ -364,19 +368,9 @@ class _Checker:
                 if uid in used_nics:
                     self.fail(path, f"{uid} is already a NIC of another VM or container")
                 used_nics[uid] = path
-            if len(self.errors) == errors_before:  # sppc would only repeat them, less precisely
-                self.container_options(i, c)
+            if len(self.errors) > errors_before:
+                self.checked_containers.discard(i)  # sppc would only repeat them, less precisely
         return self.errors
-
-    def container_options(self, i: int, c: Container) -> None:
-        """sppc's own check of the options (when sppc is installed): what ``sppc app`` refuses."""
-        from spp.integrations.bed import guests
-
-        try:
-            guests.container_launch(self.bed, c)
-        except guests.GuestError as e:
-            if "not installed" not in str(e):
-                self.fail(("containers", i, "args" if c.args else "app"), str(e))
 
     def secondary(self, i: int, sec: Secondary, ids: dict[int, int], vhosts: dict[str, str]) -> None:
         given = [k for k in SECONDARY_KINDS if getattr(sec, k) is not None]
@@ -472,24 +466,20 @@ def _expand(part: str) -> list[int]:
     return list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
 
 
-def validate(doc: Document) -> Bed:
-    """The bed a loaded document describes, or :class:`BedFileError` listing every problem."""
+def validate(doc: Document, extra: Callable[[Document, Bed, set[int]], list[BedError]] | None = None) -> Bed:
+    """The bed a loaded document describes, or :class:`BedFileError` listing every problem.
+    ``extra`` checks more (sppc's options of the containers given, see :mod:`.check`)."""
     try:
         bed = Bed.model_validate(doc.data)
     except ValidationError as e:
         raise BedFileError(_pydantic_errors(doc, e)) from None
-    errors = _Checker(doc, bed).run()
+    checker = _Checker(doc, bed)
+    errors = checker.run()
+    if extra is not None:
+        errors += extra(doc, bed, checker.checked_containers)
     if errors:
         raise BedFileError(errors)
     return bed
 
 
-def load_bed(path: str) -> Bed:
-    return validate(load_file(path))
-
-
-def parse_bed(text: str, file: str = "<bed>") -> Bed:
-    return validate(load_text(text, file))
-
-
-__all__ = ["Bed", "BedFileError", "PortId", "load_bed", "parse_bed", "validate"]
+__all__ = ["Bed", "BedFileError", "PortId", "validate"]
