@@ -21,6 +21,8 @@ HELP: dict[str, str] = {
         1: nfv:1
         2: vf:3
 
+    spp > status all                   # the same for every server of 'server', in its order
+
 """
     + LEGEND,
     "top": """Show per-port packet rates of every process, refreshed until Ctrl-C (like top).
@@ -79,7 +81,8 @@ HELP: dict[str, str] = {
     "server": """Show, switch, add or delete spp-ctl servers.
 
     spp > server                       # list, '*' marks the current one
-    spp > server 2                     # switch
+    spp > server status                # list, with each one's primary and secondaries
+    spp > server 2                     # switch (or: server 192.168.1.102:7777)
     spp > server add 192.168.1.102:7777
     spp > server del 2""",
     "config": """Show or change CLI settings.

@@ -243,21 +243,20 @@ class Shell(cmd.Cmd):
     # -- status, server, config ----------------------------------------------------------------
 
     def do_status(self, arg: str) -> None:
-        """Show spp-ctl's address and the running processes."""
-        procs = self.client.processes()
-        print("- spp-ctl:")
-        print(f"  - address: {self.client.addr}")
-        print("- primary:")
-        running = any(p.get("type") == "primary" for p in procs)
-        print(f"  - status: {'running' if running else 'not running'}")
-        print("- secondary:")
-        print("  - processes:")
-        cnt = 1
-        for kind in SEC_TYPES:
-            for p in procs:
-                if p.get("type") == kind:
-                    print(f"    {cnt}: {kind}:{p.get('client-id')}")
-                    cnt += 1
+        """Show spp-ctl's address and the running processes (status all: of every server)."""
+        words = arg.split()
+        if words == ["all"]:
+            server.status_all(self.session)
+            return
+        if words:
+            raise CliError("Usage: status [all]")
+        state = server.ServerState(self.client.addr, self.client.processes())
+        for line in server.status_lines(state):
+            print(line)
+
+    @_safe
+    def complete_status(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
+        return matching(["all"], text) if len(head_tokens(line, begidx)) == 1 else []
 
     def do_server(self, arg: str) -> None:
         """List, switch, add or delete spp-ctl servers."""
