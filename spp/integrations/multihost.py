@@ -146,10 +146,29 @@ class Host:
     address: str
     prefix: str  # the primary's file prefix
     workdir: Path
-    vf_lcores: str = "0-7"
+    vhosts: int = 4  # vhost:0..N-1 on its one NIC (phy:0), networking-spp's default wiring
+    physnet: str = "physnet1"
     mirror_lcores: str = "0,1"
-    nb_rings: int = 16
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def core_mask(self) -> str:
+        """The NIC's mask for ``config build``: master core 1, then one core per component (a
+        forwarder each way per vhost, the classifier, the merger), as devstack's mappings."""
+        return hex((1 << (2 * self.vhosts + 4)) - 2)
+
+    @property
+    def mappings(self) -> str:
+        """``DPDK_PORT_MAPPINGS`` of this host (``spp-agent config build --mappings``)."""
+        return f"phy0#{self.physnet}#{self.vhosts}#{self.core_mask}"
+
+    @property
+    def vf_lcores(self) -> str:
+        return f"1-{2 * self.vhosts + 3}"
+
+    @property
+    def nb_rings(self) -> int:
+        return 2 * self.vhosts + 2
 
     @property
     def api(self) -> str:
