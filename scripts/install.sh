@@ -28,8 +28,8 @@ tools=(
     stdbuf:coreutils          # tests, bench: testpmd's output unbuffered
     iperf3:iperf3             # bench: TCP/UDP through the panel and its peers
     qemu-system-x86_64:qemu-system-x86  # spp vm: guests on vhost-user ports
-    etcd:etcd-server          # spp-agent: the local etcd (spp-agent etcd, --local-etcd) and its tests
-    etcdctl:etcd-client       # spp-agent docs: looking at the keys by hand
+    etcd:etcd-server          # spp-agent: the local etcd (spp-agent etcd, --local-etcd), multi-host cluster
+    etcdctl:etcd-client       # spp-agent docs: keys by hand; multi-host harness: cluster health
     unshare:util-linux        # tests: each document's examples in namespaces of their own
     chromium:chromium         # tests: spp-ctl's web page in a headless browser (Playwright drives it)
     podman:podman             # sppc: the container engine (tests run it with runc)
