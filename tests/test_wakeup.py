@@ -16,7 +16,7 @@ from spp.engine import doorbell
 from spp.engine.doorbell import ASLEEP, NO_BELL
 from spp.engine.pool import BufferPool
 from spp.engine.portid import PortId
-from spp.engine.ports.base import PortContext
+from spp.engine.ports.base import RX, TX, TX_DROP, PortContext
 from spp.engine.ports.phy import IDLE, PhyPort
 from spp.engine.ports.ring import RingPort
 from spp.engine.ring import Ring
@@ -200,3 +200,43 @@ def test_a_burst_after_idling_switches_back_to_blocks_and_keeps_order(make_segme
         ring.close()
         drain.close()
         pool.close()
+
+
+def test_an_idle_phy_to_phy_worker_relays_lone_frames_unchanged(make_segment) -> None:
+    """phy:0 -> phy:1 while idle: lone frames (plain, VLAN-tagged, jumbo) go from the ringless
+    socket straight to the other port (no pool buffer), byte for byte, and are counted."""
+    if not is_root():
+        pytest.skip("needs root: creates network namespaces and veth pairs")
+    with veth_pair_in_netns(mtu=9000) as a, veth_pair_in_netns(mtu=9000) as b:
+        seg = make_segment(phys=[PhyInfo(iface=a.host_if), PhyInfo(iface=b.host_if)])
+        pool = BufferPool(seg)
+        ctx = PortContext(seg=seg, pool=pool, client_id=1)
+        p0, p1 = PhyPort(PortId("phy", 0), ctx), PhyPort(PortId("phy", 1), ctx)
+        step = p0.route_to(p1)
+        assert step is not None
+        worker = Worker(pool, backstop=None)
+        worker.start()
+        worker.publish([step])
+        frames = [
+            make_frame(0, 60),
+            make_frame(1, 1514, vlan=(0x8100, 42)),
+            make_frame(2, 90, vlan=(0x88A8, 9, 0x8100, 10)),
+            make_frame(3, 8000),
+        ]
+        # (the worker's handle: read while the worker does not use the pool, as the relay does not)
+        free_before = pool.shared_free + pool._cached
+        try:
+            for frame in frames:
+                assert wait_until(lambda: p0._mode == IDLE, 5), "the port never went idle"
+                cap = b.capture(1)
+                a.send([frame])
+                assert cap.frames() == [frame]
+            assert p0._relay is not None, "the idle path relayed the frames"
+            assert int(p0.counters[RX]) == int(p1.counters[TX]) == len(frames)
+            assert int(p1.counters[TX_DROP]) == 0
+            assert pool.shared_free + pool._cached == free_before, "no pool buffer was taken"
+        finally:
+            worker.stop()
+            p0.close()
+            p1.close()
+            pool.close()

@@ -151,6 +151,9 @@ if ctypes.sizeof(ctypes.c_void_p) != 8:
     raise ImportError("spp.engine.linux: the mmsghdr layout here is for 64-bit Linux")
 
 
+_IOV_ONE = struct.Struct("<QQ")
+_IOV_PAIR = struct.Struct("<QQQQ")
+
 #: errors that concern one message only: the kernel will never take *that* frame (longer than
 #: the MTU, a runt, offload metadata it rejects), but the ones behind it may go
 FRAME_ERRORS = frozenset({errno.EINVAL, errno.EMSGSIZE})
@@ -211,6 +214,23 @@ class SendBatch:
             self.refused.append(first + done)
             done += 1
         return done, 0
+
+    def send_listed(
+        self, fd: int, addrs: list[int], lengths: list[int], hdr_addrs: list[int] | None = None
+    ) -> tuple[int, int]:
+        """Send a handful of frames given as Python ints (``hdr_addrs``: their headers, with two
+        pieces per message); returns as :meth:`send`. For one to a few frames, a few ``struct``
+        stores cost less than the vector stores of :meth:`send_pool`."""
+        self.refused = []
+        iov = self.iov
+        if self.iovs == 2:
+            assert hdr_addrs is not None
+            for i, (a, ln, h) in enumerate(zip(addrs, lengths, hdr_addrs, strict=True)):
+                _IOV_PAIR.pack_into(iov, 2 * IOVEC.itemsize * i, h, 10, a, ln)
+        else:
+            for i, (a, ln) in enumerate(zip(addrs, lengths, strict=True)):
+                _IOV_ONE.pack_into(iov, IOVEC.itemsize * i, a, ln)
+        return self._send_prepared(fd, len(addrs), MSG_DONTWAIT)
 
     def send(
         self, fd: int, addrs: np.ndarray, lengths: np.ndarray, flags: int = MSG_DONTWAIT

@@ -126,6 +126,20 @@ def invalid(pool: BufferPool, bufs: np.ndarray) -> np.ndarray:
     return bad
 
 
+def invalid_one(
+    flags: int, gso_type: int, hdr_len: int, gso_size: int, csum_start: int, csum_offset: int, length: int
+) -> bool:
+    """:func:`invalid` for one frame's fields as Python ints (drivers' few-frame paths)."""
+    gso = gso_type & ~GSO_ECN
+    return bool(
+        flags & ~(NEEDS_CSUM | DATA_VALID)
+        or gso not in (GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4)
+        or (flags & NEEDS_CSUM and (csum_start < ETH_HLEN or csum_start + csum_offset + 2 > length))
+        or (gso != GSO_NONE and (gso_size == 0 or hdr_len > length))
+        or length < ETH_HLEN
+    )
+
+
 def check_burst(pool: BufferPool, bufs: np.ndarray, xstats: np.ndarray, reason: str) -> np.ndarray:
     """``bufs`` less those whose metadata is invalid (freed and counted under ``reason``)."""
     if len(bufs) == 0:

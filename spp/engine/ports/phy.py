@@ -50,7 +50,7 @@ import numpy as np
 
 from spp.engine import linux, offload
 from spp.engine.linux import ETH_HLEN, ETH_P_8021Q, VLAN_HLEN, SendBatch
-from spp.engine.offload import GSO_NONE, NEEDS_CSUM, XS
+from spp.engine.offload import GSO_NONE, NEEDS_CSUM, XS, invalid_one
 from spp.engine.portid import PortId
 from spp.engine.ports.base import (
     PENDING,
@@ -68,6 +68,7 @@ from spp.engine.ports.base import (
     burst_bytes,
     forward_burst,
 )
+from spp.engine.ports.trickle import PostedReceiver, Relay
 from spp.engine.shm import MAX_PHYS
 
 # <linux/if_packet.h>
@@ -107,10 +108,7 @@ V3_ALIGN = 8  # frames in a V3 block start at multiples of 8 (the kernel's V3_AL
 MIN_FRAME_STRIDE = 64  # a tpacket3 header and sockaddr_ll alone take more than this
 
 EMPTY = np.empty(0, np.uint32)
-_AUX = struct.Struct("IIIHHHH")  # struct tpacket_auxdata
 SO_TIMESTAMPNS = 35  # SCM_TIMESTAMPNS: the kernel's receive time of each frame, struct timespec
-_TS = struct.Struct("qq")
-_AUX_SPACE = socket.CMSG_SPACE(_AUX.size) + socket.CMSG_SPACE(_TS.size)
 
 # Receive modes: frames go to the ring (BUSY), to the ringless socket (IDLE), or to the ring
 # while the ringless socket still holds earlier frames (DRAIN).
@@ -120,6 +118,9 @@ IDLE_MAX_PER_MS = 16
 #: frames taken from the ringless socket per call: buffers for them are allocated up front, and
 #: a pass that finds nothing should not have allocated (and freed) a whole burst
 IDLE_CHUNK = 2 * IDLE_MAX_PER_MS
+#: bursts up to this many frames are sent with Python ints rather than vector operations
+FEW = 4
+_VNET_FIELDS = struct.Struct("<BBHHHH")  # struct virtio_net_hdr
 #: BUSY -> IDLE when a block retired by its timer held fewer frames (a trickle of traffic)
 BUSY_MIN_PER_BLOCK = 4
 
@@ -138,15 +139,6 @@ _TO_IDLE, _TO_IDLE_INSN = _bpf_return(1)
 _max = np.maximum.reduce
 _min = np.minimum.reduce
 _or = np.bitwise_or.reduce
-
-
-def _shift_vnet(hdr: np.ndarray, by: int) -> None:
-    """A tag went in front of L3: move one virtio_net_hdr's csum_start and hdr_len on."""
-    f16 = hdr.view("<u2")
-    if hdr[0] & NEEDS_CSUM:
-        f16[3] += by
-    if hdr[1] != GSO_NONE:
-        f16[1] += by
 
 
 class PhyPort(Port):
@@ -219,6 +211,8 @@ class PhyPort(Port):
         self._rx: socket.socket | None = None
         self._idle: socket.socket | None = None  # the ringless socket (None: fanout unavailable)
         self._ready: select.epoll | None = None
+        self._trickle_rx: PostedReceiver | None = None
+        self._relay: Relay | None = None  # phy to phy from the ringless socket (made on first use)
         self._mode = BUSY
         self._placed = 0  # frames the kernel put in the ring (PACKET_STATISTICS), ...
         self._taken = 0  # ... and those we took out of it: the difference is in an open block
@@ -286,12 +280,15 @@ class PhyPort(Port):
         self._placed = self._taken = 0
         self._mode = BUSY
         self._owed_since = 0.0
-        self._pool_mv = memoryview(self.pool.data.reshape(-1))
-        self._vnet_mv = memoryview(self.pool.vnet.reshape(-1))
-        self._spare = -1  # a large buffer whose tail catches long frames on the ringless socket
         self._idle = self._open_idle(s)
         self._ready: select.epoll | None = None
+        self._trickle_rx: PostedReceiver | None = None
         if self._idle is not None:
+            # Posted buffers are out of everyone else's reach: a small pool posts fewer.
+            posted = max(1, min(IDLE_CHUNK, self.ctx.seg.spec.nb_bufs // 256))
+            self._trickle_rx = PostedReceiver(
+                self.pool, posted, vnet=self.rx_vnet, large=self.large_size > self.buf_size
+            )
             self._ready = select.epoll()
             self._ready.register(s.fileno(), select.EPOLLIN)
             self._ready.register(self._idle.fileno(), select.EPOLLIN)
@@ -720,12 +717,7 @@ class PhyPort(Port):
                 return bufs  # older frames are still in the ring: the ringless socket waits
             more = self._recv_idle(min(max_n - len(bufs), IDLE_CHUNK))
             if len(more):
-                now = time.monotonic()
-                if now - self._idle_window > 0.001:
-                    self._idle_window, self._idle_count = now, 0
-                self._idle_count += len(more)
-                if self._idle_count >= IDLE_MAX_PER_MS:
-                    self._go_busy()
+                self._count_idle(len(more))
             return more if not len(bufs) else np.concatenate((bufs, more))
         # DRAIN: what the ringless socket still holds came before anything in the ring.
         want = min(max_n, IDLE_CHUNK)
@@ -779,100 +771,16 @@ class PhyPort(Port):
         return bool(self._mv32[(self._blk * self.block_size + BLK_STATUS) >> 2] & TP_STATUS_USER)
 
     def _recv_idle(self, max_n: int) -> np.ndarray:
-        """Up to ``max_n`` frames from the ringless socket, one ``recvmsg`` each (a trickle).
-
-        With PACKET_VNET_HDR each message starts with the frame's virtio_net_hdr, read straight
-        into the buffer's metadata. A frame longer than a pool buffer (an aggregate, a jumbo
-        frame) spills into the tail of a spare large buffer, which then becomes its buffer.
-        """
-        q = self._idle
-        if q is None or max_n <= 0:
+        """Up to ``max_n`` frames from the ringless socket (a trickle; :mod:`.trickle`)."""
+        if self._idle is None or self._trickle_rx is None or max_n <= 0:
             return EMPTY
-        pool = self.pool
-        bufs = pool.alloc(max_n, plain=not self.rx_vnet)
-        if not len(bufs):
-            return EMPTY
-        data, mv, bs = pool.data, self._pool_mv, self.buf_size
-        vnet = self.rx_vnet
-        vmv = self._vnet_mv
-        hdr = VNET if vnet else 0
-        blist = bufs.tolist()
-        out: list[int] = []
-        lens: list[int] = []
-        runts = longs = 0
-        spent: list[int] = []
-        stamps: list[int] = []
-        tail = self._spare_tail()
-        while len(out) + runts + longs < len(blist):
-            b = blist[len(out) + runts + longs]
-            if vnet:
-                iov = [vmv[b * VNET : (b + 1) * VNET], mv[b * bs : (b + 1) * bs], *tail]
-            else:
-                iov = [mv[b * bs : (b + 1) * bs], *tail]
-            try:
-                ln, anc, _, _ = q.recvmsg_into(iov, _AUX_SPACE, socket.MSG_TRUNC)
-            except OSError:  # EAGAIN: empty (or the interface went away)
-                break
-            ln -= hdr
-            tag = b""
-            stamp = 0
-            for level, kind, raw in anc:
-                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(raw) >= _TS.size:
-                    sec, nsec = _TS.unpack_from(raw)
-                    stamp = sec * 1_000_000_000 + nsec
-                elif level == SOL_PACKET and kind == PACKET_AUXDATA and len(raw) >= _AUX.size:
-                    status, _, _, _, _, tci, tpid = _AUX.unpack_from(raw)
-                    if status & TP_STATUS_VLAN_VALID:
-                        tpid = tpid if status & TP_STATUS_VLAN_TPID_VALID else ETH_P_8021Q
-                        tag = struct.pack(">HH", tpid, tci)
-            if ln < ETH_HLEN:
-                runts += 1  # drop it; its buffer goes back below
-                continue
-            buf = b
-            if ln + len(tag) > bs:
-                if not tail or ln + len(tag) > self.large_size:
-                    longs += 1
-                    continue
-                buf = self._spare
-                data[buf] = data[b]  # the first row; the rest is in place already
-                pool.vnet[buf] = pool.vnet[b]
-                self._spare = -1
-                spent.append(b)  # its pool buffer goes back below
-                tail = self._spare_tail()
-            if tag:  # put back the 802.1Q/802.1ad tag the kernel moved into metadata
-                frame = pool.frame(buf, ln + VLAN_HLEN)
-                frame[ETH_HLEN + VLAN_HLEN - 2 :] = frame[12:ln].copy()
-                frame[12 : 12 + VLAN_HLEN] = np.frombuffer(tag, np.uint8)
-                if vnet:
-                    _shift_vnet(pool.vnet[buf], VLAN_HLEN)
-            out.append(buf)
-            lens.append(ln + len(tag))
-            stamps.append(stamp or time.time_ns())
-        if runts or longs:
-            self.counters[RX_DROP] += runts + longs
-            self.xstats[XS["rx_runt"]] += runts
-            self.xstats[XS["rx_too_long"]] += longs
-        taken = set(out)
-        rest = [b for b in blist if b not in taken]  # unused, dropped frames', spilled frames'
-        if rest:
-            pool.free(np.array(rest, np.uint32))
-        if not out:
-            return EMPTY
-        got = np.array(out, np.uint32)
-        pool.lengths[got] = lens
-        pool.stamps[got] = stamps
-        return got
-
-    def _spare_tail(self) -> list[memoryview]:
-        """The iovec that catches a frame's bytes beyond a pool buffer: the rest of a spare large
-        buffer (none while no large buffer is free; such a frame is then cut short, and dropped)."""
-        if self._spare < 0:
-            got = self.pool.alloc_large(1)
-            if not len(got):
-                return []
-            self._spare = int(got[0])
-        o = self._spare * self.buf_size
-        return [self._pool_mv[o + self.buf_size : o + self.large_size]]
+        drops = [0, 0]
+        bufs = self._trickle_rx.recv(self._idle.fileno(), max_n, drops)
+        if drops[0] or drops[1]:
+            self.counters[RX_DROP] += drops[0] + drops[1]
+            self.xstats[XS["rx_runt"]] += drops[0]
+            self.xstats[XS["rx_too_long"]] += drops[1]
+        return bufs
 
     def prepare_sleep(self, waiter: int) -> int:
         """Switch to per-frame readiness, so that a lone frame wakes the worker at once."""
@@ -932,10 +840,20 @@ class PhyPort(Port):
         """
         if self._rx is None:
             self._open_rx()
-        if self._mode != BUSY or self._trickle:
-            return forward_burst(self, dst, max_n)  # a trickle: latency matters, not the copy
         if dst._tx is None:
             dst._open_tx()
+        if self._mode != BUSY or self._trickle:
+            # A trickle: what matters is latency. While the ringless socket has the frames and the
+            # ring owes none from before the switch, relay them without the pool.
+            if (
+                self._mode == IDLE
+                and self.rx_vnet == dst.tx_vnet
+                and not self._held
+                and not self._block_ready()
+                and not self._owed()
+            ):
+                return self._relay_to(dst, max_n)
+            return forward_burst(self, dst, max_n)
         assert dst._tx is not None and dst._cut_batch is not None
         same_hdr = self.rx_vnet == dst.tx_vnet
         hdr = VNET if self.rx_vnet else 0
@@ -995,6 +913,50 @@ class PhyPort(Port):
             self._go_idle()
         return moved
 
+    def held_buffers(self) -> int:
+        """Pool buffers the open port keeps posted for its ringless socket (a NIC's receive
+        descriptors); they go back on :meth:`close`."""
+        return self._trickle_rx.held() if self._trickle_rx is not None else 0
+
+    def _relay_to(self, dst: PhyPort, max_n: int) -> int:
+        """The ringless socket's frames straight to ``dst``'s socket (:class:`.trickle.Relay`);
+        counted as :meth:`forward_to` counts."""
+        assert self._idle is not None and dst._tx is not None and dst._cut_batch is not None
+        relay = self._relay
+        if relay is None:
+            relay = self._relay = Relay(IDLE_CHUNK, VNET if self.rx_vnet else 0, self.large_size)
+        drops = [0, 0]
+        addrs, lens = relay.receive(self._idle.fileno(), min(max_n, IDLE_CHUNK), drops)
+        if drops[0] or drops[1]:
+            self.counters[RX_DROP] += drops[0] + drops[1]
+            self.xstats[XS["rx_runt"]] += drops[0]
+            self.xstats[XS["rx_too_long"]] += drops[1]
+        n = len(addrs)
+        if not n:
+            return 0
+        self._count_idle(n)
+        self.counters[RX] += n
+        batch = dst._cut_batch
+        done, err = batch.send_listed(dst._tx.fileno(), addrs, lens)
+        if err:
+            dst.tx_error = err
+        refused = len(batch.refused)
+        if refused:
+            dst.xstats[XS["tx_refused"]] += refused
+        dst.counters[TX] += done - refused
+        if done - refused < n:
+            dst.counters[TX_DROP] += n - done + refused
+        return n
+
+    def _count_idle(self, n: int) -> None:
+        """Frames came from the ringless socket: more than a trickle switches back to blocks."""
+        now = time.monotonic()
+        if now - self._idle_window > 0.001:
+            self._idle_window, self._idle_count = now, 0
+        self._idle_count += n
+        if self._idle_count >= IDLE_MAX_PER_MS:
+            self._go_busy()
+
     def fileno(self) -> int | None:
         """Readable while frames wait for us: an epoll set of the ring's socket (a block was
         handed over) and the ringless one (a frame came); opens rx on first use."""
@@ -1041,6 +1003,10 @@ class PhyPort(Port):
         pool = self.pool
         if not self.tx_vnet:
             return self._tx_finished(bufs)
+        if n <= FEW:
+            sent = self._tx_few(bufs)
+            if sent >= 0:
+                return sent
         bi = bufs.astype(np.intp)
         word = pool.vnet_word[bi]
         bad: np.ndarray | None = None
@@ -1077,6 +1043,38 @@ class PhyPort(Port):
         sent_mask[refused] = False
         sent_pos = send_pos[sent_mask] if bad is not None else np.flatnonzero(sent_mask)
         return self._sent_first(bufs, sent_pos)
+
+    def _tx_few(self, bufs: np.ndarray) -> int:
+        """tx_burst for a handful of frames (a trickle: latency), with Python ints instead of
+        vector operations; -1 if one of them carries metadata to refuse (the vector path then
+        sorts it out and counts it)."""
+        assert self._tx is not None and self._batch is not None
+        pool = self.pool
+        lengths, words = pool.lengths, pool.vnet_word
+        bs, data, vnet = self.buf_size, self._data_addr, self._vnet_addr
+        addrs: list[int] = []
+        lens: list[int] = []
+        hdrs: list[int] = []
+        for b in bufs.tolist():
+            ln = int(lengths[b])
+            if words[b] and invalid_one(*_VNET_FIELDS.unpack_from(pool.vnet[b]), ln):
+                return -1
+            addrs.append(data + bs * b)
+            lens.append(ln)
+            hdrs.append(vnet + VNET * b)
+        batch = self._batch
+        done, err = batch.send_listed(self._tx.fileno(), addrs, lens, hdrs)
+        if err:
+            self.tx_error = err
+        if not batch.refused:
+            if done:
+                pool.free(bufs[:done])
+            return done
+        self.xstats[XS["tx_refused"]] += len(batch.refused)
+        sent_mask = np.zeros(len(bufs), bool)
+        sent_mask[:done] = True
+        sent_mask[batch.refused] = False
+        return self._sent_first(bufs, np.flatnonzero(sent_mask))
 
     def _sent_first(self, bufs: np.ndarray, sent_pos: np.ndarray) -> int:
         """Free the buffers at ``sent_pos`` and move the others behind them (in order), so that
@@ -1137,11 +1135,9 @@ class PhyPort(Port):
             self._windows.clear()
             self._reset_block()
             self._mv32.release()
-            self._pool_mv.release()
-            self._vnet_mv.release()
-            if self._spare >= 0:
-                self.pool.free(np.array([self._spare], np.uint32))
-                self._spare = -1
+            if self._trickle_rx is not None:
+                self._trickle_rx.close()
+                self._trickle_rx = None
             # A stray view would keep the mapping alive until it goes; the socket closes anyway.
             with contextlib.suppress(BufferError):
                 self._mm.close()
