@@ -16,7 +16,7 @@ from spp.engine import doorbell
 from spp.engine.doorbell import ASLEEP, NO_BELL
 from spp.engine.pool import BufferPool
 from spp.engine.portid import PortId
-from spp.engine.ports.base import RX, TX, TX_DROP, PortContext
+from spp.engine.ports.base import RX, RX_BYTES, TX, TX_BYTES, TX_DROP, PortContext
 from spp.engine.ports.phy import IDLE, PhyPort
 from spp.engine.ports.ring import RingPort
 from spp.engine.ring import Ring
@@ -233,6 +233,8 @@ def test_an_idle_phy_to_phy_worker_relays_lone_frames_unchanged(make_segment) ->
                 assert cap.frames() == [frame]
             assert p0._relay is not None, "the idle path relayed the frames"
             assert int(p0.counters[RX]) == int(p1.counters[TX]) == len(frames)
+            nbytes = sum(len(f) for f in frames)
+            assert int(p0.counters[RX_BYTES]) == int(p1.counters[TX_BYTES]) == nbytes
             assert int(p1.counters[TX_DROP]) == 0
             assert pool.shared_free + pool._cached == free_before, "no pool buffer was taken"
         finally:

@@ -935,7 +935,10 @@ class PhyPort(Port):
         if not n:
             return 0
         self._count_idle(n)
+        hdr = relay.hdr
+        nbytes = sum(lens) - hdr * n
         self.counters[RX] += n
+        self.counters[RX_BYTES] += nbytes
         batch = dst._cut_batch
         done, err = batch.send_listed(dst._tx.fileno(), addrs, lens)
         if err:
@@ -946,6 +949,8 @@ class PhyPort(Port):
         dst.counters[TX] += done - refused
         if done - refused < n:
             dst.counters[TX_DROP] += n - done + refused
+            nbytes = sum(lens[:done]) - sum(lens[i] for i in batch.refused) - hdr * (done - refused)
+        dst.counters[TX_BYTES] += nbytes
         return n
 
     def _count_idle(self, n: int) -> None:
