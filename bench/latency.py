@@ -2,13 +2,15 @@
 
     sudo PYTHONPATH=. python bench/latency.py [--runs 3] [--count 500] [--interval 0.01]
 
-Two namespaces (bench/peers.py) joined in turn by a Linux bridge, dpdk-testpmd (io mode over
-``net_af_packet``, busy-polling), our nfv patching ``phy:0 <-> phy:1``, and our phy -> ring ->
-nfv -> ring -> phy chain (two nfv processes). For each: the forwarder's CPU over ``--idle``
+Two namespaces (bench/peers.py) joined in turn by a veth pair of their own (no forwarder: the
+floor), a Linux bridge, dpdk-testpmd (io mode over ``net_af_packet``, busy-polling), our nfv
+patching ``phy:0 <-> phy:1``, and our phy -> ring -> nfv -> ring -> phy chain (two nfv
+processes). For each: the forwarder's CPU over ``--idle``
 seconds with no traffic at all, then ``--count`` pings from A to B ``--interval`` s apart (slow
 enough that our workers go to sleep between two pings: every ping finds the panel idle). RTTs
 are ping's own (kernel receive stamps), µs. "Added" is a side's median (p99) RTT minus the
-bridge's in the same run: what the forwarder costs over the kernel forwarding the same frames.
+bridge's in the same run: what the forwarder costs over the kernel forwarding the same frames
+("added_vs_veth": over the direct link).
 Sides run in a different order each run; figures are medians over runs.
 """
 
@@ -23,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from peers import SIDES, forwarder, make_hosts, ping_times, process_cpu
+from peers import SIDES, forwarder, make_hosts, ping_times, process_cpu, target
 from phy_vs_testpmd import hugepages, machine
 
 
@@ -62,7 +64,7 @@ def main() -> int:
                         idle = cpu_share(pids, args.idle) if pids else 0.0
                         c0 = sum(process_cpu(p) for p in pids)
                         t0 = time.monotonic()
-                        rtts = ping_times(a, args.count, args.interval)
+                        rtts = ping_times(a, args.count, args.interval, target(side))
                         busy = (sum(process_cpu(p) for p in pids) - c0) / (time.monotonic() - t0)
                     r = {
                         "median_us": statistics.median(rtts) if rtts else float("nan"),
@@ -83,11 +85,13 @@ def main() -> int:
     summary: dict[str, dict[str, float]] = {}
     for side, rs in per.items():
         summary[side] = {k: round(statistics.median(r[k] for r in rs), 3) for k in rs[0]}
-    if "bridge" in per:
+    for base, label in (("bridge", "added"), ("veth", "added_vs_veth")):
+        if base not in per:
+            continue
         for side, rs in per.items():
             for key in ("median_us", "p99_us"):
-                added = [r[key] - br[key] for r, br in zip(rs, per["bridge"], strict=True)]
-                summary[side][f"added_{key}"] = round(statistics.median(added), 1)
+                added = [r[key] - br[key] for r, br in zip(rs, per[base], strict=True)]
+                summary[side][f"{label}_{key}"] = round(statistics.median(added), 1)
     result = {
         "benchmark": f"ping A -> B, {args.count} pings {args.interval * 1000:.0f} ms apart, {args.runs} runs",
         "runs": per,

@@ -3,6 +3,8 @@
 Namespace A holds ``10.99.0.1/24`` on its veth end, namespace B ``10.99.0.2/24``; the veths' other
 ends (``outer``) stay in the root namespace and are what each forwarder joins:
 
+* ``veth``: no forwarder at all, a veth pair straight from A to B (``10.99.1.1`` -> ``10.99.1.2``,
+  :func:`target`): the floor any forwarder adds to;
 * ``bridge``: a Linux bridge over the two outer ends (the kernel forwards in softirq);
 * ``testpmd``: dpdk-testpmd, io mode, ``net_af_packet`` on both, one forwarding core (busy-polls);
 * ``nfv``: our spp_nfv patching ``phy:0 <-> phy:1``;
@@ -28,7 +30,13 @@ from phy_vs_testpmd import Host, TestPmd, run
 from spp.integrations.testbed import Testbed
 
 A_IP, B_IP = "10.99.0.1", "10.99.0.2"
-SIDES = ("bridge", "testpmd", "nfv", "nfv-rings")
+DIRECT_A_IP, DIRECT_B_IP = "10.99.1.1", "10.99.1.2"
+SIDES = ("veth", "bridge", "testpmd", "nfv", "nfv-rings")
+
+
+def target(side: str) -> str:
+    """The address A reaches B at through ``side``."""
+    return DIRECT_B_IP if side == "veth" else B_IP
 
 
 def make_hosts(tag: str) -> tuple[Host, Host]:
@@ -74,7 +82,19 @@ def nfv_pids(bed: Testbed) -> list[int]:
 
 @contextlib.contextmanager
 def forwarder(side: str, a: Host, b: Host, tmp: Path, hugedir: Path | None, tag: str) -> Iterator[list[int]]:
-    if side == "bridge":
+    if side == "veth":
+        ends = (f"spvA{tag}", f"spvB{tag}")
+        peer = ["peer", "name", ends[1], "netns", b.ns]
+        run(["ip", "link", "add", ends[0], "netns", a.ns, "type", "veth", *peer])
+        try:
+            for h, end, ip in ((a, ends[0], DIRECT_A_IP), (b, ends[1], DIRECT_B_IP)):
+                h.exec(["sysctl", "-qw", f"net.ipv6.conf.{end}.disable_ipv6=1"])
+                h.exec(["ip", "addr", "add", f"{ip}/24", "dev", end])
+                h.exec(["ip", "link", "set", end, "up"])
+            yield []
+        finally:
+            a.exec(["ip", "link", "del", ends[0]])
+    elif side == "bridge":
         br = f"spbr{tag}"
         run(["ip", "link", "add", br, "type", "bridge"])
         try:
@@ -122,7 +142,7 @@ def forwarder(side: str, a: Host, b: Host, tmp: Path, hugedir: Path | None, tag:
         raise ValueError(side)
 
 
-def ping_times(a: Host, count: int, interval: float) -> list[float]:
+def ping_times(a: Host, count: int, interval: float, dst: str = B_IP) -> list[float]:
     """Round-trip times in µs of ``count`` pings from A to B, ``interval`` s apart (the first few,
     which include ARP resolution, are left out)."""
     warm = 5
@@ -140,7 +160,7 @@ def ping_times(a: Host, count: int, interval: float) -> list[float]:
             str(interval),
             "-W",
             "1",
-            B_IP,
+            dst,
         ],
         capture_output=True,
         text=True,
