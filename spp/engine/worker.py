@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BURST = 256
 BURST_GROWTH = 4  # a Route's burst grows up to this many times the configured one under load
-SPIN_SECONDS = 0.002
+SPIN_SECONDS = 0.0002
 MIN_IDLE = 0.0001
 
 
