@@ -114,7 +114,7 @@ SO_TIMESTAMPNS = 35  # SCM_TIMESTAMPNS: the kernel's receive time of each frame,
 # while the ringless socket still holds earlier frames (DRAIN).
 BUSY, IDLE, DRAIN = 0, 1, 2
 #: IDLE -> BUSY when the ringless socket delivered this many frames within a millisecond
-IDLE_MAX_PER_MS = 64
+IDLE_MAX_PER_MS = 256
 #: frames taken from the ringless socket per call: buffers for them are allocated up front, and
 #: a pass that finds nothing should not have allocated (and freed) a whole burst
 IDLE_CHUNK = 32
@@ -122,7 +122,7 @@ IDLE_CHUNK = 32
 FEW = 4
 _VNET_FIELDS = struct.Struct("<BBHHHH")  # struct virtio_net_hdr
 #: BUSY -> IDLE when a block retired by its timer held fewer frames (a trickle of traffic)
-BUSY_MIN_PER_BLOCK = 16
+BUSY_MIN_PER_BLOCK = 64
 
 
 def _bpf_return(k: int) -> tuple[bytes, ctypes.Array[ctypes.c_char]]:
