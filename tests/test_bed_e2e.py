@@ -280,3 +280,61 @@ def test_a_vm_named_in_the_bed_is_reached_through_the_nfv(bed: Bed, tmp_path: Pa
     assert down[0] == "stop vm 7" and down.index("stop vm 7") < down.index("stop nfv 1")
     assert not (root / "7").exists()
     assert bed.leftovers() == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_containers_and_a_vm_named_in_the_bed_pass_traffic(bed: Bed, tmp_path: Path) -> None:
+    """One bed: spp-l2fwd in a container (sppc, podman + runc) on two of the nfv's vhost ports,
+    frames from spp-pktgen in a second container going out and coming back counted; and a VM on a
+    third vhost port, pinged from a namespace through the same nfv."""
+    from spp.integrations.containers import Engine, build, images, state
+    from spp.integrations.vm import manager
+    from spp.integrations.vm.image import build_image
+
+    engine = Engine.named("podman", "runc")
+    image = images.build(engine)
+    guest = tmp_path / "guest"
+    build_image(guest)
+    socks = tmp_path / "socks"
+    socks.mkdir()
+    header = bed.header().replace("  rings: 4\n", f"  rings: 1\n  vhost_dir: {socks}\n")
+    text = header.replace(f"[{bed.links[0]}, {bed.links[1]}]", f"[{bed.links[0]}]")
+    text = text.replace(f"  - {{name: {bed.ns[1]}, outer: {bed.links[1]}, address: 10.199.0.2/24}}\n", "")
+    text += (
+        "secondaries:\n"
+        "  - nfv: 1\n    ports: [vhost:1, vhost:2, vhost:3, vhost:4]\n"
+        "    patches: [vhost:1 -> vhost:2, vhost:3 -> vhost:1, phy:0 -> vhost:4, vhost:4 -> phy:0]\n"
+        "containers:\n"
+        f"  - {{name: l2fwd, app: spp-l2fwd, dev_uids: [vhost:2, vhost:3], image: {image}, engine: podman,"
+        " args: [-p, '0x3']}\n"
+        f"vms:\n  - {{id: 8, image: {guest}, accel: tcg, nics: [{{port: vhost:4, ip: 10.199.0.2/24}}]}}\n"
+    )
+    bed.spp("up", bed.file("bed.yml", text))
+    rows = bed.ps()
+    assert rows["container l2fwd"]["state"] == "running" and rows["vm 8"]["state"] == "running"
+    manager.exec_in(manager.default_state_root(bed.prefix), 8, "true", timeout=60, boot_timeout=240)
+    _wait(lambda: bed.ping(count=1).returncode == 0, 60, "the guest to answer a ping")
+
+    def nfv_stats() -> dict[str, dict[str, Any]]:
+        st = httpx.get(f"http://127.0.0.1:{bed.api}/v1/nfvs/1", timeout=10).json()
+        return {s["port"]: s for s in st.get("stats", [])}
+
+    _wait(lambda: nfv_stats()["vhost:2"].get("connected"), 60, "l2fwd on vhost:2")
+    pg = build(
+        "spp-pktgen",
+        ["-d", "vhost:1", "--name", f"sppc-{bed.name}-pg", "-ci", image, "--vhost-dir", str(socks), "--",
+         "--count", "2000", "--rate", "5000", "--drain", "3", "--json"],
+        engine=engine,
+        mode="attached",
+    )  # fmt: skip
+    r = subprocess.run(pg.argv, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads(r.stdout)
+    stats = nfv_stats()
+    assert result["tx"]["frames"] == 2000 and stats["vhost:1"]["rx"] == 2000
+    assert result["rx"]["received"] == stats["vhost:1"]["tx"] > 0, (result, stats)
+    down = bed.spp("down").stdout.splitlines()
+    assert down[:2] == ["stop container l2fwd", "stop vm 8"]
+    assert state(f"sppc-{bed.name}-l2fwd", engine) == "missing"
+    assert bed.leftovers() == []
