@@ -189,7 +189,7 @@ def test_image_names_contain_spp() -> None:
         (["spp-nfv", "-l", "1"], "-i/--sec-id"),
         (["spp-nfv", "-i", "1"], "-l LIST or -c MASK"),
         (["spp-nfv", "-i", "200", "-l", "1"], "1..127"),
-        (["spp-primary", "-l", "0"], "-p/--port-mask"),
+        (["spp-primary", "-p", "0x1"], "-l LIST or -c MASK"),
         (["testpmd", "-l", "1", "-d", "ring:1"], "'ring' is not supported"),
         (["testpmd", "-l", "1", "-d", "memif:0"], "memif"),
         (["testpmd", "-l", "1", "-i", "--tx-first"], "--tx-first"),
@@ -206,6 +206,24 @@ def test_bad_options_are_named_and_fail(words: list[str], message: str) -> None:
     assert message in r.stderr and "Traceback" not in r.stderr
     with pytest.raises(SppcError):
         build(words[0], words[1:], engine=PODMAN)
+
+
+def test_primary_without_phy_ports() -> None:
+    """SPP required -p; a primary with rings only (and --iface for phy ports) needs none."""
+    _, inner = split(dry_run("spp-primary", "-l", "0", "-n", "2"))
+    assert inner[inner.index("--") :] == ["--", "-n", "2", "-s", "192.168.1.100:5555"]
+    _, inner = split(dry_run("spp-primary", "-l", "0", "-p", "0x1", "--iface", "veth0"))
+    assert inner[inner.index("--") :] == [
+        "--",
+        "-p",
+        "0x1",
+        "-n",
+        "10",
+        "-s",
+        "192.168.1.100:5555",
+        "--iface",
+        "veth0",
+    ]
 
 
 def test_device_ids_in_both_of_spps_forms() -> None:

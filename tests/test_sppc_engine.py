@@ -127,3 +127,44 @@ def test_two_containers_pass_counted_traffic_through_nfv(
         # primary's segment is still ours to remove.
         n.exit()
         wait_for(lambda: state(nfv.name, ENGINE) in ("exited", "missing"), 30, "the nfv container to end")
+
+
+def test_primary_in_a_container_serves_host_processes(
+    tmp_path: Path, sppc_image: str, containers: list[Launch]
+) -> None:
+    """The primary runs in a container and makes the segment in the host's /dev/shm; a host nfv
+    and a host pktgen attach to it and pass counted frames ring:0 -> nfv -> ring:1."""
+    bed = Testbed(nb_rings=2, log_dir=tmp_path / "logs")
+    try:
+        bed.start_ctl()
+        primary = run_detached(
+            containers,
+            "spp-primary",
+            ["-l", "0", "-n", "2", "--file-prefix", bed.prefix, "--ctl-port", str(bed.pri_port),
+             "--name", f"sppc-t-pri-{bed.prefix[-4:]}", "-ci", sppc_image],
+        )  # fmt: skip
+        try:
+            wait_for(lambda: {"type": "primary"} in bed.processes(), 60, "the primary in its container")
+        except Exception:
+            pytest.fail(f"primary container: {state(primary.name, ENGINE)}\n{logs(primary)[-2000:]}")
+        assert Path(f"/dev/shm/spp_{bed.prefix}.seg").exists()
+        n = bed.start_nfv(1)
+        n.add("ring:0")
+        n.add("ring:1")
+        n.patch("ring:0", "ring:1")
+        n.forward()
+        pktgen = [str(Path(sys.executable).with_name("spp-pktgen")), "--file-prefix", bed.prefix]
+        r = subprocess.run(
+            [*pktgen, "--tx", "ring:0", "--rx", "ring:1", "--count", "1000", "--drain", "1", "--json"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["rx"]["received"] == 1000
+        ring_stats = bed.ok("GET", "/v1/primary/status").json()["ring_ports"]
+        assert {p["id"]: p["tx"] for p in ring_stats if p["id"] in (0, 1)} == {0: 1000, 1: 1000}
+        n.exit()
+        bed.ok("DELETE", "/v1/primary")
+        wait_for(lambda: state(primary.name, ENGINE) in ("exited", "missing"), 30, "the primary's container")
+        assert not Path(f"/dev/shm/spp_{bed.prefix}.seg").exists()  # the last one out removed it
+    finally:
+        bed.close()

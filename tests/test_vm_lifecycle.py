@@ -8,10 +8,14 @@ Stopping goes the other way; core pinning is read back from /proc.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
+import select
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -41,6 +45,39 @@ def guest_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("lc-image")
     build_image(out)
     return out
+
+
+def console_session(prefix: str, key: str, typed: bytes) -> str:
+    """``spp-vm ssh KEY`` on a pseudo-terminal: type a line, read until it printed, leave."""
+    main_fd, sub_fd = pty.openpty()
+    proc = subprocess.Popen(
+        [*SPP_VM, "--file-prefix", prefix, "ssh", key], stdin=sub_fd, stdout=sub_fd, stderr=sub_fd
+    )
+    os.close(sub_fd)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 60
+        sent = False
+        while time.monotonic() < deadline and b"spp-42" not in seen.replace(typed, b""):
+            if not sent and b"Ctrl-]" in seen:
+                os.write(main_fd, typed)
+                sent = True
+            ready, _, _ = select.select([main_fd], [], [], 1)
+            if ready:
+                seen += os.read(main_fd, 4096)
+        os.write(main_fd, b"\x1d")
+        assert proc.wait(20) == 0
+        with contextlib.suppress(OSError):
+            while select.select([main_fd], [], [], 0.5)[0]:
+                seen += os.read(main_fd, 4096)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(main_fd)
+    text = seen.decode(errors="replace")
+    assert "Console closed." in text, text
+    return text.replace(typed.decode(), "")
 
 
 def ctl(cfg: Path, *words: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -106,6 +143,9 @@ app: {{start: "ping -i 0.2 10.9.0.99"}}
             [*SPP_VM, "--file-prefix", prefix, "ssh", "10.9.9.9", "true"], capture_output=True, text=True
         )
         assert r.returncode == 1 and "no VM '10.9.9.9'" in r.stderr and "7 (spp-vm7)" in r.stderr
+
+        # Without a command: the terminal is connected to the console until Ctrl-].
+        assert "spp-42" in console_session(prefix, "7", b"echo spp-$((6*7))\r")
 
         # restart of the app alone keeps the VM (same QEMU) and the switch.
         ctl(cfg, "restart", "app")

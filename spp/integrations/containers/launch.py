@@ -20,10 +20,11 @@ Three families of app, mounted differently:
   and a file prefix of their own, ``sppc-<name|app>-<16 hex>``, never the instance's.
 
 Deliberate differences from SPP's launchers: ``-ip`` beats ``$SPP_CTL_IP`` (SPP: the other way
-round) and defaults to 127.0.0.1 (host network); ``-i ID`` for vf and mirror as for nfv; a bad
-option is an error with a non-zero status; ``--vdev`` and ``-v`` are used (SPP parsed and dropped
-them); every container is named (``--name``, else ``sppc-<prefix>-nfv1``, ``sppc-testpmd-<8 hex>``)
-and labelled ``spp.sppc=1``; no ``sudo``; ``memif:N`` is refused (no memif port here).
+round) and defaults to 127.0.0.1 (host network); ``-i ID`` for vf and mirror as for nfv; the
+primary's ``-p`` is optional (rings only); a bad option is an error with a non-zero status;
+``--vdev`` and ``-v`` are used (SPP parsed and dropped them); every container is named
+(``--name``, else ``sppc-<prefix>-nfv1``, ``sppc-testpmd-<8 hex>``) and labelled ``spp.sppc=1``;
+no ``sudo``; ``memif:N`` is refused (no memif port here).
 
 Using it from Python (what ``spp up`` does for a container in a bed file)::
 
@@ -233,7 +234,7 @@ def app_parser(app: str) -> _Parser:
     g = p.add_argument_group(f"{app} options")
     if app == "spp-primary":
         g.add_argument("-n", "--nof-ring", type=int, default=10, help="rings (default %(default)s)")
-        g.add_argument("-p", "--port-mask", required=True, help="phy ports among --iface, e.g. 0x03")
+        g.add_argument("-p", "--port-mask", help="phy ports among --iface, e.g. 0x03 (default: all)")
         g.add_argument("--iface", action="append", default=[], help="host interface for the next phy:N")
         _ctl_args(p, 5555)
     elif app in SPP_APPS:
@@ -397,7 +398,8 @@ def _spp_command(
     out += ["--file-prefix", prefix, "--"]
     server = f"{_ctl_ip(args, env)}:{args.ctl_port}"
     if primary:
-        out += ["-p", args.port_mask, "-n", str(args.nof_ring), "-s", server]
+        out += ["-p", args.port_mask] if args.port_mask else []
+        out += ["-n", str(args.nof_ring), "-s", server]
         for iface in args.iface:
             out += ["--iface", iface]
     else:
