@@ -169,6 +169,13 @@ class BufferPool:
         self._cache[self._cached : self._cached + n] = bufs
         self._cached += n
 
+    def free_shared(self, bufs: np.ndarray) -> None:
+        """Return ordinary buffers straight to the shared stack, past this handle's cache: safe
+        from another thread than the handle's (a port closed by the control thread while its
+        worker goes on using the handle)."""
+        if len(bufs):
+            self._give_shared(np.asarray(bufs, np.uint32))
+
     def flush(self) -> None:
         """Give the local cache back (on shutdown, so nothing is stranded in a dead handle)."""
         if self._cached:

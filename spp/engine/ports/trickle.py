@@ -258,9 +258,9 @@ class PostedReceiver:
         return len(self._posted)
 
     def close(self) -> None:
-        """Give the posted buffers back to the pool."""
+        """Give the posted buffers back to the pool (from whichever thread closes the port)."""
         if self._posted:
-            self.pool.free(np.array(self._posted, np.uint32))
+            self.pool.free_shared(np.array(self._posted, np.uint32))
             self._posted = []
 
 
