@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from spp.integrations.containers import Engine, Launch, build, images, state, stop
+from spp.integrations.containers import engine as eng
 from spp.integrations.testbed import Testbed, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.root, pytest.mark.timeout(900)]
@@ -39,18 +40,40 @@ def sppc_image() -> str:
     return images.build(ENGINE)
 
 
+@pytest.fixture(scope="module")
+def docker_engine(sppc_image: str) -> Iterator[Engine]:
+    """sppc's own dockerd (own data root, no iptables, no bridge) holding the image podman built;
+    stopped, and its data root removed, if this test started it."""
+    started = eng.dockerd_pid() is None
+    fresh_root = not eng.DOCKERD_ROOT.exists()
+    eng.start_dockerd()
+    docker = Engine.named("docker")
+    try:
+        save = subprocess.Popen(["podman", "save", sppc_image], stdout=subprocess.PIPE)
+        load = subprocess.run(docker.command("load"), stdin=save.stdout, capture_output=True, timeout=600)
+        assert save.wait(60) == 0 and load.returncode == 0, load.stderr
+        yield docker
+    finally:
+        subprocess.run(docker.command("rmi", sppc_image), capture_output=True)
+        if started:
+            eng.stop_dockerd()
+        if started and fresh_root:
+            shutil.rmtree(eng.DOCKERD_ROOT, ignore_errors=True)
+            shutil.rmtree(eng.DOCKERD_RUN, ignore_errors=True)
+
+
 @pytest.fixture
 def containers() -> Iterator[list[Launch]]:
     started: list[Launch] = []
     yield started
     for la in started:
-        stop(la.name, ENGINE, timeout=2)
+        stop(la.name, la.engine, timeout=2)
     for la in started:
-        assert state(la.name, ENGINE) == "missing"
+        assert state(la.name, la.engine) == "missing"
 
 
-def run_detached(started: list[Launch], app: str, words: list[str]) -> Launch:
-    la = build(app, words, engine=ENGINE)
+def run_detached(started: list[Launch], app: str, words: list[str], engine: Engine = ENGINE) -> Launch:
+    la = build(app, words, engine=engine)
     started.append(la)
     r = subprocess.run(la.argv, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
@@ -58,7 +81,7 @@ def run_detached(started: list[Launch], app: str, words: list[str]) -> Launch:
 
 
 def logs(la: Launch) -> str:
-    r = subprocess.run(ENGINE.command("logs", la.name), capture_output=True, text=True, timeout=30)
+    r = subprocess.run(la.engine.command("logs", la.name), capture_output=True, text=True, timeout=30)
     return r.stdout + r.stderr
 
 
@@ -66,21 +89,34 @@ def logs(la: Launch) -> str:
 def test_two_containers_pass_counted_traffic_through_nfv(
     tmp_path: Path, sppc_image: str, containers: list[Launch], forwarder: str
 ) -> None:
+    pass_traffic(tmp_path, sppc_image, containers, forwarder, ENGINE)
+
+
+def test_the_same_with_docker(
+    tmp_path: Path, sppc_image: str, containers: list[Launch], docker_engine: Engine
+) -> None:
+    pass_traffic(tmp_path, sppc_image, containers, "spp-l2fwd", docker_engine)
+
+
+def pass_traffic(
+    tmp_path: Path, image: str, containers: list[Launch], forwarder: str, engine: Engine
+) -> None:
     socks = tmp_path / "socks"
     socks.mkdir()
     with Testbed(nb_rings=1, log_dir=tmp_path / "logs") as bed:
         tag = bed.prefix[-4:]
-        common = ["-ci", sppc_image, "--vhost-dir", str(socks)]
+        common = ["-ci", image, "--vhost-dir", str(socks)]
         nfv = run_detached(
             containers,
             "spp-nfv",
             ["-i", "1", "-l", "0,1", "--file-prefix", bed.prefix, "--ctl-port", str(bed.sec_port),
              "--name", f"sppc-t-nfv-{tag}", *common],
+            engine,
         )  # fmt: skip
         try:
             wait_for(lambda: {"type": "nfv", "client-id": 1} in bed.processes(), 60, "nfv 1 in its container")
         except Exception:
-            pytest.fail(f"nfv container did not register: {state(nfv.name, ENGINE)}\n{logs(nfv)[-2000:]}")
+            pytest.fail(f"nfv container did not register: {state(nfv.name, engine)}\n{logs(nfv)[-2000:]}")
         n = bed.nfv(1)
         for port in ("vhost:1", "vhost:2", "vhost:3"):
             n.add(port)
@@ -92,14 +128,14 @@ def test_two_containers_pass_counted_traffic_through_nfv(
         else:
             words = ["-l", "0,1", "-m", "256", "-d", "vhost:2,vhost:3", "--forward-mode", "io",
                      "-a", "--stats-period", "1", "--nb-cores", "1", "--total-num-mbufs", "4096"]  # fmt: skip
-        fwd = run_detached(containers, forwarder, [*words, "--name", f"sppc-t-fwd-{tag}", *common])
+        fwd = run_detached(containers, forwarder, [*words, "--name", f"sppc-t-fwd-{tag}", *common], engine)
         wait_for(lambda: n.port_stats()["vhost:2"].get("connected"), 60, f"{forwarder} on vhost:2")
 
         pg = build(
             "spp-pktgen",
             ["-d", "vhost:1", "--name", f"sppc-t-pg-{tag}", *common, "--",
              "--count", str(FRAMES), "--rate", "5000", "--drain", "3", "--json"],
-            engine=ENGINE,
+            engine=engine,
             mode="attached",
         )  # fmt: skip
         containers.append(pg)
@@ -116,17 +152,17 @@ def test_two_containers_pass_counted_traffic_through_nfv(
         assert stats["vhost:1"]["tx"] + stats["vhost:1"]["tx_drop"] == stats["vhost:3"]["rx"]
         assert result["rx"]["received"] == stats["vhost:1"]["tx"] > 0, (result, stats, logs(fwd)[-1500:])
         assert result["rx"]["duplicates"] == 0
-        assert state(pg.name, ENGINE) == "missing"  # attached mode: removed when it ended
-        assert state(fwd.name, ENGINE) == "running"
-        sppc = [str(Path(sys.executable).with_name("sppc")), "--engine", "podman"]
+        assert state(pg.name, engine) == "missing"  # attached mode: removed when it ended
+        assert state(fwd.name, engine) == "running"
+        sppc = [str(Path(sys.executable).with_name("sppc")), "--engine", engine.kind]
         listed = subprocess.run([sppc[0], "ps", *sppc[1:]], capture_output=True, text=True, timeout=60)
         assert f"{fwd.name}\trunning" in listed.stdout.splitlines()
         gone = subprocess.run([sppc[0], "stop", fwd.name, *sppc[1:]], capture_output=True, timeout=60)
-        assert gone.returncode == 0 and state(fwd.name, ENGINE) == "missing"
+        assert gone.returncode == 0 and state(fwd.name, engine) == "missing"
         # The nfv in its container leaves like a host process: it exits on DELETE, and the
         # primary's segment is still ours to remove.
         n.exit()
-        wait_for(lambda: state(nfv.name, ENGINE) in ("exited", "missing"), 30, "the nfv container to end")
+        wait_for(lambda: state(nfv.name, engine) in ("exited", "missing"), 30, "the nfv container to end")
 
 
 def test_primary_in_a_container_serves_host_processes(

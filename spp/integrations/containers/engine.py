@@ -42,6 +42,7 @@ class Engine:
     run_opts: tuple[str, ...] = PODMAN_RUN_OPTS
     host: str | None = None
     build_opts: tuple[str, ...] = field(default=())
+    privileged_opts: tuple[str, ...] = ("--privileged",)
 
     @classmethod
     def named(cls, kind: str | None = None, runtime: str | None = None) -> Engine:
@@ -58,7 +59,7 @@ class Engine:
         if kind == "docker":
             host = os.environ.get("SPPC_DOCKER_HOST") or f"unix://{DOCKERD_RUN / 'docker.sock'}"
             opts = ("--runtime", runtime) if runtime else ()
-            return cls("docker", opts, host, ())
+            return cls("docker", opts, host, (), docker_privileged_opts())
         raise EngineError(f"unknown engine '{kind}' (podman or docker)")
 
     def command(self, *words: str) -> list[str]:
@@ -110,6 +111,44 @@ class Engine:
         """Containers sppc started (label ``spp.sppc``), with their state."""
         out = self.call("ps", "-a", "--filter", f"label={LABEL}", "--format", "{{.Names}}")
         return [{"name": name, "state": self.state(name)} for name in out.split()]
+
+
+#: Linux capability names by number (capability.h), for docker's --cap-drop.
+CAP_NAMES = (
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
+    "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW",
+    "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT",
+    "SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD",
+    "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG",
+    "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE",
+)  # fmt: skip
+
+
+def missing_capabilities() -> list[str]:
+    """Capabilities this host does not give us (our bounding set), e.g. SYS_RESOURCE in a sandbox."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapBnd:"):
+                bnd = int(line.split()[1], 16)
+                return [name for i, name in enumerate(CAP_NAMES) if not bnd >> i & 1]
+    except (OSError, ValueError):
+        pass
+    return []
+
+
+def docker_privileged_opts() -> tuple[str, ...]:
+    """docker's ``--privileged`` asks runc for every capability and fails where one is withheld
+    (podman copes); then ask for all the host gives, without seccomp filtering, plus /dev/net/tun."""
+    missing = missing_capabilities()
+    if not missing:
+        return ("--privileged",)
+    opts: list[str] = ["--cap-add", "ALL"]
+    for name in missing:
+        opts += ["--cap-drop", name]
+    opts += ["--security-opt", "seccomp=unconfined"]
+    if Path("/dev/net/tun").exists():
+        opts += ["--device", "/dev/net/tun"]
+    return tuple(opts)
 
 
 def dockerd_argv(root: Path = DOCKERD_ROOT, run: Path = DOCKERD_RUN) -> list[str]:
@@ -174,4 +213,9 @@ def stop_dockerd(run: Path = DOCKERD_RUN, timeout: float = 20.0) -> bool:
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
+    # dockerd leaves its default network namespace bind-mounted under its exec root.
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        target = line.split()[1]
+        if target.startswith(str(run) + "/"):
+            subprocess.run(["umount", target], capture_output=True)
     return True

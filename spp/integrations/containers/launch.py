@@ -318,7 +318,7 @@ def build(
 
     opts: list[str] = {"detach": ["-d"], "foreground": ["-it"], "attached": ["--rm"]}[mode]
     if not args.no_privileged:
-        opts.append("--privileged")
+        opts += engine.privileged_opts
     if args.hugepages:
         opts += ["-v", "/dev/hugepages:/dev/hugepages"]
     if app in SPP_APPS:
