@@ -392,7 +392,11 @@ class Agent:
 
     async def _unplug_port(self, port_id: str, vh: Vhost | None, problem: str | None) -> None:
         what = f"port {port_id}"
-        vhosts = [vh] if vh is not None else await self._claimed_vhosts(port_id)
+        # the vhosts etcd says this port holds, whatever bind_port claims: a bad bind_port must
+        # not clear another port's vhost
+        vhosts = await self._claimed_vhosts(port_id)
+        if vh is not None and vh not in vhosts:
+            log.warning("%s: vhost:%d is not held by this port; leaving it alone", what, vh.vhost_id)
         if problem:
             log.warning("%s: %s; unplugging vhost(s) %s", what, problem, [v.vhost_id for v in vhosts])
         if self._layout().mirrors:
