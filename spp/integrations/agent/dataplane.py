@@ -119,33 +119,46 @@ class DataPlane:
 
     # -- ports -------------------------------------------------------------------------------
 
-    async def _set_vlan(self, proc: Proc, comp: str, port: str, direction: str, want: dict[str, Any]) -> bool:
-        cur = vlan_of(components(await proc.status()).get(comp), port, direction)
+    async def _set_vlan(
+        self, proc: Proc, st: dict[str, Any], comp: str, port: str, direction: str, want: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Bring the VLAN operation of ``port`` to ``want``, judged on the status ``st``; the
+        new status if anything changed, None if nothing had to."""
+        cur = vlan_of(components(st).get(comp), port, direction)
         if _same_vlan(cur, want):
-            return False
+            return None
         if cur is not None:
             await proc.detach(port, direction, comp)
         await proc.attach(port, direction, comp, None if want["operation"] == "none" else want)
-        return True
+        return await proc.status()
 
     async def plug(self, vh: Vhost, bp: BindPort) -> bool:
         """Frames for ``bp.mac`` (in ``bp.vlan_id``) to the vhost, its frames out tagged; True
-        if anything had to change."""
+        if anything had to change. The status is read again only after a change, so a plug
+        of a fresh port costs one read and one write."""
         proc = self.vf(vh.client_id)
         want = (bp.mac, bp.vlan_id)
         changed = False
-        for mac, vid in table_entries(await proc.status(), vh.del_vlan_port):
+        st = await proc.status()
+        for mac, vid in table_entries(st, vh.del_vlan_port):
             if (mac, vid) != want:  # left by a port that was never unplugged
                 log.warning("%s: removing stale entry %s vlan %s on %s", proc, mac, vid, vh.del_vlan_port)
                 await proc.table("del", mac, vh.del_vlan_port, vid)
                 changed = True
+        if changed:
+            st = await proc.status()
         if bp.vlan_id is None:
             push, strip = NO_VLAN, NO_VLAN
         else:
             push, strip = {"operation": "add", "id": bp.vlan_id, "pcp": 0}, {"operation": "del"}
-        changed |= await self._set_vlan(proc, vh.add_vlan_comp, vh.add_vlan_port, "rx", push)
-        changed |= await self._set_vlan(proc, vh.del_vlan_comp, vh.del_vlan_port, "tx", strip)
-        if want not in table_entries(await proc.status(), vh.del_vlan_port):
+        for comp, port, direction, op in (
+            (vh.add_vlan_comp, vh.add_vlan_port, "rx", push),
+            (vh.del_vlan_comp, vh.del_vlan_port, "tx", strip),
+        ):
+            new = await self._set_vlan(proc, st, comp, port, direction, op)
+            if new is not None:
+                st, changed = new, True
+        if want not in table_entries(st, vh.del_vlan_port):
             await proc.table("add", bp.mac, vh.del_vlan_port, bp.vlan_id)
             changed = True
         return changed
@@ -154,11 +167,19 @@ class DataPlane:
         """No entry towards the vhost, no VLAN operation on its rings."""
         proc = self.vf(vh.client_id)
         changed = False
-        for mac, vid in table_entries(await proc.status(), vh.del_vlan_port):
+        st = await proc.status()
+        for mac, vid in table_entries(st, vh.del_vlan_port):
             await proc.table("del", mac, vh.del_vlan_port, vid)
             changed = True
-        changed |= await self._set_vlan(proc, vh.add_vlan_comp, vh.add_vlan_port, "rx", NO_VLAN)
-        changed |= await self._set_vlan(proc, vh.del_vlan_comp, vh.del_vlan_port, "tx", NO_VLAN)
+        if changed:
+            st = await proc.status()
+        for comp, port, direction in (
+            (vh.add_vlan_comp, vh.add_vlan_port, "rx"),
+            (vh.del_vlan_comp, vh.del_vlan_port, "tx"),
+        ):
+            new = await self._set_vlan(proc, st, comp, port, direction, NO_VLAN)
+            if new is not None:
+                st, changed = new, True
         return changed
 
     # -- TaaS (spp_mirror) -------------------------------------------------------------------
