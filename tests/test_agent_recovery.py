@@ -223,6 +223,7 @@ def test_spp_ctl_restarted_with_a_request_pending(host):
     assert h.table() == [("mac", MAC1, "ring:0"), ("vlan", f"100/{MAC2}", "ring:2")]
 
 
+@pytest.mark.timeout(300)  # three etcd members and a whole host on a loaded machine
 def test_any_member_of_an_etcd_cluster_may_fail(tmp_path):
     """Three etcd members; the one the agent uses is killed: the agent moves to another member,
     and requests written through the others are carried out; the member comes back."""

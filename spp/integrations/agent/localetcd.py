@@ -5,6 +5,7 @@ in a temporary directory removed at the end. Members of a small cluster can be m
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -21,6 +22,13 @@ from spp.integrations.testbed import free_port
 
 class LocalEtcdError(RuntimeError):
     pass
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the process that started it dies, so a killed
+    test run or agent leaves no etcd behind (PR_SET_PDEATHSIG)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM, 0, 0, 0)
 
 
 def etcd_binary() -> str:
@@ -85,6 +93,7 @@ class LocalEtcd:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         if wait:
             self.wait_ready()
