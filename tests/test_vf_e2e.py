@@ -302,3 +302,12 @@ def test_cli_status_of_a_real_vf_and_exit_releases_everything(bed, wire):
     assert seg.pool_ctl[0] == seg.spec.nb_bufs  # its workers' pool caches came back
     vf = bed.launch_vf(4, lcores="0,1")  # and the id can be used again
     assert vf.status()["components"] == [{"core": 1, "type": "unuse"}]
+
+
+def test_classifier_mac_the_old_type_name_starts_a_classifier(bed):
+    """networking-spp's agent asks for ``classifier_mac`` (SPP 18.08's name): spp-ctl takes it and
+    the component runs, and shows, as ``classifier``."""
+    vf = bed.launch_vf(1, lcores="0-1")
+    vf.start("cls", 1, "classifier_mac")
+    (comp,) = [c for c in vf.status()["components"] if c.get("name") == "cls"]
+    assert comp["type"] == "classifier"

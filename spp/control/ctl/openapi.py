@@ -214,8 +214,8 @@ def _schemas() -> dict[str, Any]:
                 "core": small_int,
                 "type": {
                     "type": "string",
-                    "enum": ["forward", "merge", "classifier", "mirror"],
-                    "description": "vf: forward, merge, classifier; mirror: mirror",
+                    "enum": ["forward", "merge", "classifier", "classifier_mac", "mirror"],
+                    "description": "vf: forward, merge, classifier (or its old name classifier_mac); mirror",
                 },
             },
         },

@@ -454,7 +454,8 @@ class Api:
         return await self._worker_exit(request, "vf")
 
     async def vf_comp_start(self, request: web.Request) -> web.Response:
-        return await self._comp_start(request, "vf", ("forward", "merge", "classifier"))
+        # classifier_mac: SPP 18.08's name, still sent by networking-spp's agent.
+        return await self._comp_start(request, "vf", ("forward", "merge", "classifier", "classifier_mac"))
 
     async def vf_comp_stop(self, request: web.Request) -> web.Response:
         return await self._comp_stop(request, "vf")
