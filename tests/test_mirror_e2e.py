@@ -122,7 +122,7 @@ def test_mirror_process_duplicates_and_copies_stay_independent(bed):
     comp = mirror.component("mir")
     assert comp["counters"] == {"rx": 500, "tx": 1000, "tx_drop": 0, "drop": 0}
     st = mirror.status()
-    assert list(st) == ["client-id", "ports", "master-lcore", "components"]
+    assert list(st) == ["client-id", "ports", "master-lcore", "components", "stats"]
     assert st["ports"] == ["ring:0", "ring:1", "ring:2"]
     assert [p["port"] for p in comp["tx_port"]] == ["ring:1", "ring:2"]
     w.pool.close()

@@ -378,7 +378,9 @@ def test_status_shape(mgr):
     mgr.add_entry(entry(None, 101), ring(2))
     mgr.add_entry(entry(MAC_A), ring(1))
     info = mgr.status(True)
-    assert list(info) == ["phy", "vhost", "ring", "master-lcore", "core", "classifier_table"]
+    # SPP's keys, then ours: each port's counters (the ports in use)
+    assert list(info) == ["phy", "vhost", "ring", "master-lcore", "core", "classifier_table", "stats"]
+    assert [s["port"] for s in info["stats"]] == ["ring:0", "ring:1", "ring:2"]
     assert info["ring"] == ["0", "1", "2"] and info["vhost"] == [] and info["master-lcore"] == 0
     comp = info["core"][0]
     assert list(comp) == ["core", "name", "type", "rx_port", "tx_port", "counters"]

@@ -57,8 +57,8 @@ from spp.engine.offload import xstats_dict
 from spp.engine.pool import BufferPool
 from spp.engine.portid import PortId
 from spp.engine.ports import Port, PortContext, PortError, open_port
-from spp.engine.ports.base import RX, RX_BYTES, TX, TX_BYTES, TX_DROP, burst_bytes
-from spp.engine.shm import Segment
+from spp.engine.ports.base import RX, RX_BYTES, RX_DROP, TX, TX_BYTES, TX_DROP, burst_bytes
+from spp.engine.shm import NB_COUNTERS, Segment
 from spp.engine.vlan import VlanOp, rows
 from spp.engine.worker import DEFAULT_BURST, Worker
 
@@ -619,7 +619,44 @@ class ComponentManager:
             xstats = self._xstats()
             if xstats:
                 info["xstats"] = xstats
+            # Not in SPP: this process's counters per port in use, as spp_nfv's ``stats``.
+            stats = self._port_stats()
+            if stats:
+                info["stats"] = stats
             return info
+
+    def _port_stats(self) -> list[dict[str, object]]:
+        """Counters of every port in use, added up over the lanes that opened it. Phy and ring
+        handles of all lanes are views of this process's one row in the segment, so a row is
+        counted once; other drivers count in the handle, rx on one lane and tx on another."""
+        totals: dict[PortId, np.ndarray] = {}
+        infos: dict[PortId, dict[str, object]] = {}
+        rows_seen: set[int] = set()
+        for lane in self.lanes.values():
+            for uid, port in lane.ports.items():
+                acc = totals.setdefault(uid, np.zeros(NB_COUNTERS, np.uint64))
+                address = port.counters.__array_interface__["data"][0]
+                if address not in rows_seen:
+                    rows_seen.add(address)
+                    acc += port.counters
+                info = getattr(port, "info", None)
+                if info is not None:  # a vhost port's peer: socket, connected, errors
+                    infos.setdefault(uid, {}).update(info())
+        out: list[dict[str, object]] = []
+        for uid in sorted(totals):
+            c = totals[uid]
+            entry: dict[str, object] = {
+                "port": uid.display,
+                "rx": int(c[RX]),
+                "rx_drop": int(c[RX_DROP]),
+                "tx": int(c[TX]),
+                "tx_drop": int(c[TX_DROP]),
+                "rx_bytes": int(c[RX_BYTES]),
+                "tx_bytes": int(c[TX_BYTES]),
+            }
+            entry.update(infos.get(uid, {}))
+            out.append(entry)
+        return out
 
     def _xstats(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}

@@ -6,9 +6,10 @@ status); a table is the difference of two samples divided by the time between th
 terminal each table replaces the previous one; in a pipe the tables follow each other, separated
 by a blank line, so ``spp top -n 5 | tee rates.txt`` and ``spp top --once`` work in scripts.
 
-Ports count bytes beside packets (``rx_bytes``/``tx_bytes`` in the primary's and nfv's status), so
-their rows show bit/s; vf/mirror component rows count packets only and show ``n/a`` rather than a
-rate guessed from a frame size. spp_pcap's writer counts the bytes it writes.
+Ports count bytes beside packets (``rx_bytes``/``tx_bytes`` in the primary's status and in the
+``stats`` of nfv, vf and mirror), so their rows show bit/s; vf/mirror component rows count
+packets only and show ``n/a`` rather than a rate guessed from a frame size. spp_pcap's writer
+counts the bytes it writes.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def _primary_rows(st: dict[str, Any]) -> dict[Key, dict[str, int]]:
     return rows
 
 
-def _nfv_rows(name: str, st: dict[str, Any]) -> dict[Key, dict[str, int]]:
+def _port_rows(name: str, st: dict[str, Any]) -> dict[Key, dict[str, int]]:
     rows: dict[Key, dict[str, int]] = {}
     for p in st.get("stats") or []:
         if isinstance(p, dict) and "port" in p:
@@ -133,9 +134,11 @@ def sample(client: SppCtlClient) -> dict[Key, dict[str, int]]:
             if kind == "primary":
                 rows.update(_primary_rows(client.get("primary/status") or {}))
             elif kind == "nfv":
-                rows.update(_nfv_rows(name, client.get(f"nfvs/{cid}") or {}))
+                rows.update(_port_rows(name, client.get(f"nfvs/{cid}") or {}))
             elif kind in ("vf", "mirror"):
-                rows.update(_worker_rows(name, client.get(f"{kind}s/{cid}") or {}))
+                st = client.get(f"{kind}s/{cid}") or {}
+                rows.update(_worker_rows(name, st))
+                rows.update(_port_rows(name, st))  # per port, when the process reports ``stats``
             elif kind == "pcap":
                 rows.update(_pcap_rows(name, client.get(f"pcaps/{cid}") or {}))
         except CtlError as e:

@@ -3,9 +3,9 @@ per scrape.
 
 Every per-port series carries ``process`` and ``port`` labels. Per-port counters come from
 each process's own share: the primary's ``process_stats`` (every process's row of the phy and
-ring counters in the segment) and nfv's ``stats`` (its other ports), so ``sum by (port)`` gives
-the totals ``pri; status`` shows and nothing is counted twice. With a primary that has no
-``process_stats`` (SPP's C primary) its totals are exported under ``process="primary"``.
+ring counters in the segment) and the ``stats`` of nfv, vf and mirror (their other ports), so
+``sum by (port)`` gives the totals ``pri; status`` shows and nothing is counted twice. With a
+primary that has no ``process_stats`` (SPP's C primary) its totals are exported under ``process="primary"``.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ COMPONENT_COUNTERS = {
     "drop": ("spp_component_dropped_packets", "Packets a component discarded (no classifier entry)."),
 }
 PORT_LABELS = ["process", "port"]
+#: processes whose status carries ``stats``: their own counters per port
+PORT_STATS_TYPES = ("nfv", "vf", "mirror")
 
 
 def _int(v: Any) -> int | None:
@@ -74,9 +76,10 @@ def port_rows(snap: Snapshot) -> Iterator[tuple[str, str, dict[str, Any]]]:
                     seen.add(("primary", f"{kind}:{p.get('id')}"))
                     yield "primary", f"{kind}:{p.get('id')}", p
     for entry in snap.processes:
-        if entry.get("type") != "nfv":
+        kind = str(entry.get("type"))
+        if kind not in PORT_STATS_TYPES:
             continue
-        name = process_name("nfv", _int(entry.get("client-id")))
+        name = process_name(kind, _int(entry.get("client-id")))
         for s in snap.status(name).get("stats") or []:
             if isinstance(s, dict) and "port" in s:
                 kind = str(s["port"]).split(":", 1)[0]

@@ -65,7 +65,8 @@ SUMMARIES: dict[tuple[str, str], str] = {
     (
         "GET",
         "/v1/vfs/{sec_id}",
-    ): "Status of vf N: ports, components with their ports and counters, classifier table",
+    ): "Status of vf N: ports, components with their ports and counters, classifier table, "
+    "each port's counters (stats)",
     ("DELETE", "/v1/vfs/{sec_id}"): "Stop vf N",
     (
         "POST",
@@ -74,7 +75,7 @@ SUMMARIES: dict[tuple[str, str], str] = {
     ("DELETE", "/v1/vfs/{sec_id}/components/{name}"): "Stop a component of vf N",
     ("PUT", "/v1/vfs/{sec_id}/components/{name}/ports"): "Attach a port to a component of vf N, or detach it",
     ("PUT", "/v1/vfs/{sec_id}/classifier_table"): "Add or delete a classifier entry of vf N",
-    ("GET", "/v1/mirrors/{sec_id}"): "Status of mirror N: ports and components",
+    ("GET", "/v1/mirrors/{sec_id}"): "Status of mirror N: ports, components, each port's counters (stats)",
     ("DELETE", "/v1/mirrors/{sec_id}"): "Stop mirror N",
     ("POST", "/v1/mirrors/{sec_id}/components"): "Start a mirror component on a worker lcore of mirror N",
     ("DELETE", "/v1/mirrors/{sec_id}/components/{name}"): "Stop a component of mirror N",

@@ -155,6 +155,8 @@ def convert_vf_info(proc: Proc, reply: dict[str, Any]) -> dict[str, Any]:
     out["components"] = info.get("core", [])
     if "classifier_table" in info:
         out["classifier_table"] = info["classifier_table"]
+    if "stats" in info:  # not in SPP: the process's own counters per port, as nfv's
+        out["stats"] = info["stats"]
     return out
 
 

@@ -252,7 +252,7 @@ def _capture(g: Graph, name: str, state: str, st: dict[str, Any]) -> None:
 
 def port_counters(snap: Snapshot) -> dict[str, dict[str, int]]:
     """Counters per drawn node: port totals over every process (the primary's sums for phy and
-    ring, nfv's own ``stats`` for other port types), vf/mirror components' own counters and
+    ring, the ``stats`` of nfv, vf and mirror for other port types), vf/mirror components' own counters and
     spp_pcap's receive counters."""
     out: dict[str, dict[str, int]] = {}
 
@@ -272,7 +272,7 @@ def port_counters(snap: Snapshot) -> dict[str, dict[str, int]]:
     for kind, cid, _entry in _sorted_processes(snap.processes):
         name = process_name(kind, cid)
         st = snap.status(name)
-        if kind == "nfv":
+        if kind in ("nfv", "vf", "mirror"):
             for s in st.get("stats") or []:
                 if not isinstance(s, dict) or "port" not in s:
                     continue
@@ -280,7 +280,7 @@ def port_counters(snap: Snapshot) -> dict[str, dict[str, int]]:
                 if has_primary and port.split(":", 1)[0] in ("phy", "ring"):
                     continue  # already in the primary's totals
                 add(port_node_id(port), s)
-        elif kind in ("vf", "mirror"):
+        if kind in ("vf", "mirror"):
             for comp in st.get("components") or []:
                 c = comp.get("counters") if isinstance(comp, dict) else None
                 if isinstance(c, dict) and "name" in comp:
