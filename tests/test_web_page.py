@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import aiohttp
 import pytest
 
+from spp.control.ctl.web import MAX_READ
 from spp.control.view.model import port_node_id
 from spp.integrations.testbed import Testbed, wait_for
 from tests.cli_doubles import cli_env
@@ -198,6 +199,9 @@ def test_bad_websocket_messages_are_ignored(page: Any, bed: Testbed) -> None:
         '{"type": "patch", "src": "ring:0"}',
         "{" * 2000,
         "null",
+        "x" * 8000,  # over 4 KiB: ignored, the socket stays open (aiohttp closed it before)
+        json.dumps({"type": "refresh", "pad": "x" * 5000}),
+        b"\x01" * 20000,
     ]
     got = run_apart(ws_session(bed, bad))
     assert got[0]["type"] == "topology"
@@ -206,6 +210,28 @@ def test_bad_websocket_messages_are_ignored(page: Any, bed: Testbed) -> None:
     # Nothing changed, the server and the page are fine.
     assert bed.ok("GET", "/v1/nfvs/1").json()["patches"] == [{"src": "nullpmd:0", "dst": "ring:0"}]
     assert page.inner_text("#conn") == "live"
+
+
+async def send_huge(bed: Testbed) -> tuple[aiohttp.WSMsgType, int | None]:
+    """Send one message over MAX_READ; return how the server answered: the close and its code."""
+    url = f"http://127.0.0.1:{bed.api_port}/web/ws"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(url, headers={"Origin": f"http://127.0.0.1:{bed.api_port}"}) as ws,
+    ):
+        await ws.receive_json(timeout=15)
+        await ws.send_str("x" * (MAX_READ + 1))
+        while True:
+            msg = await ws.receive(timeout=15)
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                return msg.type, ws.close_code
+
+
+def test_a_message_too_big_to_read_closes_with_1009(bed: Testbed) -> None:
+    kind, code = run_apart(send_huge(bed))
+    assert kind in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
+    assert code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG == 1009
+    assert bed.ok("GET", "/v1/nfvs/1").json()["patches"] == [{"src": "nullpmd:0", "dst": "ring:0"}]
 
 
 async def handshake_status(bed: Testbed, headers: dict[str, str]) -> int:

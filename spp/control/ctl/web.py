@@ -7,7 +7,9 @@
   ...}`` (pps, bit/s, drops per node) every :data:`PUSH_INTERVAL` seconds. The page sends
   ``{"type": "refresh"}`` after it changed something, to see it at once; anything else it
   could send is ignored. The page changes things through the REST API itself (``fetch``), so
-  the same checks apply, and a patch made elsewhere shows up in the next push.
+  the same checks apply, and a patch made elsewhere shows up in the next push. Messages over
+  :data:`MAX_MESSAGE` bytes, binary ones and bad JSON are ignored too; only one over
+  :data:`MAX_READ` closes the socket, with code 1009 (message too big).
 * ``GET /metrics``: Prometheus text (:mod:`.metrics`), with or without ``--web``.
 
 The Host and Origin checks of :mod:`.httpguard` apply to all of it; the websocket handshake is a
@@ -39,7 +41,12 @@ from .registry import Registry
 LOG = logging.getLogger(__name__)
 
 PUSH_INTERVAL = 1.0
+#: The page's messages are a few bytes; a longer one is read and ignored, like any other
+#: message the page would not send.
 MAX_MESSAGE = 4096
+#: What is read at all: a longer message can only be ignored by reading it, so past this the
+#: socket is closed with 1009 (message too big) rather than buffering without end.
+MAX_READ = 1 << 20
 ASSETS = {"app.js": "application/javascript", "app.css": "text/css", "index.html": "text/html"}
 
 
@@ -105,13 +112,16 @@ class WebViews:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def websocket(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_MESSAGE)
+        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_READ)
         await ws.prepare(request)
         refresh = asyncio.Event()
         pusher = asyncio.create_task(self._push(ws, refresh))
         try:
             async for msg in ws:
                 if msg.type != WSMsgType.TEXT:
+                    continue
+                if len(msg.data) > MAX_MESSAGE:
+                    LOG.debug("web: ignored a message of %d characters", len(msg.data))
                     continue
                 try:
                     data = json.loads(msg.data)
