@@ -5,10 +5,11 @@ that status, and the view's rates see them."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
-from spp.control.view.model import Snapshot, port_counters, port_node_id
+from spp.control.view.model import Snapshot, build_graph, port_counters, port_node_id
 from spp.engine.pool import BufferPool
 from spp.engine.shm import Segment
 from spp.engine.virtio.frontend import VirtioUser
@@ -100,6 +101,7 @@ def test_vf_and_mirror_vhost_ports_in_status_metrics_and_rates(tmp_path: Path, p
             assert mports["vhost:0"]["tx_drop"] == 0 and mports["ring:0"]["rx_bytes"] == NBYTES
             assert vports["vhost:1"]["rx"] == len(FRAMES) and vports["vhost:1"]["rx_bytes"] == NBYTES
             assert vports["vhost:1"]["connected"] is True  # the vhost port's peer, as nfv's stats
+            assert vports["vhost:1"]["peer"]["pid"] == mports["vhost:0"]["peer"]["pid"] == os.getpid()
 
             # /metrics: per (process, port), equal to that status; phy/ring from the primary, once
             fams = scrape(bed)
@@ -123,6 +125,10 @@ def test_vf_and_mirror_vhost_ports_in_status_metrics_and_rates(tmp_path: Path, p
                 ],
                 statuses={"primary": bed.primary_status(), "mirror:2": mirror.status(), "vf:3": vf.status()},
             )
+            fe = [n for n in build_graph(snap).nodes.values() if n.kind == "frontend"]
+            assert [(n.detail, n.group) for n in fe] == [
+                (f"pid {os.getpid()}", "app")
+            ]  # this process: both guests
             counters = port_counters(snap)
             assert counters[port_node_id("vhost:0")]["tx"] == len(FRAMES)
             assert counters[port_node_id("vhost:1")]["rx_bytes"] == NBYTES

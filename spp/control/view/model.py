@@ -6,7 +6,8 @@ build the same :class:`Graph` and every picture of it agrees: terminal text, DOT
 the web page.
 
 Nodes are processes, ports (phy, ring, vhost with its socket, tap, ...), vf/mirror components,
-spp_pcap captures and the virtio front-end attached to a vhost socket when one is connected.
+spp_pcap captures and the virtio front-end attached to a vhost socket when one is connected: the
+VM, container or application the back-end identified (``peer`` in the port's status), else anonymous.
 Edges are patches (nfv, the primary's forwarder), component wiring (port -> component -> port),
 captures and virtio links. Each edge names the process that moves its packets.
 """
@@ -184,14 +185,15 @@ def build_graph(snap: Snapshot) -> Graph:
                 g.edges.append(
                     Edge(g.port(p["src"]), g.port(p["dst"]), name, name, running=state == "running")
                 )
-            for s in st.get("stats") or []:
-                if isinstance(s, dict) and "socket" in s:
-                    vhost_info[str(s.get("port"))] = s
         elif kind in ("vf", "mirror"):
             info.ports = [str(p) for p in st.get("ports") or []]
             for port in info.ports:
                 g.port(port)
             _components(g, name, st)
+        if kind in ("nfv", "vf", "mirror"):
+            for s in st.get("stats") or []:
+                if isinstance(s, dict) and "socket" in s:
+                    vhost_info[str(s.get("port"))] = s
         elif kind == "pcap":
             _capture(g, name, state, st)
         g.procs.append(info)
@@ -201,13 +203,29 @@ def build_graph(snap: Snapshot) -> Graph:
             continue
         node.detail = str(s.get("socket", ""))
         if s.get("connected"):
-            fe = g.add(Node(_safe_id("frontend", port), "frontend", "virtio front-end", node.detail, "vm"))
+            fe = g.add(_frontend(port, node.detail, s.get("peer")))
             g.edges.append(Edge(node.id, fe, "virtio", "", "virtio", bool(s.get("running", True))))
     # Processes and components in the order they came, ports by type and number.
     order = {node_id: n for n, node_id in enumerate(g.nodes)}
     ordered = sorted(g.nodes.values(), key=lambda n: _node_key(n, order[n.id]))
     g.nodes = {n.id: n for n in ordered}
     return g
+
+
+#: label words of a vhost peer's kind (``peer.kind`` in a vhost port's status)
+PEER_KINDS = {"vm": "VM", "container": "container", "app": "app"}
+
+
+def _frontend(port: str, socket_path: str, peer: Any) -> Node:
+    """The virtio front-end of a connected vhost socket: the VM, container or application the
+    back-end saw connect (one node per process, whatever number of sockets it holds), or an
+    anonymous front-end when the process is not known."""
+    if isinstance(peer, dict) and isinstance(peer.get("pid"), int) and peer.get("kind") in PEER_KINDS:
+        kind = str(peer["kind"])
+        name = str(peer.get("name") or peer["pid"])
+        return Node(_safe_id("peer", str(peer["pid"])), "frontend", f"{PEER_KINDS[kind]} {name}",
+                    f"pid {peer['pid']}", kind)  # fmt: skip
+    return Node(_safe_id("frontend", port), "frontend", "virtio front-end", socket_path, "vm")
 
 
 def _node_key(n: Node, seen: int) -> tuple[int, tuple[int, int, str]]:

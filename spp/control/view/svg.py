@@ -23,6 +23,8 @@ FILLS = {
     "frontend": "#e8f5e0",
     "process": "#f4f4f4",
 }
+#: Fill of a vhost socket's front-end by what it is (the back-end's ``peer.kind``).
+FRONTEND_FILLS = {"vm": "#e8f5e0", "container": "#e0f0fa", "app": "#f5e8f5"}
 #: One colour per process, in the order processes are listed.
 PROCESS_COLORS = ("#1f5fbf", "#2e8b3a", "#d2691e", "#8b3a8b", "#b22222", "#00838f", "#5d4037", "#607d8b")
 STYLE = """
@@ -56,6 +58,8 @@ def _node(n: Node, b: Box, color: str | None) -> list[str]:
                  "frontend": "virtio front-end"}.get(n.kind, n.kind)  # fmt: skip
     aria = f"{n.label}, {kind_word}" + (f", {n.detail}" if n.detail else "")
     fill = FILLS.get(n.group if n.kind == "port" else n.kind, "#eeeeee")
+    if n.kind == "frontend":  # a VM, a container or an application, each its own colour
+        fill = FRONTEND_FILLS.get(n.group, fill)
     out = [
         f'<g class="node {n.kind}" id={quoteattr(n.id)} data-name={quoteattr(n.label)} role="listitem" '
         f"aria-label={quoteattr(aria)}>",

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from spp.engine.peer import peer_of
 from spp.engine.pool import BufferPool
 from spp.engine.virtio import defs as d
 from spp.engine.virtio import unixsock
@@ -94,6 +95,7 @@ class VhostDevice:
         self.errors = 0
         self.connections = 0
         self.connected = False
+        self.peer: dict[str, object] | None = None  # the front-end's process (spp.engine.peer)
         self.last_error = ""
         self._queues = [QueueConfig() for _ in range(NUM_QUEUES)]
         self._mem: GuestMemory | None = None
@@ -178,7 +180,8 @@ class VhostDevice:
             self._conn = conn
             self.connections += 1
             self.connected = True
-            log.info("%s: front-end connected", self.name)
+            self.peer = peer_of(conn)
+            log.info("%s: front-end connected: %s", self.name, self.peer)
             try:
                 while unixsock.wait_readable(conn.fileno(), self._stop_fd, None):
                     msg = recv_message(conn)
@@ -198,6 +201,7 @@ class VhostDevice:
                 log.exception("%s: dropping the connection", self.name)
             finally:
                 self.connected = False
+                self.peer = None
                 self._conn = None
                 conn.close()
                 self._reset()
@@ -471,6 +475,7 @@ class VhostDevice:
             "connected": self.connected,
             "running": self.running,
             "errors": self.errors,
+            **({"peer": self.peer} if self.peer else {}),
         }
 
 
