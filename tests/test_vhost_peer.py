@@ -20,13 +20,11 @@ from spp.control.cli.client import SppCtlClient
 from spp.control.cli.topo_view import collect_snapshot
 from spp.control.view.model import Graph, build_graph
 from spp.control.view.svg import render_svg
+from spp.integrations.containers.engine import PODMAN_RUN_OPTS
 from spp.integrations.testbed import Secondary, Testbed, wait_for
 from spp.integrations.vm import manager
 from spp.integrations.vm.image import find_installed_kernel
 from tests.testpmd import Testpmd, needs_testpmd
-
-#: what sppc gives podman on every run (the runtime, and limits this machine's crun refuses to set)
-PODMAN_RUN_OPTS = ("--runtime", "runc", "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768")
 
 
 @pytest.fixture
