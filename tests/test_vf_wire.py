@@ -99,7 +99,11 @@ def test_vf_replies_byte_for_byte(make_segment):
             '"vlan": { "operation": "add", "id": 101, "pcp": 3 } } ], "counters": { "rx": 0, '
             '"tx": 0, "tx_drop": 0, "drop": 0 } }, { "core": 2, "type": "unuse" } ], '
             '"classifier_table": [ { "type": "vlan", "value": "101/FA:16:3E:7D:CC:35", '
-            '"port": "ring:1" } ] } }'
+            '"port": "ring:1" } ], '
+            # not in SPP, after its keys: each port's counters
+            '"stats": [ { "port": "ring:0", "rx": 0, "rx_drop": 0, "tx": 0, "tx_drop": 0, "rx_bytes": 0, '
+            '"tx_bytes": 0 }, { "port": "ring:1", "rx": 0, "rx_drop": 0, "tx": 0, "tx_drop": 0, '
+            '"rx_bytes": 0, "tx_bytes": 0 } ] } }'
         )
         assert ctl.ask("status please") == err("Wrong message format: 'status' takes no parameters")
         assert ctl.ask("flush") == err(
@@ -146,7 +150,7 @@ def test_mirror_replies_and_refusals(make_segment):
             "Invalid value (command): spp_mirror has no classifier table"
         )
         status = json.loads(ctl.ask("status"))
-        assert list(status["info"]) == ["client-id", "phy", "vhost", "ring", "master-lcore", "core"]
+        assert list(status["info"]) == ["client-id", "phy", "vhost", "ring", "master-lcore", "core", "stats"]
         assert status["info"]["master-lcore"] == 0 and status["info"]["ring"] == ["0", "1", "2"]
         assert ctl.ask("component stop mir 9 mirror") == OK  # the recipes' form
         assert ctl.ask("exit") == OK
