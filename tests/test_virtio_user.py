@@ -242,40 +242,119 @@ def test_notifications_wake_a_sleeping_side_and_stay_quiet_while_busy(sock_ctx, 
         vhost.close()
 
 
-def test_offload_metadata_is_finished_before_the_guest_sees_it(sock_ctx):
-    """No offload is negotiated with the guest yet: a partial checksum is completed and a TCP
-    aggregate (a large buffer) segmented before vhost:N delivers; the guest gets wire frames."""
+def aggregate_and_partial(pool):
+    """A TCP/IPv4 aggregate of six segments (a large buffer) and a small frame with a partial
+    checksum, with their offload metadata; and the wire frames they stand for."""
+    payload = bytes((j * 7) & 0xFF for j in range(1448 * 5 + 100))
+    agg, start = partial(False, True, 0, payload, 5000, flags=0x19)
+    small, sstart = partial(False, True, 0, b"hello", 77)
+    bufs = pool.alloc_frames([small, agg])
+    assert bufs[1] >= pool.large_base
+    set_vnet(pool, int(bufs[0]), NEEDS_CSUM, 0, 0, 0, sstart, 16)
+    set_vnet(pool, int(bufs[1]), NEEDS_CSUM, GSO_TCPV4, start + 20, 1448, start, 16)
+    wire = [finished(False, True, 0, b"hello", 77, 0x18, 7)] + [
+        finished(
+            False,
+            True,
+            0,
+            payload[k * 1448 : (k + 1) * 1448],
+            5000 + k * 1448,
+            0x19 if k == 5 else 0x10,
+            7 + k,
+        )
+        for k in range(6)
+    ]
+    return bufs, [small, agg], [bytes(pool.vnet[int(b)]) for b in bufs], wire
+
+
+def receive(port: Port, count: int) -> list[tuple[bytes, bytes]]:
+    """``count`` frames from ``port``, each with its offload metadata."""
+    pool, got = port.pool, []
+
+    def more() -> bool:
+        r = port.rx_burst(64)
+        got.extend((pool.read(int(b)), bytes(pool.vnet[int(b)]) if pool.vnet_word[b] else b"") for b in r)
+        pool.free(r)
+        return len(got) >= count
+
+    wait_for(more, 10, f"{count} frames")
+    return got
+
+
+def test_offloads_pass_between_virtio_user_and_vhost_untouched(sock_ctx):
+    """Both sides negotiate checksum and TSO offloads: a partial checksum and a 64 KiB-class TCP
+    aggregate cross in either direction as they are, metadata included; nothing is finished."""
     vhost = open_port(PortId("vhost", 8), sock_ctx)
     vuser = open_port(PortId("virtio_user", 8), sock_ctx)
     pool = sock_ctx.pool
     try:
         wait_running(vhost, vuser)
-        payload = bytes((j * 7) & 0xFF for j in range(1448 * 5 + 100))
-        agg, start = partial(False, True, 0, payload, 5000, flags=0x19)
-        small, sstart = partial(False, True, 0, b"hello", 77)
-        bufs = pool.alloc_frames([small, agg])
-        assert bufs[1] >= pool.large_base
-        set_vnet(pool, int(bufs[0]), NEEDS_CSUM, 0, 0, 0, sstart, 16)
-        set_vnet(pool, int(bufs[1]), NEEDS_CSUM, GSO_TCPV4, start + 20, 1448, start, 16)
+        for src, dst in ((vhost, vuser), (vuser, vhost)):
+            bufs, frames, meta, _ = aggregate_and_partial(pool)
+            assert src.tx_burst(bufs) == 2
+            assert receive(dst, 2) == list(zip(frames, meta, strict=True))
+        for port in (vhost, vuser):
+            assert not port.xstats.any() and not port.counters[1::2].any()
+    finally:
+        vuser.close()
+        vhost.close()
+
+
+def test_offloads_are_finished_for_a_driver_that_declines_them(sock_ctx):
+    """A driver without GUEST_CSUM/TSO gets wire frames: the partial checksum completed, the
+    aggregate segmented in software (counted); and it sends only plain frames."""
+    vhost = open_port(PortId("vhost", 9), sock_ctx)
+    sock_ctx.options["virtio_user:9"] = vhost.path
+    vuser = VirtioUserPort(PortId("virtio_user", 9), sock_ctx, offloads=False)
+    pool = sock_ctx.pool
+    try:
+        wait_running(vhost, vuser)
+        assert vhost.device.deliver_caps == 0 and vuser.driver.send_caps == 0
+        bufs, _, _, wire = aggregate_and_partial(pool)
         assert vhost.tx_burst(bufs) == 2
-        got: list[bytes] = []
-        wait_for(
-            lambda: got.extend(pool.read(int(b)) for b in vuser.rx_burst(64)) or len(got) >= 7, 10, "frames"
-        )
-        want = [finished(False, True, 0, b"hello", 77, 0x18, 7)] + [
-            finished(
-                False,
-                True,
-                0,
-                payload[k * 1448 : (k + 1) * 1448],
-                5000 + k * 1448,
-                0x19 if k == 5 else 0x10,
-                7 + k,
-            )
-            for k in range(6)
-        ]
-        assert got == want
-        assert vhost.xstats[XS["sw_gso"]] == 1 and vhost.xstats[XS["sw_csum"]] == 1
+        assert receive(vuser, 7) == [(f, b"") for f in wire]
+        assert vhost.xstats[XS["sw_gso"]] == 1 and vhost.xstats[XS["sw_segments"]] == 6
+        assert vhost.xstats[XS["sw_csum"]] == 1
+        bufs, _, _, wire = aggregate_and_partial(pool)
+        assert vuser.tx_burst(bufs) == 2
+        assert receive(vhost, 7) == [(f, b"") for f in wire]
+        assert vuser.xstats[XS["sw_gso"]] == 1
+    finally:
+        vuser.close()
+        vhost.close()
+
+
+def test_jumbo_frames_cross_both_ways(sock_ctx):
+    """Frames longer than a pool buffer (9000 B jumbo, 60 KiB): from the driver in a large transmit
+    slot into a large pool buffer, to the driver as merged receive buffers joined into one."""
+    vhost = open_port(PortId("vhost", 10), sock_ctx)
+    vuser = open_port(PortId("virtio_user", 10), sock_ctx)
+    frames = [bytes(range(256)) * 35 + b"x" * 40, b"small" * 20, bytes(reversed(range(256))) * 240]
+    try:
+        wait_running(vhost, vuser)
+        for _ in range(3):  # more than the driver's large slots over time: they are reused
+            assert exchange(vuser, vhost, frames * 8) == frames * 8
+            assert exchange(vhost, vuser, frames * 8) == frames * 8
+        assert not vhost.xstats.any() and not vuser.xstats.any()
+    finally:
+        vuser.close()
+        vhost.close()
+
+
+def test_nonsense_metadata_from_the_driver_is_dropped_and_counted(sock_ctx):
+    vhost = open_port(PortId("vhost", 11), sock_ctx)
+    vuser = open_port(PortId("virtio_user", 11), sock_ctx)
+    pool = sock_ctx.pool
+    try:
+        wait_running(vhost, vuser)
+        frames = mixed_frames(6, seed=4)
+        bufs = pool.alloc_frames(frames)
+        set_vnet(pool, int(bufs[1]), 0x40, 0, 0, 0, 0, 0)  # an unknown flag
+        set_vnet(pool, int(bufs[3]), NEEDS_CSUM, 0, 0, 0, 4000, 16)  # csum_start past the end
+        set_vnet(pool, int(bufs[4]), NEEDS_CSUM, GSO_TCPV4, 54, 0, 34, 16)  # gso without a size
+        assert vuser.driver.tx_burst(pool, bufs) == 6  # raw: the metadata goes out as it is
+        assert [f for f, _ in receive(vhost, 3)] == [frames[i] for i in (0, 2, 5)]
+        assert vhost.xstats[XS["rx_bad_vnet"]] == 3 and vhost.counters[1] == 3
     finally:
         vuser.close()
         vhost.close()

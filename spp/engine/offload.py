@@ -473,13 +473,36 @@ def segment(pool: BufferPool, bufs: np.ndarray, xstats: np.ndarray) -> tuple[np.
     return segs, idx[owner_local]
 
 
-# -- the whole job for a destination without offloads -----------------------------------------------
+# -- the whole job for a destination, by what it can take ----------------------------------------
+
+#: What a destination can take (``caps`` of :func:`prepare`), as negotiated with a virtio peer:
+CAN_CSUM = 1  # partial checksums (and DATA_VALID): VIRTIO_NET_F_GUEST_CSUM / F_CSUM
+CAN_TSO4 = 2  # TCP/IPv4 aggregates: GUEST_TSO4 / HOST_TSO4
+CAN_TSO6 = 4  # TCP/IPv6 aggregates: GUEST_TSO6 / HOST_TSO6
+CAN_ECN = 8  # aggregates marked ECN: GUEST_ECN / HOST_ECN
+CAN_USO = 16  # UDP aggregates (GSO_UDP_L4): GUEST_USO4+6 / HOST_USO
+CAN_ALL = CAN_CSUM | CAN_TSO4 | CAN_TSO6 | CAN_ECN | CAN_USO
 
 
-def finish(pool: BufferPool, bufs: np.ndarray, xstats: np.ndarray) -> np.ndarray:
-    """Make ``bufs`` fit for a destination that takes no offload metadata: drop what is invalid,
-    complete partial checksums, segment aggregates. Returns the burst to send, in order (it may
-    be longer than ``bufs``); every buffer not in it has been freed and counted.
+def _taken(gso_raw: np.ndarray, caps: int) -> np.ndarray:
+    """Mask of aggregates (by raw gso_type) the destination takes as they are."""
+    gso = gso_raw & ~np.uint8(GSO_ECN)
+    ok = np.zeros(len(gso), bool)
+    if not caps & CAN_CSUM:  # every offload needs checksum offload underneath
+        return ok
+    for bit, kind in ((CAN_TSO4, GSO_TCPV4), (CAN_TSO6, GSO_TCPV6), (CAN_USO, GSO_UDP_L4)):
+        if caps & bit:
+            ok |= gso == kind
+    if not caps & CAN_ECN:
+        ok &= (gso_raw & GSO_ECN) == 0
+    return ok
+
+
+def prepare(pool: BufferPool, bufs: np.ndarray, xstats: np.ndarray, caps: int) -> np.ndarray:
+    """Make ``bufs`` fit for a destination that takes the offloads ``caps`` (``CAN_*``): drop
+    what is invalid, complete the partial checksums it cannot, segment the aggregates it cannot
+    take; what it can take keeps its metadata. Returns the burst to send, in order (it may be
+    longer than ``bufs``); every buffer not in it has been freed and counted.
 
     One gather and one test when nothing is to be done, so a port may call it on every burst.
     """
@@ -490,14 +513,18 @@ def finish(pool: BufferPool, bufs: np.ndarray, xstats: np.ndarray) -> np.ndarray
         return bufs
     some = np.flatnonzero(word)
     sub = bufs[some]
+    si = sub.astype(np.intp)
     bad = invalid(pool, sub)
     v = vnet_of(pool)
-    gso = (v.gso_type[sub.astype(np.intp)] & ~np.uint8(GSO_ECN)) != 0
-    csum = ~bad & ~gso & ((v.flags[sub.astype(np.intp)] & NEEDS_CSUM) != 0)
-    if csum.any():
-        complete_checksums(pool, sub[csum])
-        xstats[XS["sw_csum"]] += int(np.count_nonzero(csum))
-    pool.vnet_word[sub[~bad & ~gso]] = 0
+    gso_raw = v.gso_type[si]
+    gso = (gso_raw & ~np.uint8(GSO_ECN)) != 0
+    gso &= ~_taken(gso_raw, caps)  # aggregates to cut here
+    if not caps & CAN_CSUM:
+        csum = ~bad & ~gso & ((v.flags[si] & NEEDS_CSUM) != 0)
+        if csum.any():
+            complete_checksums(pool, sub[csum])
+            xstats[XS["sw_csum"]] += int(np.count_nonzero(csum))
+        pool.vnet_word[sub[~bad & ~gso]] = 0
     agg = ~bad & gso
     if not bad.any() and not agg.any():
         return bufs
@@ -516,3 +543,9 @@ def finish(pool: BufferPool, bufs: np.ndarray, xstats: np.ndarray) -> np.ndarray
     order_key = np.concatenate([np.flatnonzero(keep).astype(np.float64), agg_pos[owner] + 0.5])
     out = np.concatenate([bufs[keep], segs])
     return out[np.argsort(order_key, kind="stable")]
+
+
+def finish(pool: BufferPool, bufs: np.ndarray, xstats: np.ndarray) -> np.ndarray:
+    """:func:`prepare` for a destination that takes no offload metadata at all (a wire, a file):
+    every checksum complete, every aggregate segmented, every buffer's metadata cleared."""
+    return prepare(pool, bufs, xstats, 0)

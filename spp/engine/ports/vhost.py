@@ -1,13 +1,14 @@
 """``vhost:N``: a vhost-user port, the socket a VM's or container's virtio-net attaches to.
 
 SPP's ``eth_vhostN,iface=/tmp/sockN``: what the port transmits the guest receives, what the
-guest transmits the port receives. No offload is negotiated with the guest yet: what the port
-transmits is finished in software first (:func:`spp.engine.offload.finish`: partial checksums
-completed, aggregates segmented). Server mode (default) creates ``<dir>/sockN`` and waits for
-QEMU or a ``net_virtio_user`` application to connect; with ``--vhost-client`` the port connects
-to a socket the VM's QEMU owns, and keeps retrying until it appears (networking-spp adds ports
-before VMs start) or after it goes away. The directory is ``/tmp`` unless the process was given
-``--vhost-dir``.
+guest transmits the port receives. Offloads are negotiated with the guest: its packets keep the
+metadata of their virtio-net header (partial checksums, TCP/UDP aggregates in large buffers), and
+what the port transmits keeps it too where the guest negotiated the matching GUEST_* feature; the
+rest is finished in software first (:func:`spp.engine.offload.prepare`). Server mode (default)
+creates ``<dir>/sockN`` and waits for QEMU or a ``net_virtio_user`` application to connect; with
+``--vhost-client`` the port connects to a socket the VM's QEMU owns, and keeps retrying until it
+appears (networking-spp adds ports before VMs start) or after it goes away. The directory is
+``/tmp`` unless the process was given ``--vhost-dir``.
 
 The device (socket, control thread, rings) is shared by every handle of ``vhost:N`` in the
 process: spp_vf opens ports once per worker lane, and one lane may receive from the port while
@@ -22,7 +23,6 @@ import threading
 
 import numpy as np
 
-from spp.engine import offload
 from spp.engine.portid import PortId
 from spp.engine.ports.base import PENDING, RX_DROP, TX_DROP, WAKES, Port, PortContext, PortError
 from spp.engine.virtio.backend import VhostDevice, VhostError
@@ -101,7 +101,7 @@ class VhostPort(Port):
         device = self.device
         if device is None:
             return np.empty(0, np.uint32)
-        bufs, dropped = device.receive(self.pool, max_n)
+        bufs, dropped = device.receive(self.pool, max_n, self.xstats)
         if dropped:
             self.counters[RX_DROP] += dropped
         return bufs
@@ -110,8 +110,7 @@ class VhostPort(Port):
         device = self.device
         if device is None or not len(bufs):
             return 0
-        out = offload.finish(self.pool, bufs, self.xstats)
-        taken, too_large = device.transmit(self.pool, out)
+        out, taken, too_large = device.transmit(self.pool, bufs, self.xstats)
         if too_large:
             self.counters[TX_DROP] += too_large
         return claim(self, bufs, out, taken)

@@ -16,14 +16,11 @@ import os
 
 import numpy as np
 
-from spp.engine import offload
+from spp.engine.offload import XS, check_burst
 from spp.engine.portid import PortId
-from spp.engine.ports.base import PENDING, TX_DROP, WAKES, Port, PortContext, PortError
+from spp.engine.ports.base import PENDING, RX_DROP, TX_DROP, WAKES, Port, PortContext, PortError
 from spp.engine.ports.vhost import claim
-from spp.engine.virtio.defs import NET_HDR_LEN
-from spp.engine.virtio.frontend import QUEUE_SIZE, TX_SLOT, VirtioError, VirtioUser
-
-MAX_FRAME = TX_SLOT - NET_HDR_LEN
+from spp.engine.virtio.frontend import QUEUE_SIZE, VirtioError, VirtioUser
 
 EMPTY = np.empty(0, np.uint32)
 
@@ -38,7 +35,7 @@ def socket_path(uid: PortId, ctx: PortContext) -> str:
 class VirtioUserPort(Port):
     needs_polling = False
 
-    def __init__(self, uid: PortId, ctx: PortContext, event_idx: bool = True) -> None:
+    def __init__(self, uid: PortId, ctx: PortContext, event_idx: bool = True, offloads: bool = True) -> None:
         super().__init__(uid, ctx)
         self.path = socket_path(uid, ctx)
         server = ctx.options.get(f"virtio_user:{uid.num}:server") == "1"
@@ -47,36 +44,39 @@ class VirtioUserPort(Port):
             raise PortError(f"{uid}: socket directory {os.path.dirname(self.path)} does not exist")
         try:
             self.driver: VirtioUser | None = VirtioUser(
-                self.path, server=server, queue_size=queue_size, name=str(uid), event_idx=event_idx
+                self.path,
+                server=server,
+                queue_size=queue_size,
+                name=str(uid),
+                event_idx=event_idx,
+                offloads=offloads,
             )
         except VirtioError as e:
             raise PortError(f"{uid}: {e}") from None
-
-    def rx_burst(self, max_n: int) -> np.ndarray:
-        drv = self.driver
-        return drv.rx_burst(self.pool, max_n) if drv is not None else EMPTY
 
     def tx_burst(self, bufs: np.ndarray) -> int:
         drv = self.driver
         if drv is None or not len(bufs):
             return 0
-        out = offload.finish(self.pool, bufs, self.xstats)
-        # Only a large buffer can hold a frame longer than a slot: one reduction of the indices
-        # spares the length gather on ordinary bursts.
-        if len(out) and int(out.max()) >= self.pool.large_base:
-            out = self._refuse_long(out)
-        return claim(self, bufs, out, drv.tx_burst(self.pool, out))
+        refused = int(self.xstats[XS["tx_refused"]])
+        out, taken = drv.send(self.pool, bufs, self.xstats)
+        self.counters[TX_DROP] += int(self.xstats[XS["tx_refused"]]) - refused
+        return claim(self, bufs, out, taken)
 
-    def _refuse_long(self, out: np.ndarray) -> np.ndarray:
-        """Drop and count frames longer than a slot: they have none here (the back-end would
-        need merged transmit buffers)."""
-        long = self.pool.lengths[out] > MAX_FRAME
-        if not long.any():
-            return out
-        self.xstats[offload.XS["tx_refused"]] += int(np.count_nonzero(long))
-        self.pool.free(out[long])
-        self.counters[TX_DROP] += int(np.count_nonzero(long))
-        return out[~long]
+    def rx_burst(self, max_n: int) -> np.ndarray:
+        drv = self.driver
+        if drv is None:
+            return EMPTY
+        too_long = drv.rx_too_long
+        bufs = drv.rx_burst(self.pool, max_n)
+        if drv.rx_too_long != too_long:
+            self.xstats[XS["rx_too_long"]] += drv.rx_too_long - too_long
+            self.counters[RX_DROP] += drv.rx_too_long - too_long
+        if drv.read_vnet and len(bufs):
+            n = len(bufs)
+            bufs = check_burst(self.pool, bufs, self.xstats, "rx_bad_vnet")
+            self.counters[RX_DROP] += n - len(bufs)
+        return bufs
 
     def fileno(self) -> int | None:
         return self.driver.fileno() if self.driver is not None else None

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from spp.engine import offload
 from spp.engine.peer import peer_of
 from spp.engine.pool import BufferPool
 from spp.engine.virtio import defs as d
@@ -42,9 +43,10 @@ RX_QUEUE, TX_QUEUE = 0, 1  # the driver's receive queue (we transmit on it) and 
 NUM_QUEUES = 2
 RECONNECT_SECONDS = 0.5
 
-#: What we offer. Offloads are added by the port once the engine carries their metadata.
+#: What we offer: the offloads too, since every buffer carries a virtio-net header's metadata.
 DEVICE_FEATURES = (
-    1 << d.F_VERSION_1
+    d.NET_OFFLOADS
+    | 1 << d.F_VERSION_1
     | 1 << d.NET_F_MRG_RXBUF
     | 1 << d.F_ANY_LAYOUT
     | 1 << d.RING_F_EVENT_IDX
@@ -112,12 +114,14 @@ class VhostDevice:
 
     # -- the packet path (worker thread) -------------------------------------------------------
 
-    def receive(self, pool: BufferPool, limit: int) -> tuple[np.ndarray, int]:
-        """Packets the driver transmitted: (buffers, unusable packets dropped)."""
+    def receive(self, pool: BufferPool, limit: int, xstats: np.ndarray) -> tuple[np.ndarray, int]:
+        """Packets the driver transmitted: (buffers, unusable packets dropped). Drops by reason
+        (too long, nonsense offload metadata) are counted in ``xstats`` too."""
         with self.lock:
             ring = self._rings[TX_QUEUE]
             if ring is None:
                 return EMPTY, 0
+            before = ring.rx_too_long
             try:
                 bufs, dropped = ring.receive(pool, limit)
                 if len(bufs):
@@ -125,23 +129,38 @@ class VhostDevice:
             except Exception as e:  # whatever the driver wrote, the worker carries on
                 self._ring_failed(TX_QUEUE, str(e))
                 return EMPTY, 0
+            if ring.rx_too_long != before:
+                xstats[offload.XS["rx_too_long"]] += ring.rx_too_long - before
             if ring.broken:
                 self._ring_failed(TX_QUEUE, ring.broken)
-            return bufs, dropped
+        if ring.read_vnet and len(bufs):
+            n = len(bufs)
+            bufs = offload.check_burst(pool, bufs, xstats, "rx_bad_vnet")
+            dropped += n - len(bufs)
+        return bufs, dropped
 
-    def transmit(self, pool: BufferPool, bufs: np.ndarray) -> tuple[int, int]:
-        """Hand packets to the driver: (taken, of those dropped as too large for its buffers)."""
-        with self.lock:
+    def transmit(self, pool: BufferPool, bufs: np.ndarray, xstats: np.ndarray) -> tuple[np.ndarray, int, int]:
+        """Hand packets to the driver: ``(sent, taken, too_large)``. ``sent`` is ``bufs`` made fit
+        for what the driver negotiated (:func:`offload.prepare`: it may be longer, or other
+        buffers, and the port owns ``bufs`` then), ``taken`` how many of ``sent`` the driver
+        took, ``too_large`` how many of those were dropped as too large for its buffers."""
+        with self.lock:  # (held while preparing, so the features cannot change in between)
             ring = self._rings[RX_QUEUE]
             if ring is None:
-                return 0, 0
+                return bufs, 0, 0
+            sent = offload.prepare(pool, bufs, xstats, self.deliver_caps)
             before = ring.too_large
             try:
-                taken = ring.deliver(pool, bufs, d.has(self.features, d.NET_F_MRG_RXBUF))
+                taken = ring.deliver(pool, sent, d.has(self.features, d.NET_F_MRG_RXBUF))
             except Exception as e:  # whatever the driver wrote, the worker carries on
                 self._ring_failed(RX_QUEUE, str(e))
-                return 0, 0
-            return taken, ring.too_large - before
+                return sent, 0, 0
+            return sent, taken, ring.too_large - before
+
+    @property
+    def deliver_caps(self) -> int:
+        """The offloads the driver takes on its receive queue (``offload.CAN_*``)."""
+        return d.driver_rx_caps(self.features)
 
     def fileno(self) -> int:
         return self.epoll.fileno()
@@ -446,6 +465,7 @@ class VhostDevice:
             d.net_hdr_len(self.features),
             d.has(self.features, d.RING_F_EVENT_IDX),
             q.call_fd,
+            read_vnet=index == TX_QUEUE and d.has(self.features, d.NET_F_CSUM),
         )
         ring.kick_fd = q.kick_fd
         if index == RX_QUEUE:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from spp.engine.offload import CAN_CSUM, CAN_ECN, CAN_TSO4, CAN_TSO6, CAN_USO
+
 # -- virtio feature bits (virtio 1.x §5.1.3, §6) ---------------------------------------------
 NET_F_CSUM = 0
 NET_F_GUEST_CSUM = 1
@@ -22,6 +24,26 @@ RING_F_INDIRECT_DESC = 28
 RING_F_EVENT_IDX = 29
 USER_F_PROTOCOL_FEATURES = 30
 F_VERSION_1 = 32
+NET_F_GUEST_USO4 = 54
+NET_F_GUEST_USO6 = 55
+NET_F_HOST_USO = 56
+
+#: the offload bits, as a device offers them: checksums both ways, TCP (and ECN-marked TCP) and
+#: UDP aggregates both ways. UFO (GUEST_UFO/HOST_UFO: IP fragmentation) is not offered: no kernel
+#: makes it any more and the engine refuses its gso type.
+NET_OFFLOADS = (
+    1 << NET_F_CSUM
+    | 1 << NET_F_GUEST_CSUM
+    | 1 << NET_F_GUEST_TSO4
+    | 1 << NET_F_GUEST_TSO6
+    | 1 << NET_F_GUEST_ECN
+    | 1 << NET_F_HOST_TSO4
+    | 1 << NET_F_HOST_TSO6
+    | 1 << NET_F_HOST_ECN
+    | 1 << NET_F_GUEST_USO4
+    | 1 << NET_F_GUEST_USO6
+    | 1 << NET_F_HOST_USO
+)
 
 # -- vhost-user protocol feature bits ---------------------------------------------------------
 PROTOCOL_F_MQ = 0
@@ -125,6 +147,32 @@ def has(features: int, bit: int) -> bool:
 
 def net_hdr_len(features: int) -> int:
     return NET_HDR_LEN if has(features, F_VERSION_1) or has(features, NET_F_MRG_RXBUF) else NET_HDR_LEN_LEGACY
+
+
+def driver_rx_caps(features: int) -> int:
+    """What the driver takes on its receive queue (``offload.CAN_*``), from the negotiated
+    features: what a device may deliver with its metadata instead of finishing it first."""
+    if not has(features, NET_F_GUEST_CSUM):
+        return 0
+    caps = CAN_CSUM
+    caps |= CAN_TSO4 if has(features, NET_F_GUEST_TSO4) else 0
+    caps |= CAN_TSO6 if has(features, NET_F_GUEST_TSO6) else 0
+    caps |= CAN_ECN if has(features, NET_F_GUEST_ECN) else 0
+    caps |= CAN_USO if has(features, NET_F_GUEST_USO4) and has(features, NET_F_GUEST_USO6) else 0
+    return caps
+
+
+def device_rx_caps(features: int) -> int:
+    """What the device takes on the driver's transmit queue (``offload.CAN_*``): what a driver
+    may send with its metadata."""
+    if not has(features, NET_F_CSUM):
+        return 0
+    caps = CAN_CSUM
+    caps |= CAN_TSO4 if has(features, NET_F_HOST_TSO4) else 0
+    caps |= CAN_TSO6 if has(features, NET_F_HOST_TSO6) else 0
+    caps |= CAN_ECN if has(features, NET_F_HOST_ECN) else 0
+    caps |= CAN_USO if has(features, NET_F_HOST_USO) else 0
+    return caps
 
 
 def need_event(event: int, new: int, old: int) -> bool:

@@ -9,6 +9,12 @@ the avail index, ``rx_burst`` copies what the back-end wrote into pool buffers a
 slots straight back. Each descriptor owns a fixed 2 KiB slot, so both directions are one fancy
 index per burst. Guest-physical addresses are our own virtual addresses, as DPDK's driver does.
 
+Offloads are negotiated (checksums and TCP/UDP aggregates both ways): each packet's virtio-net
+header carries its buffer's offload metadata. A frame longer than a slot (an aggregate, a jumbo
+frame) is sent from one of a few *large* transmit slots, its descriptor pointed there until the
+back-end returns it; long frames arrive as merged receive buffers and are joined into a large
+pool buffer.
+
 A control thread owns the socket: it performs the handshake, then watches for the back-end going
 away; in client mode it reconnects, in server mode it accepts the next back-end. Ring state is
 rebuilt under the data lock, so the worker sees a consistent device between bursts.
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import logging
 import os
 import socket
@@ -26,7 +33,9 @@ import threading
 
 import numpy as np
 
+from spp.engine import offload
 from spp.engine.pool import BufferPool
+from spp.engine.shm import VNET_HDR_LEN
 from spp.engine.virtio import defs as d
 from spp.engine.virtio import unixsock
 from spp.engine.virtio.defs import need_event
@@ -44,6 +53,8 @@ log = logging.getLogger(__name__)
 
 RX_SLOT = 2048  # bytes per receive buffer (header + frame; larger frames come merged)
 TX_SLOT = 2048 + 64  # a transmit slot holds a header and the largest pool buffer
+LARGE_TX_SLOT = 68 * 1024  # a header and a 64 KiB aggregate with its headers
+LARGE_TX_SLOTS = 16
 RECONNECT_SECONDS = 0.5
 #: default virtqueue size: a burst costs mostly a fixed number of array operations, so the ring
 #: must let the worker move bursts of up to 4 x 256 packets
@@ -51,7 +62,8 @@ QUEUE_SIZE = 1024
 _ARANGE = np.arange(1 << 16, dtype=np.int64)
 
 WANTED_FEATURES = (
-    1 << d.F_VERSION_1
+    d.NET_OFFLOADS
+    | 1 << d.F_VERSION_1
     | 1 << d.NET_F_MRG_RXBUF
     | 1 << d.F_ANY_LAYOUT
     | 1 << d.USER_F_PROTOCOL_FEATURES
@@ -66,6 +78,24 @@ class VirtioError(Exception):
 
 def _align(n: int, a: int = 4096) -> int:
     return -(-n // a) * a
+
+
+_or = np.bitwise_or.reduce
+
+
+def _metadata(pool: BufferPool, bufs: np.ndarray) -> np.ndarray:
+    """The virtio-net headers of ``bufs`` as ``VNET_HDR_LEN``-byte elements: their metadata, or
+    zeros for a frame with nothing to do (whose other fields may be stale)."""
+    rows = pool.vnet[bufs]
+    rows[pool.vnet_word[bufs] == 0] = 0
+    return rows.view(np.dtype((np.void, VNET_HDR_LEN))).reshape(-1)
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int, bool]]:
+    """``(start, end, value)`` of each run of equal values of a boolean array."""
+    edges = np.flatnonzero(mask[1:] != mask[:-1]) + 1
+    bounds = [0, *edges.tolist(), len(mask)]
+    return [(a, b, bool(mask[a])) for a, b in itertools.pairwise(bounds)]
 
 
 class DriverQueue:
@@ -102,8 +132,8 @@ class DriverQueue:
         r.avail_event[0] = 0
         self.avail_idx = 0
         self.last_used = 0
-        # Transmit headers stay zero (no offload is asked for), so they are written once here
-        # rather than per packet; the back-end only reads transmit slots.
+        # Transmit headers stay zero unless a packet has offload metadata, so they are written
+        # once here rather than per packet; the back-end only reads transmit slots.
         self.slots[:, : d.NET_HDR_LEN] = 0
         self.free_ids = np.arange(self.size, dtype=np.int64)[::-1].copy()
         self.nfree = self.size
@@ -171,8 +201,10 @@ class VirtioUser:
         queue_size: int = QUEUE_SIZE,
         name: str = "",
         event_idx: bool = True,
+        offloads: bool = True,
     ) -> None:
-        """``event_idx=False`` declines VIRTIO_RING_F_EVENT_IDX (notifications by flags only)."""
+        """``event_idx=False`` declines VIRTIO_RING_F_EVENT_IDX (notifications by flags only),
+        ``offloads=False`` every offload (a driver that wants plain frames both ways)."""
         if queue_size & (queue_size - 1) or not 0 < queue_size <= 4096:
             raise VirtioError(f"queue size {queue_size} is not a power of two up to 4096")
         self.path = path
@@ -180,16 +212,27 @@ class VirtioUser:
         self.name = name or path
         self.size = queue_size
         self.wanted = WANTED_FEATURES if event_idx else WANTED_FEATURES & ~(1 << d.RING_F_EVENT_IDX)
+        if not offloads:
+            self.wanted &= ~d.NET_OFFLOADS
         ring_len = _align(sum(ring_bytes(queue_size)) + 8)
         rx_len = queue_size * RX_SLOT
-        self.area = SharedArea(2 * ring_len + rx_len + queue_size * TX_SLOT, "spp-virtio-user")
+        large_off = 2 * ring_len + rx_len + queue_size * TX_SLOT
+        self.area = SharedArea(large_off + LARGE_TX_SLOTS * LARGE_TX_SLOT, "spp-virtio-user")
         self.rxq = DriverQueue(self.area, 0, 2 * ring_len, queue_size, RX_SLOT)
         self.txq = DriverQueue(self.area, ring_len, 2 * ring_len + rx_len, queue_size, TX_SLOT)
+        # Large transmit slots (pages only touched when used): free ones, and which descriptor
+        # holds which (-1: its own slot).
+        self.large_off = large_off
+        self.large_free = list(range(LARGE_TX_SLOTS))
+        self.large_of = np.full(queue_size, -1, np.int64)
+        self._hdr_dirty = np.zeros(queue_size, bool)  # transmit slots whose header is not zero
         self.lock = threading.Lock()
         self.running = False
         self.connected = False
         self.features = 0
         self.hdr_len = d.NET_HDR_LEN
+        self.send_caps = 0  # offloads the back-end takes from us (offload.CAN_*)
+        self.read_vnet = False  # the back-end may send us offload metadata (GUEST_CSUM)
         self.errors = 0
         self.connections = 0
         self.last_error = ""
@@ -206,6 +249,8 @@ class VirtioUser:
     # -- the packet path -----------------------------------------------------------------------
 
     def tx_burst(self, pool: BufferPool, bufs: np.ndarray) -> int:
+        """Send a prefix of ``bufs`` as they are (the caller made them fit :attr:`send_caps`
+        and :data:`LARGE_TX_SLOT`); returns how many were taken (and freed)."""
         with self.lock:
             if not self.running or not len(bufs):
                 return 0
@@ -218,12 +263,65 @@ class VirtioUser:
             pool.free(bufs[:k])
         return k
 
+    def send(self, pool: BufferPool, bufs: np.ndarray, xstats: np.ndarray) -> tuple[np.ndarray, int]:
+        """Send a prefix of ``bufs`` made fit for the back-end first: ``(sent, taken)``, where
+        ``sent`` is the burst after :func:`offload.prepare` (the caller owns ``bufs`` as long as
+        ``sent is bufs``; otherwise it owns ``sent``) less frames too long for any slot (freed,
+        counted as ``tx_refused``), and ``taken`` how many of it the back-end took (and freed)."""
+        with self.lock:  # (held while preparing, so the features cannot change in between)
+            if not self.running or not len(bufs):
+                return bufs, 0
+            sent = offload.prepare(pool, bufs, xstats, self.send_caps)
+            # Only a large buffer can hold a long frame: one reduction of the indices spares the
+            # length gather on ordinary bursts.
+            long = None
+            if len(sent) and int(sent.max()) >= pool.large_base:
+                long = pool.lengths[sent] > LARGE_TX_SLOT - self.hdr_len
+            if long is not None and long.any():
+                xstats[offload.XS["tx_refused"]] += int(np.count_nonzero(long))
+                if sent is bufs:
+                    sent = sent.copy()  # the caller must see a burst of its own now
+                pool.free(sent[long])
+                sent = sent[~long]
+            try:
+                k = self._tx(pool, sent)
+            except Exception as e:  # whatever the back-end wrote, the worker carries on
+                self._failed(e)
+                return sent, 0
+        if k:
+            pool.free(sent[:k])
+        return sent, k
+
     def _tx(self, pool: BufferPool, bufs: np.ndarray) -> int:
         q = self.txq
         done = q.used_ids(q.size)
         if len(done):
+            if len(self.large_free) < LARGE_TX_SLOTS:
+                self._reclaim_large(done)
             q.free_ids[q.nfree : q.nfree + len(done)] = done
             q.nfree += len(done)
+        if not len(bufs) or int(bufs.max()) < pool.large_base:
+            return self._tx_slots(pool, bufs)
+        long = pool.lengths[bufs] > pool.buf_size
+        if not long.any():
+            return self._tx_slots(pool, bufs)
+        sent = 0
+        for run_start, run_end, is_long in _runs(long):
+            if is_long:
+                for b in bufs[run_start:run_end].tolist():
+                    if not self._tx_large(pool, b):
+                        return sent
+                    sent += 1
+            else:
+                k = self._tx_slots(pool, bufs[run_start:run_end])
+                sent += k
+                if k < run_end - run_start:
+                    return sent
+        return sent
+
+    def _tx_slots(self, pool: BufferPool, bufs: np.ndarray) -> int:
+        """Pool-buffer-sized frames, each in its descriptor's own slot, in one go."""
+        q = self.txq
         k = min(len(bufs), q.nfree)
         if not k:
             return 0
@@ -233,11 +331,59 @@ class VirtioUser:
         lens = pool.lengths[src]
         h = self.hdr_len
         width = int(lens.max())  # a pool buffer always fits a slot after the header
+        if self.send_caps:
+            self._tx_headers(pool, ids, src)
         if width:
             q.rows(width, h)[ids] = self._pool_rows(pool)(width)[src]
         q.ring.desc_len[ids] = lens + h  # flags and next stay 0
         q.kick(q.publish(ids))
         return k
+
+    def _tx_headers(self, pool: BufferPool, ids: np.ndarray, src: np.ndarray) -> None:
+        """Write the offload metadata of ``src`` into the headers of slots ``ids``. Headers are
+        zero unless written here, so a slot that carried metadata is marked, and zeroed again
+        when it next carries a frame without."""
+        q = self.txq
+        if _or(pool.vnet_word[src]):
+            q.rows(VNET_HDR_LEN)[ids] = _metadata(pool, src)
+            self._hdr_dirty[ids] = True
+        elif self._hdr_dirty[ids].any():
+            q.rows(VNET_HDR_LEN)[ids] = self._zero_vnet
+            self._hdr_dirty[ids] = False
+
+    _zero_vnet = np.zeros(1, np.dtype((np.void, VNET_HDR_LEN)))[0]
+
+    def _tx_large(self, pool: BufferPool, buf: int) -> bool:
+        """One long frame from a large slot; False when no descriptor or large slot is free."""
+        q = self.txq
+        if not q.nfree or not self.large_free:
+            return False
+        q.nfree -= 1
+        i = int(q.free_ids[q.nfree])
+        slot = self.large_free.pop()
+        h = self.hdr_len
+        ln = int(pool.lengths[buf])
+        off = self.large_off + slot * LARGE_TX_SLOT
+        flat = self.area.flat
+        flat[off : off + h] = 0
+        if self.send_caps and pool.vnet_word[buf]:
+            flat[off : off + VNET_HDR_LEN] = pool.vnet[buf]
+        flat[off + h : off + h + ln] = pool.frame(buf, ln)
+        self.large_of[i] = slot
+        q.ring.desc["addr"][i] = self.area.addr + off
+        q.ring.desc64[i, 1] = ln + h
+        q.kick(q.publish(np.array([i], np.uint16)))
+        return True
+
+    def _reclaim_large(self, ids: np.ndarray) -> None:
+        """Descriptors back from the back-end give their large slots back (and get their own)."""
+        slots = self.large_of[ids]
+        used = slots >= 0
+        if used.any():
+            back = ids[used]
+            self.large_free.extend(slots[used].tolist())
+            self.large_of[back] = -1
+            self.txq.ring.desc["addr"][back] = self.txq.slot_addr[back].astype(np.uint64)
 
     def rx_burst(self, pool: BufferPool, max_n: int) -> np.ndarray:
         with self.lock:
@@ -269,6 +415,14 @@ class VirtioUser:
 
     _pool_views: RowViews | None = None
 
+    def _pool_vnet(self, pool: BufferPool) -> np.ndarray:
+        views = self._vnet_views
+        if views is None or views.rows is not pool.vnet:
+            views = self._vnet_views = RowViews(pool.vnet)
+        return views(VNET_HDR_LEN)
+
+    _vnet_views: RowViews | None = None
+
     def _rx(self, pool: BufferPool, max_n: int) -> np.ndarray:
         q = self.rxq
         ids, lens = q.used(max_n)
@@ -291,7 +445,7 @@ class VirtioUser:
             raise ProtocolError(
                 f"used length shorter than the virtio-net header or beyond the {RX_SLOT}-byte receive buffers"
             )
-        bufs = pool.alloc(len(ids))
+        bufs = pool.alloc(len(ids), plain=not self.read_vnet)
         if len(bufs) < len(ids):  # pool exhausted: leave them in the ring for the next call
             pool.free(bufs)
             q.last_used = (q.last_used - len(ids)) & 0xFFFF
@@ -299,6 +453,8 @@ class VirtioUser:
         got = bufs.astype(np.intp)
         if longest:
             self._pool_rows(pool)(longest)[got] = q.rows(longest, h)[ids]
+        if self.read_vnet:
+            self._pool_vnet(pool)[got] = q.rows(VNET_HDR_LEN)[ids]
         pool.lengths[got] = frame_lens
         q.kick(q.publish(ids))  # the slots go straight back to the back-end
         return bufs
@@ -306,11 +462,14 @@ class VirtioUser:
     def _rx_merged(
         self, pool: BufferPool, ids: np.ndarray, lens: np.ndarray, nbufs: np.ndarray
     ) -> np.ndarray:
-        """Packets spread over several receive buffers (mergeable rx): joined one by one. A packet
-        whose last buffers have not arrived yet is put back by rewinding the used index."""
+        """Packets spread over several receive buffers (mergeable rx): joined one by one, into
+        large pool buffers where they are longer than a pool buffer. A packet whose last buffers
+        have not arrived yet, or that finds no buffer free, is put back by rewinding the used
+        index."""
         q, h = self.rxq, self.hdr_len
-        frames: list[np.ndarray] = []
+        out: list[int] = []
         i, consumed = 0, 0
+        limit = pool.large_size if pool.seg.spec.nb_large else pool.buf_size
         while i < len(ids):
             k = int(nbufs[i])
             if k < 1 or i + k > len(ids):
@@ -320,17 +479,29 @@ class VirtioUser:
             parts = [q.slots[ids[i], h : int(lens[i])]] + [
                 q.slots[ids[j], : int(lens[j])] for j in range(i + 1, i + k)
             ]
-            frames.append(np.concatenate(parts))
+            frame = np.concatenate(parts)
+            if len(frame) > limit:
+                self.rx_too_long += 1  # nothing can hold it: its buffers go back
+            else:
+                got = pool.alloc_large(1) if len(frame) > pool.buf_size else pool.alloc(1)
+                if not len(got):
+                    break  # no buffer now: the packet waits in the ring
+                b = int(got[0])
+                pool.frame(b, len(frame))[:] = frame
+                pool.lengths[b] = len(frame)
+                if self.read_vnet:
+                    pool.vnet[b] = q.slots[ids[i], :VNET_HDR_LEN]
+                else:
+                    pool.vnet_word[b] = 0
+                out.append(b)
             i += k
             consumed = i
         q.last_used = (q.last_used - (len(ids) - consumed)) & 0xFFFF
-        out = pool.alloc(len(frames))
-        for b, f in zip(out.tolist(), frames[: len(out)], strict=False):
-            n = min(len(f), pool.buf_size)
-            pool.data[b, :n] = f[:n]
-            pool.lengths[b] = n
         q.kick(q.publish(ids[:consumed]))
-        return out
+        return np.array(out, np.uint32)
+
+    #: packets that arrived longer than the largest pool buffer, dropped
+    rx_too_long = 0
 
     def prepare_sleep(self) -> bool:
         """Going idle: ask for interrupts (call eventfd), drain it, and say whether packets
@@ -438,6 +609,11 @@ class VirtioUser:
         self._call(conn, d.SET_FEATURES, u64(features), ack=True)
         with self.lock:
             self.features = features
+            self.send_caps = d.device_rx_caps(features)
+            self.read_vnet = d.has(features, d.NET_F_GUEST_CSUM)
+            self.large_free = list(range(LARGE_TX_SLOTS))
+            self.large_of[:] = -1
+            self._hdr_dirty[:] = False  # (reset zeroes the headers)
             self.hdr_len = d.net_hdr_len(features)
             for q in (self.rxq, self.txq):
                 q.reset()

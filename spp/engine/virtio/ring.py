@@ -17,6 +17,7 @@ import os
 import numpy as np
 
 from spp.engine.pool import BufferPool
+from spp.engine.shm import VNET_HDR_LEN
 from spp.engine.virtio.defs import (
     DESC,
     USED_ELEM,
@@ -33,6 +34,16 @@ EMPTY = np.empty(0, np.uint32)
 _LEN_FLAGS = np.uint64((1 << 48) - 1)  # a descriptor's len and flags, without next
 _WRITE_ONLY_INT = VRING_DESC_F_WRITE << 32
 _MASK64 = (1 << 64) - 1
+_or = np.bitwise_or.reduce
+_VNET_VOID = np.dtype((np.void, VNET_HDR_LEN))
+
+
+def _metadata(pool: BufferPool, bufs: np.ndarray) -> np.ndarray:
+    """The virtio-net headers (first ``VNET_HDR_LEN`` bytes) of ``bufs``, one row each: their
+    metadata, or zeros for a frame with nothing to do (whose other fields may be stale)."""
+    rows = pool.vnet[bufs]
+    rows[pool.vnet_word[bufs] == 0] = 0
+    return rows
 
 
 def ring_read(arr: np.ndarray, start: int, n: int) -> np.ndarray:
@@ -112,8 +123,12 @@ class DeviceRing:
         hdr_len: int,
         event_idx: bool,
         call_fd: int | None,
+        read_vnet: bool = False,
     ) -> None:
+        """``read_vnet``: the driver may send offload metadata (VIRTIO_NET_F_CSUM negotiated), so
+        each packet's header is copied into its buffer's ``vnet``; otherwise buffers get none."""
         self.mem = mem
+        self.read_vnet = read_vnet
         self.ring = SplitLayout(mem.flat, size, desc, avail, used)
         self.size = size
         self.last_avail = base & 0xFFFF
@@ -128,12 +143,20 @@ class DeviceRing:
             self.hdr_template[10] = 1  # num_buffers = 1
         self.hdr_void = self.hdr_template.view(np.dtype((np.void, hdr_len)))[0]
         self._pool_rows: RowViews | None = None
+        self._pool_vnet: RowViews | None = None
 
     def _rows(self, pool: BufferPool) -> RowViews:
         views = self._pool_rows
         if views is None or views.rows is not pool.data:
             views = self._pool_rows = RowViews(pool.data)
         return views
+
+    def _vnet(self, pool: BufferPool) -> np.ndarray:
+        """Every buffer's offload metadata as one ``VNET_HDR_LEN``-byte element."""
+        views = self._pool_vnet
+        if views is None or views.rows is not pool.vnet:
+            views = self._pool_vnet = RowViews(pool.vnet)
+        return views(VNET_HDR_LEN)
 
     # -- shared steps --------------------------------------------------------------------------
 
@@ -212,7 +235,7 @@ class DeviceRing:
             simple = self._receive_simple(pool, heads)
             if simple is not None:
                 return simple, 0
-        bufs = pool.alloc(n)
+        bufs = pool.alloc(n, plain=not self.read_vnet)  # (read_vnet: every kept one is written)
         if len(bufs) < n:  # pool exhausted: leave the rest on the ring for later
             n = len(bufs)
             heads = heads[:n]
@@ -223,6 +246,7 @@ class DeviceRing:
         ln = d["len"].astype(np.int64)
         flags = d["flags"]
         h = self.hdr_len
+        hdr_off, hdr_in = self.mem.offsets(addr, h)
         addr += np.uint64(h)
         ln -= h
         slow = (flags & (VRING_DESC_F_INDIRECT | VRING_DESC_F_WRITE)) != 0
@@ -244,7 +268,7 @@ class DeviceRing:
         buf_size = pool.buf_size
         bad = (ln < 0) | (ln > buf_size)
         off, inside = self.mem.offsets(addr, np.maximum(ln, 0))
-        fast = ~slow & ~bad & inside
+        fast = ~slow & ~bad & inside & hdr_in
         width = 0
         if fast.any():
             width = min(-(-int(ln[fast].max()) // _WIDTH_STEP) * _WIDTH_STEP, buf_size)
@@ -254,20 +278,16 @@ class DeviceRing:
         fi = np.flatnonzero(fast)
         if len(fi):
             pool.data[bufs[fi], :width] = self.mem.window(width)[off[fi]]
+            if self.read_vnet:
+                self._vnet(pool)[bufs[fi]] = self.mem.void_window(VNET_HDR_LEN)[hdr_off[fi]]
         if len(fi) < n:
             ok = fast.copy()
-            data = pool.data
-            for i in np.flatnonzero(~fast).tolist():
-                try:
-                    frame = self._gather(int(heads[i]), buf_size)
-                except RingError as e:
-                    self.broken = str(e)  # stop after this burst; the driver gets its buffers back
-                    frame = None
-                if frame is None:
-                    continue
-                data[bufs[i], : len(frame)] = frame
-                lens[i] = len(frame)
-                ok[i] = True
+            n = self._receive_each(pool, heads, bufs, lens, ok)
+            if n < len(heads):  # a long frame waits for a large buffer; so does what follows it
+                pool.free(bufs[n:])
+                heads, bufs, lens, ok = heads[:n], bufs[:n], lens[:n], ok[:n]
+                if not n:
+                    return EMPTY, 0
             dropped = int(n - ok.sum())
         self._complete(heads, 0)
         if dropped:
@@ -275,6 +295,45 @@ class DeviceRing:
             bufs, lens = bufs[ok], lens[ok]
         pool.lengths[bufs] = lens
         return bufs, dropped
+
+    #: packets dropped because they were longer than any buffer (or no large buffer exists)
+    rx_too_long = 0
+
+    def _receive_each(
+        self, pool: BufferPool, heads: np.ndarray, bufs: np.ndarray, lens: np.ndarray, ok: np.ndarray
+    ) -> int:
+        """The per-packet path for the packets not marked ``ok`` (chains, long frames): each is
+        gathered and copied, into a large buffer (swapped into ``bufs``) when longer than a pool
+        buffer. Returns how many packets were dealt with: all, unless a long frame found no large
+        buffer free (then it and those behind it stay on the ring)."""
+        buf_size, h = pool.buf_size, self.hdr_len
+        has_large = pool.seg.spec.nb_large > 0
+        limit = pool.large_size if has_large else buf_size
+        for i in np.flatnonzero(~ok).tolist():
+            try:
+                whole = self._gather(int(heads[i]), limit)
+            except RingError as e:
+                self.broken = str(e)  # stop after this burst; the driver gets its buffers back
+                whole = None
+            if whole is None:
+                continue
+            if isinstance(whole, int):  # too long for any buffer
+                self.rx_too_long += 1
+                continue
+            frame = whole[h:]
+            b = int(bufs[i])
+            if len(frame) > buf_size:
+                large = pool.alloc_large(1)
+                if not len(large):
+                    return i
+                pool.free(bufs[i : i + 1])
+                bufs[i] = b = int(large[0])
+            pool.frame(b, len(frame))[:] = frame
+            if self.read_vnet:
+                pool.vnet[b] = whole[:VNET_HDR_LEN]
+            lens[i] = len(frame)
+            ok[i] = True
+        return len(heads)
 
     #: why the ring must stop, set by a burst that met an impossible descriptor
     broken: str | None = None
@@ -300,28 +359,39 @@ class DeviceRing:
         rel = r.desc_addr[at] + np.uint64((h - self.mem.lo - start) & _MASK64)
         if int(rel.max()) > end - start - width:
             return None
-        bufs = pool.alloc(len(at))
+        if self.read_vnet and int(rel.min()) < h:  # the header must lie inside the region too
+            return None
+        bufs = pool.alloc(len(at), plain=not self.read_vnet)
         k = len(bufs)
         if k < len(at):  # pool exhausted: leave the rest on the ring for later
             if not k:
                 return EMPTY
             heads, rel, ln = heads[:k], rel[:k], ln[:k]
         got = bufs.astype(np.intp)
+        frm = rel.view(np.int64)
         if width:
-            self._rows(pool)(width)[got] = self.mem.void_window(width)[start:][rel.view(np.int64)]
+            self._rows(pool)(width)[got] = self.mem.void_window(width)[start:][frm]
+        if self.read_vnet:
+            self._vnet(pool)[got] = self.mem.void_window(VNET_HDR_LEN)[frm + (start - h)]
         pool.lengths[got] = ln
         self._complete(heads, 0)
         return bufs
 
-    def _gather(self, head: int, limit: int) -> np.ndarray | None:
-        """One packet from a chain of any shape (the per-packet path), header stripped; None for
-        a packet that is too short or longer than ``limit``."""
+    def _gather(self, head: int, limit: int) -> np.ndarray | int | None:
+        """One packet from a chain of any shape (the per-packet path), header included; None for
+        a packet shorter than its header, its length (an int) for one whose frame is longer than
+        ``limit``."""
         segs = self._chain(head, writable=False)
         total = sum(ln for _, ln in segs)
-        if not self.hdr_len <= total <= limit + self.hdr_len:
+        if total < self.hdr_len:
             return None
+        if total > limit + self.hdr_len:
+            return total - self.hdr_len
         flat = self.mem.flat
-        return np.concatenate([flat[o : o + ln] for o, ln in segs])[self.hdr_len :]
+        if len(segs) == 1:
+            o, ln = segs[0]
+            return flat[o : o + ln]
+        return np.concatenate([flat[o : o + ln] for o, ln in segs])
 
     # -- our transmit -> the driver's receive queue --------------------------------------------
 
@@ -329,12 +399,13 @@ class DeviceRing:
         """Write packets into the driver's receive buffers; returns how many were taken."""
         total = len(bufs)
         done = 0
+        meta = bool(_or(pool.vnet_word[bufs])) if total else False  # any header to write?
         while done < total:
             n, heads = self._available(total - done)
             if not n:
                 break
             batch = bufs[done : done + n]
-            if self.mem.single is not None and self._deliver_simple(pool, heads, batch):
+            if self.mem.single is not None and self._deliver_simple(pool, heads, batch, meta):
                 done += n
                 continue
             lens = pool.lengths[batch].astype(np.int64)
@@ -355,12 +426,16 @@ class DeviceRing:
                 if width > 0:
                     src = np.empty((k, width), np.uint8)
                     src[:, : self.hdr_len] = self.hdr_template
+                    if meta:
+                        src[:, :VNET_HDR_LEN] = _metadata(pool, batch[:k])
                     src[:, self.hdr_len :] = pool.data[batch[:k], : width - self.hdr_len]
                     self.mem.window(width)[off[:k]] = src
                 else:
                     flat, data, h = self.mem.flat, pool.data, self.hdr_len
                     for o, b, ln in zip(off[:k].tolist(), batch[:k].tolist(), lens[:k].tolist(), strict=True):
                         flat[o : o + h] = self.hdr_template
+                        if meta and pool.vnet_word[b]:
+                            flat[o : o + VNET_HDR_LEN] = pool.vnet[b]
                         flat[o + h : o + h + ln] = data[b, :ln]
                 self._complete(heads[:k], need[:k])
                 done += k
@@ -376,7 +451,7 @@ class DeviceRing:
             pool.free(bufs[:done])
         return done
 
-    def _deliver_simple(self, pool: BufferPool, heads: np.ndarray, batch: np.ndarray) -> bool:
+    def _deliver_simple(self, pool: BufferPool, heads: np.ndarray, batch: np.ndarray, meta: bool) -> bool:
         """The common burst: every receive buffer one device-writable descriptor large enough
         for the longest packet, inside the single region. Header and frames are written with two
         scatters. False: take the general path (nothing has been written)."""
@@ -400,6 +475,8 @@ class DeviceRing:
         to = rel.view(np.int64)
         mem = self.mem
         mem.void_window(h)[start:][to] = self.hdr_void
+        if meta:
+            mem.void_window(VNET_HDR_LEN)[start:][to] = _metadata(pool, src).view(_VNET_VOID).reshape(-1)
         if longest:
             mem.void_window(longest)[start + h :][to] = self._rows(pool)(longest)[src]
         self._complete(heads, ln + h)
@@ -412,6 +489,8 @@ class DeviceRing:
         """One packet across a descriptor chain, or (mergeable) across several buffers."""
         ln = int(pool.lengths[buf])
         payload = np.concatenate([self.hdr_template, pool.frame(buf, ln)])
+        if pool.vnet_word[buf]:
+            payload[:VNET_HDR_LEN] = pool.vnet[buf]
         avail = (int(self.ring.avail_idx[0]) - self.last_avail) & 0xFFFF
         plan: list[tuple[int, list[tuple[int, int]]]] = []
         room = 0
