@@ -58,3 +58,13 @@ def port_ctx(segment: Segment, pool: BufferPool) -> PortContext:
 
 
 __all__ = ["PhyInfo", "pytest_sessionfinish", "pytest_sessionstart", "unique_prefix"]
+
+
+@pytest.fixture(scope="session")
+def vm_image(tmp_path_factory: pytest.TempPathFactory):
+    """A guest image from ``spp vm image`` (kernel + initramfs), built once per run."""
+    from spp.integrations.vm.image import build_image
+
+    out = tmp_path_factory.mktemp("vm-image")
+    build_image(out)
+    return out

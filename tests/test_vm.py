@@ -15,7 +15,7 @@ import pytest
 
 from spp.integrations.vm import manager
 from spp.integrations.vm.cli import parse_ids
-from spp.integrations.vm.image import READY_MARK, build_image, find_installed_kernel, resolve_modules
+from spp.integrations.vm.image import READY_MARK, find_installed_kernel, resolve_modules
 from spp.integrations.vm.qemu import VmSpecError
 
 SPP_VM = [sys.executable, "-m", "spp.integrations.vm.cli"]
@@ -122,6 +122,21 @@ def test_dry_run_under_tcg_with_client_sockets_and_image(tmp_path: Path) -> None
     assert "spp.net=02:00:00:00:07:03@10.9.0.7/24" in dict(opts)["-append"]
 
 
+def test_nic_options_reach_every_nic_and_nothing_else_does(tmp_path: Path) -> None:
+    argv = dry_run_argv(
+        "3", "-d", "1,2", "--accel", "tcg", "--nic-opt", "guest_tso4=off", "--nic-opt", "csum=off",
+        "--image", str(tmp_path / "img"), state=tmp_path / "s",
+    )  # fmt: skip
+    devices = [v for k, v in options(argv) if k == "-device"]
+    assert devices == [
+        f"virtio-net-pci,netdev=net_vu3_{n},mac=00:AD:BE:B4:03:0{n},vectors=0,guest_tso4=off,csum=off"
+        for n in (1, 2)
+    ]
+    for bad in ("guest_tso4=off,addr=5", "x", "a=b c", "=off"):
+        r = spp_vm("start", "3", "-d", "1", "--nic-opt", bad, "--dry-run", state=tmp_path, check=False)
+        assert r.returncode == 1 and f"invalid NIC option '{bad}'" in r.stderr, r.stderr
+
+
 def test_bad_vm_options_are_refused(tmp_path: Path) -> None:
     r = spp_vm("start", "1", "-d", "1,x", "--dry-run", state=tmp_path, check=False)
     assert r.returncode == 1 and "invalid device ids '1,x'" in r.stderr
@@ -191,14 +206,12 @@ def _depends(path: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("vm-image")
-    img = build_image(out)
-    assert img.vmlinuz.stat().st_size > 1_000_000
-    assert 0 < img.initrd.stat().st_size < 8_000_000
-    meta = json.loads((out / "image.json").read_text())
-    assert meta["kernel_version"] == img.kernel_version and "virtio_net.ko" in meta["modules"]
-    return out
+def image(vm_image: Path) -> Path:
+    assert (vm_image / "vmlinuz").stat().st_size > 1_000_000
+    assert 0 < (vm_image / "initrd.img").stat().st_size < 8_000_000
+    meta = json.loads((vm_image / "image.json").read_text())
+    assert "virtio_net.ko" in meta["modules"]
+    return vm_image
 
 
 def test_image_cli_builds(tmp_path: Path) -> None:

@@ -88,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--hugepages", help="back guest memory with files in this hugetlbfs mount")
     s.add_argument("--append", default="", help="extra kernel command line")
     s.add_argument("--name", help="guest host name (default spp-vm<ID>)")
+    s.add_argument(
+        "--nic-opt",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="virtio-net-pci property for every NIC, e.g. guest_tso4=off (repeatable)",
+    )
     s.add_argument("--qemu", default=QEMU, help="QEMU binary (default %(default)s)")
     s.add_argument("--dry-run", action="store_true", help="print the QEMU command and start nothing")
     s.add_argument("--wait", action="store_true", help="return only once the guest is ready")
@@ -157,6 +164,7 @@ def make_spec(args: argparse.Namespace, root: Path) -> VmSpec:
         append=args.append,
         qemu=args.qemu,
         name=args.name,
+        nic_options=args.nic_opt,
     )
 
 

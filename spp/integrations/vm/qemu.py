@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,9 @@ from pathlib import Path
 QEMU = "qemu-system-x86_64"
 KVM_GET_API_VERSION = 0xAE00
 KVM_API_VERSION = 12
+#: a virtio-net-pci property as ``--nic-opt`` takes it: one ``name=value``, no comma (which would
+#: start another property), e.g. ``guest_tso4=off``
+NIC_OPTION = re.compile(r"[a-z][a-z0-9_-]*=[A-Za-z0-9_.:-]+")
 
 
 class VmSpecError(ValueError):
@@ -60,6 +64,9 @@ class VmSpec:
     append: str = ""
     qemu: str = QEMU
     name: str | None = None
+    #: extra virtio-net-pci properties for every NIC (``guest_tso4=off``: a guest that does not
+    #: take TCP aggregates)
+    nic_options: list[str] = field(default_factory=list)
 
     @property
     def hostname(self) -> str:
@@ -153,6 +160,10 @@ def qemu_argv(spec: VmSpec) -> list[str]:
         device = f"virtio-net-pci,netdev={netdev},mac={nic.mac}"
         if spec.accel == "tcg":
             device += ",vectors=0"
+        for opt in spec.nic_options:
+            if not NIC_OPTION.fullmatch(opt):
+                raise VmSpecError(f"invalid NIC option '{opt}' (one NAME=VALUE, e.g. guest_tso4=off)")
+            device += f",{opt}"
         argv += [
             "-chardev",
             chardev,
