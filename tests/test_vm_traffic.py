@@ -16,7 +16,6 @@ import hashlib
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -188,14 +187,14 @@ def test_guests_negotiate_offloads_and_ping_each_other(rig):
 def test_tcp_between_guests_through_nfv_keeps_aggregates_whole(rig):
     g1, g2 = rig.guests[1], rig.guests[2]
     before = stats(rig)
-    guest_tcp(rig, g1, g2, f"{GUEST_NET}.2")
-    guest_tcp(rig, g2, g1, f"{GUEST_NET}.1")
+    guest_tcp(rig, g1, g2, f"{GUEST_NET}.2", 4)
+    guest_tcp(rig, g2, g1, f"{GUEST_NET}.1", 4)
     after = stats(rig)
     for port in ("vhost:1", "vhost:2"):
         frames = after[port]["rx"] - before[port]["rx"]
-        # 8 MiB in wire-sized frames would be more than 5800 of them: the guests' TSO aggregates
+        # 4 MiB in wire-sized frames would be more than 2900 of them: the guests' TSO aggregates
         # crossed whole (both negotiated HOST_ and GUEST_TSO4), nothing was cut up in between
-        assert 0 < frames < 4000, (port, frames)
+        assert 0 < frames < 2000, (port, frames)
         assert not after[port]["xstats"].get("sw_gso"), after[port]
         assert after[port]["rx_drop"] == 0 and after[port]["errors"] == 0, after[port]
 
@@ -208,17 +207,17 @@ def test_tcp_between_a_guest_and_a_namespace_through_phy(rig):
     recv = _spawn(ns.ns, _TCP_RECV, [str(port), "300"])
     try:
         _ready(recv)
-        want = g1.sh("dd if=/dev/urandom of=/tmp/tx bs=64k count=128 2>/dev/null; sha256sum < /tmp/tx")
+        want = g1.sh("dd if=/dev/urandom of=/tmp/tx bs=64k count=64 2>/dev/null; sha256sum < /tmp/tx")
         g1.sh(f"nc {NS_NET}.2 {port} < /tmp/tx", timeout=600)
         got = _last_json(recv, 300)
     finally:
         with contextlib.suppress(ProcessLookupError):
             recv.kill()
-    assert got["bytes"] == 8 << 20 and got["sha256"] == want.split()[0], got
+    assert got["bytes"] == 4 << 20 and got["sha256"] == want.split()[0], got
     # and back: the namespace sends, the guest hashes
     port = rig.port()
     g1.sh(listen(port))
-    data = secrets.token_bytes(8 << 20)
+    data = secrets.token_bytes(4 << 20)
     sender = subprocess.run(
         ["ip", "netns", "exec", ns.ns, "python3", "-c", _SEND, f"{NS_NET}.1", str(port)],
         input=data,
@@ -420,32 +419,31 @@ def assert_other_patch_undisturbed(rig: Rig, during) -> None:
         assert after[port]["tx_drop"] == before[port]["tx_drop"], (port, before[port], after[port])
 
 
-def monitor(guest: Guest, command: str) -> None:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(10)
-        s.connect(str(guest.spec.monitor_socket))
-        s.sendall(command.encode() + b"\n")
-        time.sleep(0.5)
-
-
-def test_guest_reset_reconnects_while_the_other_patch_forwards(rig):
-    """``system_reset`` (a guest reboot): the guest's driver resets the device and negotiates
-    anew; the nfv carries on with the phy patch meanwhile, and the guests talk again."""
+def test_guest_device_reset_reconnects_while_the_other_patch_forwards(rig):
+    """The guest's driver lets go of its NIC and takes it again (unbind/bind: the device is reset
+    and everything negotiated anew, as on a reboot; QEMU's ``system_reset`` would end QEMU here,
+    which runs with -no-reboot): the nfv carries on with the phy patch meanwhile, and the guests
+    talk again afterwards."""
     g1, g2 = rig.guests[1], rig.guests[2]
-    boots = g2.boots()
-    connections = stats(rig)["vhost:2"]
+    before = stats(rig)["vhost:2"]
+    dev = g2.sh("basename $(readlink /sys/class/net/eth0/device)").strip()
+    drv = "/sys/bus/virtio/drivers/virtio_net"
 
     def during():
-        monitor(g2, "system_reset")
-        yield "reset sent"
-        g2.wait_booted(boots + 1)
-        yield "guest rebooted"
+        g2.sh(f"echo {dev} > {drv}/unbind")
+        yield "driver gone"
+        g2.sh(f"echo {dev} > {drv}/bind; sleep 1")
+        yield "driver back"
+        g2.sh(f"ip link set eth0 up; ip addr add {GUEST_NET}.2/24 dev eth0")
+        wait_for(lambda: stats(rig)["vhost:2"]["running"], 60, "the rings running again")
+        yield "configured"
 
     assert_other_patch_undisturbed(rig, during)
     out = g1.sh(f"ping -c 3 -W 10 {GUEST_NET}.2", timeout=120)
     assert "3 packets received" in out
     guest_tcp(rig, g1, g2, f"{GUEST_NET}.2", 2)
-    assert stats(rig)["vhost:2"]["errors"] == connections["errors"]
+    after = stats(rig)["vhost:2"]
+    assert after["errors"] == before["errors"] and after["connected"], after
 
 
 def test_qemu_killed_and_restarted_reconnects_while_the_other_patch_forwards(rig):
