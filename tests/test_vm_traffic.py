@@ -203,6 +203,7 @@ def test_tcp_between_a_guest_and_a_namespace_through_phy(rig):
     """guest 1 (second NIC, vhost:3) <-> nfv <-> phy:2 <-> namespace: the kernel and the guest hand
     each other aggregates through the panel (PACKET_VNET_HDR on one side, virtio-net on the other)."""
     g1, ns = rig.guests[1], rig.hosts[2]
+    before = stats(rig)
     port = rig.port()
     recv = _spawn(ns.ns, _TCP_RECV, [str(port), "300"])
     try:
@@ -214,6 +215,12 @@ def test_tcp_between_a_guest_and_a_namespace_through_phy(rig):
         with contextlib.suppress(ProcessLookupError):
             recv.kill()
     assert got["bytes"] == 4 << 20 and got["sha256"] == want.split()[0], got
+    mid = stats(rig)
+    frames = mid["vhost:3"]["rx"] - before["vhost:3"]["rx"]
+    # fewer frames than 4 MiB of wire-sized segments (> 2900): the guest's aggregates went to the
+    # kernel whole, as PACKET_VNET_HDR aggregates, and the panel cut nothing up
+    assert 0 < frames < 2000 and mid["phy:2"]["tx"] - before["phy:2"]["tx"] == frames, (before, mid)
+    assert not mid["phy:2"]["xstats"].get("sw_gso"), mid["phy:2"]
     # and back: the namespace sends, the guest hashes
     port = rig.port()
     g1.sh(listen(port))
