@@ -161,6 +161,21 @@ def _kvm() -> bool:
     return kvm_usable()
 
 
+def test_auto_accel_picks_one_qemu_can_run_on() -> None:
+    """``--accel auto`` must not pick KVM where ``/dev/kvm`` opens but QEMU aborts on it (as in
+    some nested VMs, this machine among them): a paused QEMU on the chosen accelerator starts and
+    quits cleanly."""
+    from spp.integrations.vm.qemu import QEMU, resolve_accel
+
+    accel = resolve_accel("auto")
+    argv = [QEMU, "-machine", f"q35,accel={accel}", "-m", "32", "-display", "none", "-nodefaults"]
+    argv += ["-no-user-config", "-S", "-monitor", "stdio", "-serial", "none"]
+    if accel == "kvm":
+        argv += ["-cpu", "host"]
+    done = subprocess.run(argv, input="quit\n", capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"QEMU on {accel}: {done.stderr[-500:]}"
+
+
 # -- the image and a real guest --------------------------------------------------------------------
 
 

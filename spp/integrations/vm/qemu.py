@@ -9,8 +9,9 @@ with these differences:
 
 * memory is ``memory-backend-memfd`` (no hugetlbfs needed) unless ``hugepages`` names a mount;
 * QEMU is the socket *server* exactly when the SPP side uses ``--vhost-client`` (``server=on``);
-* KVM when ``/dev/kvm`` is usable, else TCG, where every virtio-net-pci gets ``vectors=0``
-  (QEMU 7.2 under TCG crashes in vhost-user MSI-X set-up otherwise) and ``-cpu host`` is dropped;
+* KVM when a QEMU can run on ``/dev/kvm`` (probed once), else TCG, where every virtio-net-pci
+  gets ``vectors=0`` (QEMU 7.2 under TCG crashes in vhost-user MSI-X set-up otherwise) and
+  ``-cpu host`` is dropped;
 * the monitor and serial console are unix sockets in the VM's state dir (the recipes' telnet
   monitor listened on every interface); the serial output is also logged to a file;
 * without a disk image (``-hda``), the guest is a kernel and initramfs (``spp vm image``) whose
@@ -20,9 +21,11 @@ with these differences:
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import re
 import shlex
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,20 +104,40 @@ def vhost_socket(dev_id: int, directory: str = "/tmp") -> str:
     return os.path.join(directory, f"sock{dev_id}")
 
 
-def kvm_usable() -> bool:
+def kvm_usable(qemu: str = QEMU) -> bool:
+    """Whether a KVM guest can start here: ``/dev/kvm`` answers *and* QEMU can set a vCPU up on it.
+
+    The device alone is not proof: in some nested set-ups ``/dev/kvm`` opens and answers, yet the
+    host refuses MSRs QEMU writes at reset and QEMU aborts. So QEMU itself is asked once, paused
+    (``-S``) with no guest, and told to quit; a clean exit means KVM works.
+    """
     try:
         fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
     except OSError:
         return False
     try:
-        return fcntl.ioctl(fd, KVM_GET_API_VERSION) == KVM_API_VERSION
+        if fcntl.ioctl(fd, KVM_GET_API_VERSION) != KVM_API_VERSION:
+            return False
     except OSError:
         return False
     finally:
         os.close(fd)
+    return _qemu_starts_on_kvm(qemu)
+
+
+@functools.cache
+def _qemu_starts_on_kvm(qemu: str) -> bool:
+    argv = [qemu, "-machine", "q35,accel=kvm", "-cpu", "host", "-m", "32", "-display", "none"]
+    argv += ["-nodefaults", "-no-user-config", "-S", "-monitor", "stdio", "-serial", "none"]
+    try:
+        done = subprocess.run(argv, input="quit\n", capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
 
 
 def resolve_accel(choice: str) -> str:
+    """``auto``: KVM where a guest can really run on it (see :func:`kvm_usable`), else TCG."""
     if choice == "auto":
         return "kvm" if kvm_usable() else "tcg"
     if choice == "kvm" and not kvm_usable():
