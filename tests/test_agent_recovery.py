@@ -278,3 +278,47 @@ def test_agent_killed_mid_tap_and_restarted(host):
     assert h.wiring() == tapped
     assert h.etcd.kv(keys.key("tap_status", "h1", "tf1")).version == 1
     assert etcd_run(h.endpoints, lambda e: tools.tap_delete(e, "tf1", wait=30))
+
+
+@pytest.mark.timeout(300)
+def test_the_tools_wait_goes_on_through_a_lost_member(tmp_path):
+    """``port plug`` waits for ``up`` on one member; that member dies before the agent writes it
+    (through another member): the wait moves on and still sees ``up``, instead of failing and
+    leaving the CLI to retry a plug whose ``bind_port`` is already written."""
+    import asyncio
+
+    from spp.integrations.agent.etcd import Etcd, parse_endpoints
+    from spp.integrations.testbed import free_port
+
+    peers = [free_port() for _ in range(3)]
+    cluster = ",".join(f"m{i}=http://127.0.0.1:{p}" for i, p in enumerate(peers))
+    members = [LocalEtcd(peer_port=p, name=f"m{i}", cluster=cluster) for i, p in enumerate(peers)]
+    key = keys.key("port_status", "h1", "p1")
+
+    async def scenario() -> tuple[bool, bool]:
+        waiter = Etcd(parse_endpoints(",".join(m.endpoint for m in members)))
+        writer = Etcd(parse_endpoints(",".join(m.endpoint for m in members[1:])))
+        try:
+            waiting = asyncio.ensure_future(waiter.wait_for_value(key, keys.UP, 120))
+            await asyncio.sleep(1)
+            members[0].stop(signal.SIGKILL)  # the waiter's member (first in its list)
+            await asyncio.sleep(1)
+            await writer.call_any(lambda e: e.put(key, keys.UP))
+            up = await waiting
+            gone = asyncio.ensure_future(tools.wait_gone(waiter, key, 120))
+            await asyncio.sleep(0.5)
+            await writer.call_any(lambda e: e.delete(key))
+            return up, await gone
+        finally:
+            await waiter.close()
+            await writer.close()
+
+    try:
+        for m in members:
+            m.start(wait=False)
+        for m in members:
+            m.wait_ready()
+        assert asyncio.run(scenario()) == (True, True)
+    finally:
+        for m in members:
+            m.close()

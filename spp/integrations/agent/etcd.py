@@ -232,17 +232,38 @@ class Etcd:
                 log.debug("cancelling watch: %s", e)
 
     async def wait_for_value(self, key: str, wanted: str, timeout: float) -> bool:
-        """Whether ``key`` holds ``wanted`` within ``timeout`` s: read first, then watch from
-        the read's revision on (no gap, unlike the original driver's watch_once)."""
+        """Whether ``key`` holds ``wanted`` within ``timeout`` s."""
+        return await self.wait_for(key, lambda value: value == wanted, timeout)
 
-        async def wait() -> bool:
+    async def wait_for(self, key: str, test: Callable[[str | None], bool], timeout: float) -> bool:
+        """Whether ``key``'s value (None: absent) passes ``test`` within ``timeout`` s.
+
+        It reads first, then watches from the read's revision on (no gap, unlike the original
+        driver's watch_once). A member lost, a leader election or a compaction on the way only
+        costs a failover and a fresh read: a one-shot tool must not fail (and its caller retry a
+        plug already half-written) because the cluster changed leader while it waited.
+        """
+
+        async def once() -> bool:
             kvs, rev = await self.get_prefix(key)
-            if any(kv.key == key and kv.value == wanted for kv in kvs):
+            if test(next((kv.value for kv in kvs if kv.key == key), None)):
                 return True
             async for ev in self.watch_prefix(key, rev + 1):
-                if ev.key == key and ev.value == wanted:
+                if ev.key == key and test(ev.value):
                     return True
             return False
+
+        async def wait() -> bool:
+            attempt = 0
+            while True:
+                try:
+                    return await once()
+                except (EtcdUnavailable, Compacted) as e:
+                    log.info("waiting for %s: %s; reading again", key, e)
+                    if isinstance(e, EtcdUnavailable):
+                        await self.failover()
+                    await asyncio.sleep(min(0.2 * attempt, 1.0))
+                    attempt += 1
 
         try:
             return await asyncio.wait_for(wait(), timeout)

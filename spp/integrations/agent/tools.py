@@ -170,21 +170,8 @@ async def unplug(etcd: Etcd, host: str, port_id: str, wait: float = 0.0) -> bool
 
 
 async def wait_gone(etcd: Etcd, key: str, timeout: float) -> bool:
-    import asyncio
-
-    async def gone() -> bool:
-        kvs, rev = await etcd.get_prefix(key)
-        if not any(kv.key == key for kv in kvs):
-            return True
-        async for ev in etcd.watch_prefix(key, rev + 1):
-            if ev.key == key and ev.value is None:
-                return True
-        return False
-
-    try:
-        return await asyncio.wait_for(gone(), timeout)
-    except TimeoutError:
-        return False
+    """Whether ``key`` is deleted within ``timeout`` s (through leader changes and failovers)."""
+    return await etcd.wait_for(key, lambda value: value is None, timeout)
 
 
 # -- the TaaS driver ------------------------------------------------------------------------------
