@@ -111,6 +111,7 @@ def test_etcd_restarted_with_requests_pending(etcd, host):
     assert written_once(h, "p3")
 
 
+@pytest.mark.timeout(300)
 def test_watch_resumes_after_compaction(etcd, host):
     """History the agent has not seen is compacted away while it is cut off: it reads
     everything again instead of missing requests."""
@@ -124,7 +125,9 @@ def test_watch_resumes_after_compaction(etcd, host):
     rev = etcd_run(h.endpoints, lambda e: e.revision())
     etcd_run(h.endpoints, lambda e: e.compact(rev))
     h.resume_agent()
-    h.wait_up("p1", timeout=60)
+    # The agent first has to find its old connection dead (gRPC keep-alive, then its back-off):
+    # about 5 s on a quiet machine, 40-60 s seen at a load average of 11 on two cores.
+    h.wait_up("p1", timeout=150)
     assert written_once(h, "p1")
     assert "compacted" in h.agent_log()
     assert h.table() == [("mac", MAC1, "ring:0")]
