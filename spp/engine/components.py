@@ -57,8 +57,8 @@ from spp.engine.offload import xstats_dict
 from spp.engine.pool import BufferPool
 from spp.engine.portid import PortId
 from spp.engine.ports import Port, PortContext, PortError, open_port
-from spp.engine.ports.base import RX, RX_BYTES, RX_DROP, TX, TX_BYTES, TX_DROP, burst_bytes
-from spp.engine.shm import NB_COUNTERS, Segment
+from spp.engine.ports.base import RX, RX_BYTES, TX, TX_BYTES, TX_DROP, burst_bytes
+from spp.engine.shm import NB_COUNTERS, Segment, counter_fields
 from spp.engine.vlan import VlanOp, rows
 from spp.engine.worker import DEFAULT_BURST, Worker
 
@@ -647,12 +647,7 @@ class ComponentManager:
             c = totals[uid]
             entry: dict[str, object] = {
                 "port": uid.display,
-                "rx": int(c[RX]),
-                "rx_drop": int(c[RX_DROP]),
-                "tx": int(c[TX]),
-                "tx_drop": int(c[TX_DROP]),
-                "rx_bytes": int(c[RX_BYTES]),
-                "tx_bytes": int(c[TX_BYTES]),
+                **counter_fields(c),
             }
             entry.update(infos.get(uid, {}))
             out.append(entry)

@@ -18,7 +18,7 @@ import threading
 from spp.engine.offload import xstats_dict
 from spp.engine.portid import PortId, parse_port_uid
 from spp.engine.ports import Port, PortContext, PortError, open_port
-from spp.engine.ports.base import RX, RX_BYTES, RX_DROP, TX, TX_BYTES, TX_DROP
+from spp.engine.shm import counter_fields
 from spp.engine.worker import Route, Worker
 
 log = logging.getLogger(__name__)
@@ -127,12 +127,7 @@ class PatchPanel:
             c = port.counters
             entry: dict[str, object] = {
                 "port": uid.display,
-                "rx": int(c[RX]),
-                "rx_drop": int(c[RX_DROP]),
-                "tx": int(c[TX]),
-                "tx_drop": int(c[TX_DROP]),
-                "rx_bytes": int(c[RX_BYTES]),
-                "tx_bytes": int(c[TX_BYTES]),
+                **counter_fields(c),
                 # Not in SPP: drops by reason and offload work done (zeros left out).
                 "xstats": xstats_dict(port.xstats),
             }

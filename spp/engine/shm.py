@@ -39,7 +39,7 @@ import json
 import mmap
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -60,6 +60,19 @@ VNET_HDR_LEN = 10
 # they sit in the buffer: no FCS, preamble or gap), added once per burst from the lengths array.
 RX, RX_DROP, TX, TX_DROP, RX_BYTES, TX_BYTES = range(6)
 NB_COUNTERS = 6
+
+
+def counter_fields(row: Sequence[int] | np.ndarray) -> dict[str, int]:
+    """One counter row as per-port status shows it: SPP's keys in SPP's order, then the bytes."""
+    return {
+        "rx": int(row[RX]),
+        "rx_drop": int(row[RX_DROP]),
+        "tx": int(row[TX]),
+        "tx_drop": int(row[TX_DROP]),
+        "rx_bytes": int(row[RX_BYTES]),
+        "tx_bytes": int(row[TX_BYTES]),
+    }
+
 
 # Process table columns and values.
 P_PID, P_KIND, P_STATE, P_START = range(4)

@@ -41,6 +41,7 @@ from spp.engine.shm import (
     Segment,
     SegmentError,
     SegmentSpec,
+    counter_fields,
     sweep_stale,
 )
 from spp.engine.worker import DEFAULT_BURST, Worker
@@ -203,12 +204,7 @@ class Primary(SppProcess):
                         "process": KIND_NAMES.get(int(self.seg.procs[cid, P_KIND]), "process"),
                         "client-id": int(cid),
                         "port": f"{kind}:{num}",
-                        "rx": int(c[RX]),
-                        "rx_drop": int(c[RX_DROP]),
-                        "tx": int(c[TX]),
-                        "tx_drop": int(c[TX_DROP]),
-                        "rx_bytes": int(c[RX_BYTES]),
-                        "tx_bytes": int(c[TX_BYTES]),
+                        **counter_fields(c),
                     }
                 )
         out.sort(key=lambda e: (e["client-id"], e["port"]))
