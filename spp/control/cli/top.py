@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import IO, Any, NoReturn
 
 from spp.control.view.plot import PlotError, Series, check_plot_path, write_plot
+from spp.control.view.rates import human as _human_rate
 
 from .client import CtlError, SppCtlClient
 from .common import SEC_TYPES, CliError
@@ -188,18 +189,8 @@ def _scaled(v: float | None, factor: float) -> float | None:
 
 
 def human(v: float | None, counted: bool = True) -> str:
-    """``0``, ``950``, ``1.23k``, ``19.5M``; ``-`` before a rate exists, ``n/a`` if never counted."""
-    if not counted:
-        return "n/a"
-    if v is None:
-        return "-"
-    if v < 0.5:
-        return "0"
-    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if v >= div:
-            x = v / div
-            return f"{x:.3g}{suffix}" if x < 100 else f"{x:.0f}{suffix}"
-    return f"{v:.0f}"
+    """A rate as the view writes it (``1.23k``, ``-`` before one exists); ``n/a`` if never counted."""
+    return _human_rate(v) if counted else "n/a"
 
 
 HEADER = ("PROCESS", "PORT", "rx pps", "tx pps", "drop pps", "rx bit/s", "tx bit/s")
