@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from spp.integrations.testbed import wait_for
 from spp.integrations.vm import manager
 from spp.integrations.vm.cli import parse_ids
 from spp.integrations.vm.image import READY_MARK, find_installed_kernel, resolve_modules
 from spp.integrations.vm.qemu import VmSpecError
+from tests.vmutil import type_on_console
 
 SPP_VM = [sys.executable, "-m", "spp.integrations.vm.cli"]
 
@@ -102,6 +104,7 @@ def test_dry_run_matches_spps_vm_recipe(tmp_path: Path) -> None:
     assert ("-machine", f"q35,accel={'kvm' if _kvm() else 'tcg'}") in ours
     monitor = dict(ours)["-monitor"]
     assert monitor == f"unix:{state}/2/monitor.sock,server=on,wait=off"
+    assert "-no-reboot" not in argv  # as in the recipe, a reboot in the guest resets the VM
     # the recipe's order of the per-NIC trio is kept
     chardevs = [v for k, v in ours if k in ("-chardev", "-netdev", "-device")][:6]
     assert chardevs[0].startswith("socket,id=chr1,") and chardevs[3].startswith("socket,id=chr2,")
@@ -120,6 +123,13 @@ def test_dry_run_under_tcg_with_client_sockets_and_image(tmp_path: Path) -> None
     assert "-cpu" not in dict(opts)
     assert dict(opts)["-kernel"] == str(tmp_path / "img" / "vmlinuz")
     assert "spp.net=02:00:00:00:07:03@10.9.0.7/24" in dict(opts)["-append"]
+    # a reboot in the guest resets the VM, as in SPP's recipes; --no-reboot makes it end QEMU
+    assert "-no-reboot" not in argv
+    no_reboot = dry_run_argv(
+        "7", "-d", "3", "--ip", "10.9.0.7/24", "--mac", "02:00:00:00:07:03", "--accel", "tcg",
+        "--image", str(tmp_path / "img"), "--no-reboot", state=tmp_path / "s",
+    )  # fmt: skip
+    assert no_reboot == [*argv, "-no-reboot"]
 
 
 def test_nic_options_reach_every_nic_and_nothing_else_does(tmp_path: Path) -> None:
@@ -245,7 +255,10 @@ def vm_state(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.mark.slow
 def test_guest_boots_under_tcg_and_answers_on_the_serial_console(image: Path, vm_state: Path) -> None:
-    spp_vm("start", "4", "--image", str(image), "--accel", "tcg", "--name", "probe", state=vm_state)
+    spp_vm(
+        "start", "4", "--image", str(image), "--accel", "tcg", "--name", "probe", "--no-reboot",
+        state=vm_state,
+    )  # fmt: skip
     st = json.loads(spp_vm("status", "4", "--json", state=vm_state).stdout)
     assert st["state"] == "running" and st["accel"] == "tcg"
     pid = st["pid"]
@@ -259,7 +272,11 @@ def test_guest_boots_under_tcg_and_answers_on_the_serial_console(image: Path, vm
     assert READY_MARK in (vm_state / "4" / "serial.log").read_text(errors="replace")
     listed = json.loads(spp_vm("list", "--json", state=vm_state).stdout)
     assert [v["id"] for v in listed] == [4]
-    assert "stopped" in spp_vm("stop", "4", state=vm_state).stdout
+    # --no-reboot: a reboot in the guest ends QEMU; stop then only removes what it left
+    type_on_console(vm_state / "4" / "serial.sock", "reboot -f")
+    wait_for(lambda: manager.read_pid(vm_state / "4") is None, 60, "QEMU to exit on the guest's reboot")
+    assert json.loads(spp_vm("status", "4", "--json", state=vm_state).stdout)["state"] == "stopped"
+    assert "was not running; state removed" in spp_vm("stop", "4", state=vm_state).stdout
     assert not (vm_state / "4").exists()
     assert not Path(f"/proc/{pid}").exists() or "qemu" not in Path(f"/proc/{pid}/cmdline").read_text()
     assert not vm_state.exists(), "the last VM's stop removes the emptied state dir"

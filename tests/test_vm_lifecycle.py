@@ -24,8 +24,9 @@ import pytest
 
 from spp.integrations.testbed import free_port, wait_for
 from spp.integrations.vm import lifecycle, manager
-from spp.integrations.vm.image import build_image
+from spp.integrations.vm.image import BOOT_MARK, build_image
 from tests.leakcheck import run_token
+from tests.vmutil import type_on_console
 
 pytestmark = [pytest.mark.slow, pytest.mark.root, pytest.mark.timeout(900)]
 SPP_VM = [sys.executable, "-m", "spp.integrations.vm.cli"]
@@ -147,10 +148,23 @@ app: {{start: "ping -i 0.2 10.9.0.99"}}
         # Without a command: the terminal is connected to the console until Ctrl-].
         assert "spp-42" in console_session(prefix, "7", b"echo spp-$((6*7))\r")
 
-        # restart of the app alone keeps the VM (same QEMU) and the switch.
+        # A reboot inside the guest (the nfv is the vhost-user server here): QEMU stays, the new
+        # boot's driver sets vhost:1 and vhost:2 up again; the app is gone with the old boot.
+        serial_log = manager.vm_dir(vm_root, 7) / "serial.log"
+        boots = serial_log.read_bytes().count(BOOT_MARK.encode())
+        type_on_console(manager.vm_dir(vm_root, 7) / "serial.sock", "reboot -f")
+        rebooted = lambda: serial_log.read_bytes().count(BOOT_MARK.encode()) > boots  # noqa: E731
+        wait_for(rebooted, 120, "the guest to reboot")
+        assert manager.read_pid(manager.vm_dir(vm_root, 7)) == qemu
+
+        # restart of the app alone keeps the VM (same QEMU) and the switch; its frames cross the
+        # nfv again (the rings of the new boot).
+        sent = stats()["vhost:2"]["tx"]
         ctl(cfg, "restart", "app")
         assert manager.read_pid(manager.vm_dir(vm_root, 7)) == qemu
         assert ctl(cfg, "app", "status").stdout.strip() == "app: running"  # lwaftrctl's word order too
+        wait_for(lambda: stats()["vhost:2"]["tx"] >= sent + 3, 60, "the rebooted guest's ARP across the nfv")
+        assert all(s["errors"] == 0 for s in stats().values() if "errors" in s), stats()
 
         r = ctl(cfg, "stop", "all")
         assert [line.split(":")[0] for line in r.stdout.splitlines()] == ["app", "vm", "switch"]
@@ -169,6 +183,7 @@ def test_bad_lifecycle_files_and_words_are_named(tmp_path: Path) -> None:
         ("switch: {nfv: {id: 1}}\nvms: {}\n", "unknown key(s) vms"),
         ("vm: {id: 1, pin: [a]}\n", "vm.pin"),
         ("app: {stop: x}\n", "app.start"),
+        ("vm: {reboot: maybe}\n", "vm.reboot"),
         ("- 1\n", "mapping"),
     ]:
         cfg.write_text(text)

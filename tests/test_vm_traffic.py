@@ -31,6 +31,7 @@ from spp.integrations.vm.qemu import QEMU, Nic, VmSpec, default_mac, resolve_acc
 from tests.netutil import VethNs, is_root, veth_pair_in_netns
 from tests.test_offload_e2e import tcp_checksum_report, wait_stable
 from tests.traffic import _TCP_RECV, _last_json, _ready, _spawn
+from tests.vmutil import type_on_console
 
 pytestmark = [
     pytest.mark.slow,
@@ -428,9 +429,8 @@ def assert_other_patch_undisturbed(rig: Rig, during) -> None:
 
 def test_guest_device_reset_reconnects_while_the_other_patch_forwards(rig):
     """The guest's driver lets go of its NIC and takes it again (unbind/bind: the device is reset
-    and everything negotiated anew, as on a reboot; QEMU's ``system_reset`` would end QEMU here,
-    which runs with -no-reboot): the nfv carries on with the phy patch meanwhile, and the guests
-    talk again afterwards."""
+    and everything negotiated anew, with the machine running on): the nfv carries on with the phy
+    patch meanwhile, and the guests talk again afterwards."""
     g1, g2 = rig.guests[1], rig.guests[2]
     before = stats(rig)["vhost:2"]
     dev = g2.sh("basename $(readlink /sys/class/net/eth0/device)").strip()
@@ -451,6 +451,52 @@ def test_guest_device_reset_reconnects_while_the_other_patch_forwards(rig):
     guest_tcp(rig, g1, g2, f"{GUEST_NET}.2", 2)
     after = stats(rig)["vhost:2"]
     assert after["errors"] == before["errors"] and after["connected"], after
+
+
+def guest_mappings(rig: Rig) -> tuple[int, int]:
+    """What the nfv holds of its guests: (mappings of guest memory, eventfds) in its /proc."""
+    pid = rig.bed.pids()["spp_nfv-1"]
+    maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
+    memory = sum(1 for line in maps if "memfd:mem" in line)
+    fds = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            fds += os.readlink(fd) == "anon_inode:[eventfd]"
+    return memory, fds
+
+
+def test_guest_reboot_renegotiates_while_the_other_patch_forwards(rig):
+    """Guest 2 reboots from inside (``reboot -f``): QEMU stays and resets the machine, which stops
+    vhost:2's rings (GET_VRING_BASE); the new boot's driver negotiates features, memory table and
+    rings again on the same connection (the nfv is a --vhost-client here). Meanwhile the nfv
+    carries on with the phy patch; afterwards the guests talk again, and the nfv holds no more
+    guest memory mappings and eventfds than before (none left of the old boot)."""
+    g1, g2 = rig.guests[1], rig.guests[2]
+    pid = manager.read_pid(g2.spec.state_dir)
+    before = stats(rig)["vhost:2"]
+    held = guest_mappings(rig)
+    assert held[0] >= 2, held  # both guests' memory is mapped
+    boots = g2.boots()
+    features = g2.features()
+
+    def during():
+        type_on_console(g2.spec.serial_socket, "reboot -f")
+        wait_for(lambda: not stats(rig)["vhost:2"]["running"], 60, "the reset to stop vhost:2's rings")
+        yield "machine reset"
+        g2.wait_booted(boots + 1)
+        wait_for(lambda: stats(rig)["vhost:2"]["running"], 60, "vhost:2's rings running again")
+        yield "guest booted again, rings running"
+
+    assert_other_patch_undisturbed(rig, during)
+    assert manager.read_pid(g2.spec.state_dir) == pid, "QEMU stayed"
+    assert manager.status(g2.root, 2)["guest_ready"]
+    assert g2.features() == features
+    out = g1.sh(f"ping -c 3 -W 10 {GUEST_NET}.2", timeout=120)
+    assert "3 packets received" in out
+    guest_tcp(rig, g1, g2, f"{GUEST_NET}.2", 2)
+    after = stats(rig)["vhost:2"]
+    assert after["errors"] == before["errors"] and after["connected"], after
+    assert guest_mappings(rig) == held
 
 
 def test_qemu_killed_and_restarted_reconnects_while_the_other_patch_forwards(rig):

@@ -4,6 +4,7 @@
 
     spp-vm image [-o DIR]                        build the small guest (kernel + busybox initramfs)
     spp-vm start ID -d 1,2 [--ip 10.0.0.1/24 ...] [--vhost-client] [--accel auto|kvm|tcg] [--dry-run]
+                                                 (--no-reboot: a reboot in the guest ends QEMU)
     spp-vm exec ID CMD...                        run CMD in the guest's shell (serial console)
     spp-vm status ID | list                      what runs, with its NICs and sockets
     spp-vm stop ID                               quit QEMU and remove the VM's state dir
@@ -95,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="virtio-net-pci property for every NIC, e.g. guest_tso4=off (repeatable)",
     )
+    s.add_argument(
+        "--no-reboot",
+        action="store_true",
+        help="a reboot (or panic) in the guest ends QEMU instead of resetting the VM",
+    )
     s.add_argument("--qemu", default=QEMU, help="QEMU binary (default %(default)s)")
     s.add_argument("--dry-run", action="store_true", help="print the QEMU command and start nothing")
     s.add_argument("--wait", action="store_true", help="return only once the guest is ready")
@@ -165,6 +171,7 @@ def make_spec(args: argparse.Namespace, root: Path) -> VmSpec:
         qemu=args.qemu,
         name=args.name,
         nic_options=args.nic_opt,
+        reboot=not args.no_reboot,
     )
 
 

@@ -15,6 +15,7 @@ import re
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,11 +32,15 @@ class ExecResult:
     status: int
 
 
-def wait_for_mark(log: Path, mark: str, timeout: float, alive: object = None) -> None:
-    """Wait until ``mark`` appears in the serial log (the guest printed it)."""
+def wait_for_mark(
+    log: Path, mark: str, timeout: float, alive: object = None, ready: Callable[[bytes], bool] | None = None
+) -> None:
+    """Wait until ``mark`` appears in the serial log (the guest printed it), or, given ``ready``,
+    until ``ready(log contents)`` says so."""
     deadline = time.monotonic() + timeout
+    seen = ready or (lambda data: mark.encode() in data)
     while time.monotonic() < deadline:
-        if log.exists() and mark.encode() in log.read_bytes():
+        if log.exists() and seen(log.read_bytes()):
             return
         if callable(alive) and not alive():
             raise ConsoleError("the VM exited before its guest was ready")

@@ -10,7 +10,9 @@ The ``/init`` script loads the modules, configures each NIC from the kernel comm
 (``spp.net=MAC@ADDR/PREFIX,...``, matched by MAC so PCI order does not matter), names the host
 (``spp.name=``), starts busybox ``httpd`` (port 80, serving ``/www``) as a service for tests,
 prints :data:`READY_MARK` on the serial console and runs a root shell there,
-restarted if it exits. The archive is written here (newc format), so no ``cpio`` tool is needed
+restarted if it exits. It prints :data:`BOOT_MARK` first, so after a reboot (QEMU keeps one serial
+log) the guest is ready again only once a ready mark follows the last boot mark
+(:func:`guest_ready`). The archive is written here (newc format), so no ``cpio`` tool is needed
 and nothing runs as root inside a chroot.
 """
 
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 READY_MARK = "spp-guest: ready"
+BOOT_MARK = "spp-guest: booting"
 BUSYBOX = Path("/bin/busybox")
 #: What the guest needs to see a virtio-net NIC (virtio_pci pulls in its legacy/modern helpers,
 #: virtio_net pulls in failover and net_failover); dependencies come from modules.dep.
@@ -40,6 +43,7 @@ INIT = r"""#!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sysfs /sys
 /bin/busybox mount -t devtmpfs devtmpfs /dev 2>/dev/null
+echo "spp-guest: booting"
 /bin/busybox --install -s
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 for m in $(cat /etc/modules); do insmod "/lib/modules/$m" || echo "spp-guest: insmod $m failed"; done
@@ -229,6 +233,12 @@ class Image:
     @property
     def initrd(self) -> Path:
         return self.directory / "initrd.img"
+
+
+def guest_ready(log: bytes) -> bool:
+    """Whether the serial log says the guest is ready now: a ready mark after the last boot mark
+    (so not while it reboots; a log without boot marks, from an older image, needs one ready mark)."""
+    return log.rfind(READY_MARK.encode()) > log.rfind(BOOT_MARK.encode())
 
 
 def build_initramfs(kernel: Kernel, busybox: Path = BUSYBOX) -> tuple[bytes, list[str]]:

@@ -86,6 +86,7 @@ class VmConfig:
     accel: str = "auto"
     image: str | None = None
     boot_timeout: float = 180.0
+    reboot: bool = True  # false: a reboot in the guest ends QEMU (spp vm start --no-reboot)
 
 
 @dataclass
@@ -167,8 +168,12 @@ def load_config(path: Path) -> Config:
     )
     if "vm" in data:
         vm = _section(
-            data, "vm", {"id", "dev_ids", "ips", "mem", "cores", "pin", "accel", "image", "boot_timeout"}
+            data,
+            "vm",
+            {"id", "dev_ids", "ips", "mem", "cores", "pin", "accel", "image", "boot_timeout", "reboot"},
         )
+        if not isinstance(vm.get("reboot", True), bool):
+            raise LifecycleError(f"vm.reboot: expected true or false, not {vm['reboot']!r}")
         cfg.vm = VmConfig(
             vm_id=int(vm.get("id", 1)),
             dev_ids=[int(d) for d in vm.get("dev_ids") or []],
@@ -179,6 +184,7 @@ def load_config(path: Path) -> Config:
             accel=str(vm.get("accel", "auto")),
             image=vm.get("image"),
             boot_timeout=float(vm.get("boot_timeout", 180)),
+            reboot=vm.get("reboot", True),
         )
     if "app" in data:
         app = _section(data, "app", {"start", "stop"})
@@ -428,6 +434,7 @@ class Lifecycle:
             accel=resolve_accel(vm.accel),
             kernel=image / "vmlinuz",
             initrd=image / "initrd.img",
+            reboot=vm.reboot,
         )
 
     def vm_state(self) -> str:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from spp.integrations.vm.console import ConsoleError, ExecResult, serial_exec, wait_for_mark
-from spp.integrations.vm.image import READY_MARK
+from spp.integrations.vm.image import READY_MARK, guest_ready
 from spp.integrations.vm.qemu import Nic, VmSpec, qemu_argv
 
 
@@ -119,7 +119,7 @@ def status(root: Path, vm_id: int) -> dict[str, Any]:
     ready = False
     log = state / "serial.log"
     if log.exists():
-        ready = READY_MARK.encode() in log.read_bytes()
+        ready = guest_ready(log.read_bytes())
     return {
         "id": vm_id,
         "name": spec.get("name") or f"spp-vm{vm_id}",
@@ -211,7 +211,11 @@ def exec_in(
         raise VmError(f"VM {vm_id} is not running")
     try:
         wait_for_mark(
-            state / "serial.log", READY_MARK, boot_timeout, alive=lambda: read_pid(state) is not None
+            state / "serial.log",
+            READY_MARK,
+            boot_timeout,
+            alive=lambda: read_pid(state) is not None,
+            ready=guest_ready,
         )
         return serial_exec(state / "serial.sock", command, timeout)
     except ConsoleError as e:

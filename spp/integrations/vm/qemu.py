@@ -16,6 +16,12 @@ with these differences:
   monitor listened on every interface); the serial output is also logged to a file;
 * without a disk image (``-hda``), the guest is a kernel and initramfs (``spp vm image``) whose
   command line carries the NICs' addresses.
+
+Like the recipes, a reboot inside the guest resets the machine and QEMU stays: the virtio devices
+are reset too (QEMU stops the vhost-user rings with GET_VRING_BASE), and the guest's driver
+negotiates features, memory table and rings anew when it boots, on the same sockets.
+``reboot=False`` (``spp vm start --no-reboot``) adds QEMU's ``-no-reboot``: a reboot, or a panic
+(the guest image reboots on panic), ends QEMU instead.
 """
 
 from __future__ import annotations
@@ -70,6 +76,9 @@ class VmSpec:
     #: extra virtio-net-pci properties for every NIC (``guest_tso4=off``: a guest that does not
     #: take TCP aggregates)
     nic_options: list[str] = field(default_factory=list)
+    #: a reboot in the guest resets the machine (QEMU's default, and SPP's recipes'); False: it
+    #: ends QEMU (``-no-reboot``)
+    reboot: bool = True
 
     @property
     def hostname(self) -> str:
@@ -207,8 +216,9 @@ def qemu_argv(spec: VmSpec) -> list[str]:
         "-display",
         "none",
         "-nodefaults",
-        "-no-reboot",
     ]
+    if not spec.reboot:
+        argv.append("-no-reboot")
     return argv
 
 
