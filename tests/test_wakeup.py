@@ -16,9 +16,11 @@ from spp.engine import doorbell
 from spp.engine.doorbell import ASLEEP, NO_BELL
 from spp.engine.pool import BufferPool
 from spp.engine.portid import PortId
+from spp.engine.ports import phy as phy_module
 from spp.engine.ports.base import RX, RX_BYTES, TX, TX_BYTES, TX_DROP, PortContext
-from spp.engine.ports.phy import IDLE, PhyPort
+from spp.engine.ports.phy import IDLE, TO_BUSY, TO_IDLE, PhyPort
 from spp.engine.ports.ring import RingPort
+from spp.engine.ports.switcher import SWITCHER
 from spp.engine.ring import Ring
 from spp.engine.shm import PhyInfo, Segment
 from spp.engine.worker import Route, Worker
@@ -198,6 +200,89 @@ def test_a_burst_after_idling_switches_back_to_blocks_and_keeps_order(make_segme
         worker.stop()
         phy.close()
         ring.close()
+        drain.close()
+        pool.close()
+
+
+def hold_switcher() -> tuple[threading.Event, threading.Event]:
+    """Queue a job that keeps the process's fanout switcher busy until the first returned event
+    is set (the second is set once it holds it): a switch asked for meanwhile waits behind it, as
+    one waiting out a long RCU grace period would."""
+    gate, holding = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        holding.set()
+        gate.wait(30)
+
+    SWITCHER.submit(hold)
+    return gate, holding
+
+
+def test_the_worker_forwards_during_a_mode_switch_and_keeps_order(make_segment, veth, monkeypatch):
+    """The fanout switch (a setsockopt that waits out an RCU grace period) runs on a helper
+    thread: while it is held back, the worker goes on forwarding another route and the phy
+    port's frames from the socket that has them, in order, both ways (to blocks and back)."""
+    # A burst the test's one-send-per-frame sender surely reaches switches to blocks.
+    monkeypatch.setattr(phy_module, "IDLE_MAX_PER_MS", 8)
+    seg = make_segment(phys=[PhyInfo(iface=veth.host_if)], nb_bufs=16384, ring_size=4096)
+    pool = BufferPool(seg)
+    ctx = PortContext(seg=seg, pool=pool, client_id=1)
+    phy, out_port = PhyPort(PortId("phy", 0), ctx), RingPort(PortId("ring", 1), ctx)
+    other_in, other_out = RingPort(PortId("ring", 2), ctx), RingPort(PortId("ring", 3), ctx)
+    worker = Worker(pool, backstop=None)
+    worker.start()
+    worker.publish([Route(phy, out_port), Route(other_in, other_out)])
+    out, feed, fed = Ring(seg, 1), Ring(seg, 2), Ring(seg, 3)
+    drain = BufferPool(seg)
+    seqs: list[int] = []
+    gate = gate2 = threading.Event()
+
+    def collect(total: int) -> bool:
+        got = out.dequeue(1024)
+        seqs.extend(frame_seq(drain.read(int(b))) for b in got.tolist())
+        drain.free(got)
+        return len(seqs) >= total
+
+    def other_route_moves() -> None:
+        """The worker's other route is served meanwhile."""
+        assert feed.enqueue(drain.alloc(8)) == 8
+        assert wait_until(lambda: len(fed) == 8, 5), "the other route stalled during the switch"
+        drain.free(fed.dequeue(8))
+
+    try:
+        assert wait_until(lambda: phy._mode == IDLE, 5)
+        # A burst: the port asks to go back to blocks, and that switch is held back.
+        gate, holding = hold_switcher()
+        assert holding.wait(5)
+        frames = [make_frame(i, 60 + i % 200) for i in range(3000)]
+        veth.send(frames)
+        assert wait_until(lambda: collect(3000), 20), f"{len(seqs)} of 3000 frames arrived during the switch"
+        assert phy._mode == TO_BUSY, "the switch is still under way"
+        other_route_moves()
+        # Queued behind the port's switch: once on blocks and idle again, the port's switch to
+        # the ringless socket is held back in turn.
+        gate2, holding2 = hold_switcher()
+        gate.set()
+        assert holding2.wait(5), "the switch to blocks completed"
+        gate = gate2
+        assert wait_until(lambda: phy._mode == TO_IDLE, 5), "idle on blocks, the worker asked to switch"
+        lone = [make_frame(3000 + i, 80) for i in range(5)]
+        for i, frame in enumerate(lone):
+            veth.send([frame])
+            assert wait_until(lambda n=3001 + i: collect(n), 5), "a lone frame waited for the switch"
+        assert phy._mode == TO_IDLE
+        other_route_moves()
+        gate.set()
+        assert wait_until(lambda: phy._mode == IDLE, 5)
+        veth.send([make_frame(3005, 80)])
+        assert wait_until(lambda: collect(3006), 5)
+        assert seqs == list(range(3006)), "every frame, in wire order, across both switches"
+    finally:
+        gate.set()
+        gate2.set()
+        worker.stop()
+        for port in (phy, out_port, other_in, other_out):
+            port.close()
         drain.close()
         pool.close()
 

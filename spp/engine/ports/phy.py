@@ -39,7 +39,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import mmap
+import os
 import select
 import socket
 import struct
@@ -68,6 +70,7 @@ from spp.engine.ports.base import (
     burst_bytes,
     forward_burst,
 )
+from spp.engine.ports.switcher import SWITCHER, PendingSwitch
 from spp.engine.ports.trickle import PostedReceiver, Relay
 from spp.engine.shm import MAX_PHYS
 
@@ -111,8 +114,10 @@ EMPTY = np.empty(0, np.uint32)
 SO_TIMESTAMPNS = 35  # SCM_TIMESTAMPNS: the kernel's receive time of each frame, struct timespec
 
 # Receive modes: frames go to the ring (BUSY), to the ringless socket (IDLE), or to the ring
-# while the ringless socket still holds earlier frames (DRAIN).
-BUSY, IDLE, DRAIN = 0, 1, 2
+# while the ringless socket still holds earlier frames (DRAIN); a switch to the ringless socket
+# (TO_IDLE: the ring is read) or to the ring (TO_BUSY: the ringless socket is read) is under way
+# on the helper thread (:mod:`.switcher`).
+BUSY, IDLE, DRAIN, TO_IDLE, TO_BUSY = 0, 1, 2, 3, 4
 #: IDLE -> BUSY when the ringless socket delivered this many frames within a millisecond
 IDLE_MAX_PER_MS = 256
 #: frames taken from the ringless socket per call: buffers for them are allocated up front, and
@@ -136,6 +141,7 @@ def _bpf_return(k: int) -> tuple[bytes, ctypes.Array[ctypes.c_char]]:
 # 1: the ringless socket); as a socket filter, ``ret #0`` accepts nothing.
 _TO_RING, _TO_RING_INSN = _bpf_return(0)
 _TO_IDLE, _TO_IDLE_INSN = _bpf_return(1)
+log = logging.getLogger(__name__)
 _max = np.maximum.reduce
 _min = np.minimum.reduce
 _or = np.bitwise_or.reduce
@@ -212,6 +218,8 @@ class PhyPort(Port):
         self._idle: socket.socket | None = None  # the ringless socket (None: fanout unavailable)
         self._ready: select.epoll | None = None
         self._trickle_rx: PostedReceiver | None = None
+        self._switch: PendingSwitch | None = None  # a fanout switch under way
+        self._switch_fd = -1  # written by the helper when it is done (in the ``_ready`` set)
         self._relay: Relay | None = None  # phy to phy from the ringless socket (made on first use)
         self._mode = BUSY
         self._placed = 0  # frames the kernel put in the ring (PACKET_STATISTICS), ...
@@ -292,6 +300,8 @@ class PhyPort(Port):
             self._ready = select.epoll()
             self._ready.register(s.fileno(), select.EPOLLIN)
             self._ready.register(self._idle.fileno(), select.EPOLLIN)
+            self._switch_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            self._ready.register(self._switch_fd, select.EPOLLIN)
 
     def _open_idle(self, ring_sock: socket.socket) -> socket.socket | None:
         """Put the ring's socket in a fanout group with a new ringless socket; return the latter,
@@ -719,6 +729,8 @@ class PhyPort(Port):
             if len(more):
                 self._count_idle(len(more))
             return more if not len(bufs) else np.concatenate((bufs, more))
+        if mode != DRAIN:
+            return self._rx_switching(max_n)
         # DRAIN: what the ringless socket still holds came before anything in the ring.
         want = min(max_n, IDLE_CHUNK)
         bufs = self._recv_idle(want)
@@ -732,28 +744,65 @@ class PhyPort(Port):
     # -- receive: switching between the ring and the ringless socket ---------------------------
 
     def _go_idle(self) -> None:
-        """Send the interface's frames to the ringless socket from now on.
+        """Start sending the interface's frames to the ringless socket (TO_IDLE until done).
 
-        Frames the ring got before the switch may sit in a block the kernel has not handed over
-        yet; they must come out before anything the ringless socket gets. The ring socket's
-        statistics, read *after* the switch, count every frame it took, so the ringless socket
-        is not read until we have taken as many out of the ring (:meth:`_owed`).
+        The kernel installs the new fanout program at once but returns from the ``setsockopt``
+        only after an RCU grace period (15-30 ms here), so the helper thread makes the call
+        (:mod:`.switcher`) while the worker goes on reading the ring, whose frames are the older
+        ones. Frames the ring got before the switch may also sit in a block the kernel has not
+        handed over yet; they must come out before anything the ringless socket gets. The ring
+        socket's statistics, read *after* the call returned (no frame can reach the ring any
+        more), count every frame it took, so the ringless socket is not read until we have taken
+        as many out of the ring (:meth:`_owed`).
         """
-        assert self._rx is not None
-        self._rx.setsockopt(SOL_PACKET, PACKET_FANOUT_DATA, _TO_IDLE)
-        self.poll_drops()
-        self._mode, self._trickle = IDLE, False
-        self._idle_window, self._idle_count = time.monotonic(), 0
-        self._owed_since = 0.0
+        self._mode, self._trickle = TO_IDLE, False
+        self._start_switch(_TO_IDLE)
 
     def _go_busy(self) -> None:
-        """Send the interface's frames to the ring again; the ringless socket is emptied first."""
+        """Start sending the interface's frames to the ring again (TO_BUSY until done): the
+        ringless socket, which holds the older frames, is read meanwhile, and emptied (DRAIN)
+        before the ring is read."""
+        self._mode = TO_BUSY
+        self._start_switch(_TO_RING)
+
+    def _start_switch(self, prog: bytes) -> None:
         assert self._rx is not None
-        self._rx.setsockopt(SOL_PACKET, PACKET_FANOUT_DATA, _TO_RING)
-        self._mode = DRAIN
-        # A frame may still be on its way to the ringless socket on another CPU: keep looking
-        # there for a moment even after it first reads empty.
-        self._drain_until = time.monotonic() + 0.002
+        switch = self._switch = PendingSwitch()
+        fd, wake_fd = self._rx.fileno(), self._switch_fd
+        SWITCHER.submit(lambda: switch.run(fd, prog, wake_fd))
+
+    def _finish_switch(self) -> None:
+        """The helper's ``setsockopt`` returned: from now on only one socket gets frames."""
+        switch = self._switch
+        assert switch is not None and switch.done
+        self._switch = None
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(self._switch_fd)
+        to_idle = self._mode == TO_IDLE
+        if switch.error:  # (the socket is being closed, or the kernel refused): no switch
+            self._mode = BUSY if to_idle else IDLE
+            self._idle_window, self._idle_count = time.monotonic(), 0
+        elif to_idle:
+            self.poll_drops()
+            self._mode = IDLE
+            self._idle_window, self._idle_count = time.monotonic(), 0
+            self._owed_since = 0.0
+        else:
+            self._mode = DRAIN
+            # A frame may still be on its way to the ringless socket on another CPU: keep
+            # looking there for a moment even after it first reads empty.
+            self._drain_until = time.monotonic() + 0.002
+
+    def _rx_switching(self, max_n: int) -> np.ndarray:
+        """rx_burst while a switch is under way: from the socket that holds the older frames."""
+        switch = self._switch
+        if switch is None or switch.done:
+            if switch is not None:
+                self._finish_switch()
+            return self.rx_burst(max_n)
+        if self._mode == TO_IDLE:
+            return self._rx_ring(max_n)
+        return self._recv_idle(min(max_n, IDLE_CHUNK))
 
     def _owed(self) -> bool:
         """Whether frames from before :meth:`_go_idle` are still in a block not handed over."""
@@ -790,15 +839,31 @@ class PhyPort(Port):
             return PENDING
         if self._idle is None:
             return WAKES  # blocks only: woken when one is handed over
-        if self._mode == DRAIN:
-            try:
-                self._idle.recv(1, socket.MSG_PEEK)
+        if self._mode >= TO_IDLE:
+            if self._switch is None or self._switch.done:
+                return PENDING  # rx_burst finishes the switch
+            if self._mode == TO_BUSY and self._peek_idle():
                 return PENDING
-            except OSError:
-                self._mode = BUSY
+            # The helper's eventfd is in our epoll set: it wakes the worker when it is done.
+            # (Frames that reach the ringless socket while the worker still reads the ring keep
+            # it awake until then: a switch is rare, and shorter than a scheduler tick or two.)
+            return WAKES
+        if self._mode == DRAIN:
+            if self._peek_idle():
+                return PENDING
+            self._mode = BUSY
         if self._mode == BUSY:
             self._go_idle()
         return WAKES
+
+    def _peek_idle(self) -> bool:
+        """Whether the ringless socket holds a frame."""
+        assert self._idle is not None
+        try:
+            self._idle.recv(1, socket.MSG_PEEK)
+            return True
+        except OSError:
+            return False
 
     def _rx_ring(self, max_n: int) -> np.ndarray:
         """Up to ``max_n`` frames out of the ring's blocks."""
@@ -1134,6 +1199,9 @@ class PhyPort(Port):
     def close(self) -> None:
         """Close both sockets and unmap the ring. Safe to call more than once."""
         if self._rx is not None:
+            if self._switch is not None and not self._switch.cancel():
+                log.warning("phy:%d: a fanout switch did not finish; closing anyway", self.uid.num)
+            self._switch = None
             self.poll_drops()
             for name in ("_u8", "_u16", "_u32"):
                 self.__dict__.pop(name, None)
@@ -1154,6 +1222,9 @@ class PhyPort(Port):
             if self._ready is not None:
                 self._ready.close()
                 self._ready = None
+            if self._switch_fd >= 0:
+                os.close(self._switch_fd)
+                self._switch_fd = -1
         if self._tx is not None:
             self._tx.close()
             self._tx = None
