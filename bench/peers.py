@@ -8,6 +8,8 @@ ends (``outer``) stay in the root namespace and are what each forwarder joins:
 * ``bridge``: a Linux bridge over the two outer ends (the kernel forwards in softirq);
 * ``testpmd``: dpdk-testpmd, io mode, ``net_af_packet`` on both, one forwarding core (busy-polls);
 * ``nfv``: our spp_nfv patching ``phy:0 <-> phy:1``;
+* ``nfv-poll``: the same nfv started with ``--busy-poll-us 20000`` (keeps polling 20 ms after
+  the last packet: awake across a ping every 10 ms, asleep when no traffic flows);
 * ``nfv-rings``: phy -> ring -> nfv -> ring -> phy: nfv 1 moves ``phy:0 -> ring:0``,
   ``ring:1 -> phy:1`` and back (``phy:1 -> ring:2``, ``ring:3 -> phy:0``), nfv 2 moves
   ``ring:0 -> ring:1`` and ``ring:2 -> ring:3``: every packet crosses two processes twice.
@@ -32,6 +34,7 @@ from spp.integrations.testbed import Testbed
 A_IP, B_IP = "10.99.0.1", "10.99.0.2"
 DIRECT_A_IP, DIRECT_B_IP = "10.99.1.1", "10.99.1.2"
 SIDES = ("veth", "bridge", "testpmd", "nfv", "nfv-rings")
+BUSY_POLL_US = 20_000  # the nfv-poll side's --busy-poll-us
 
 
 def target(side: str) -> str:
@@ -112,11 +115,12 @@ def forwarder(side: str, a: Host, b: Host, tmp: Path, hugedir: Path | None, tag:
             pmd.argv[at : at + 2] = ["--no-huge", "-m", "1024"]
         with pmd:
             yield [pmd.pid]
-    elif side in ("nfv", "nfv-rings"):
+    elif side in ("nfv", "nfv-rings", "nfv-poll"):
         bed = Testbed(ifaces=[a.outer, b.outer], nb_rings=4, prefix=f"spb{tag}", log_dir=tmp)
         with bed:
-            nfv = bed.launch_nfv(1, lcores="0,1")
-            if side == "nfv":
+            poll = {"--busy-poll-us": str(BUSY_POLL_US)} if side == "nfv-poll" else None
+            nfv = bed.launch_nfv(1, lcores="0,1", app=poll)
+            if side != "nfv-rings":
                 nfv.patch("phy:0", "phy:1")
                 nfv.patch("phy:1", "phy:0")
             else:

@@ -11,13 +11,14 @@ and may be closed. Every burst is received, transmitted and (for what transmit r
 within one pass, so at a plan boundary no packet is held anywhere: re-patching under traffic
 loses nothing that was not counted as a drop.
 
-Idle behaviour: a worker that moved nothing spins briefly (traffic often resumes within
-microseconds), then sleeps in ``poll()`` on its ports' descriptors and its wake-up eventfd. Every
-input port is asked first (:meth:`Port.prepare_sleep`): a ring announces the sleep in its doorbell
-so that its producer writes our eventfd (:mod:`spp.engine.doorbell`), a phy port switches to
-per-frame readiness; only ports that cannot wake us at all (a null source, a pcap file) make the
-sleep a timer that backs off to ``max_idle``. A stopped worker or one with an empty plan blocks
-on the eventfd alone. Either way an idle worker uses no CPU to speak of.
+Idle behaviour: a worker that moved nothing keeps polling for ``spin`` seconds (0.2 ms by
+default: traffic often resumes within microseconds; nfv's ``--busy-poll-us`` trades CPU for
+latency as NAPI busy polling does), then sleeps in ``poll()`` on its ports' descriptors and its
+wake-up eventfd. Every input port is asked first (:meth:`Port.prepare_sleep`): a ring announces
+the sleep in its doorbell so that its producer writes our eventfd (:mod:`spp.engine.doorbell`), a
+phy port switches to per-frame readiness; only ports that cannot wake us at all (a null source, a
+pcap file) make the sleep a timer that backs off to ``max_idle``. A stopped worker or one with an
+empty plan blocks on the eventfd alone. Either way an idle worker uses no CPU to speak of.
 """
 
 from __future__ import annotations
@@ -110,15 +111,21 @@ class Worker(threading.Thread):
         lcore: int | None = None,
         max_idle: float = 0.001,
         backstop: float | None = 1.0,
+        spin: float = SPIN_SECONDS,
     ) -> None:
         """``backstop``: the longest sleep even when every port promised to wake us (None: no
-        limit), a safety net only: nothing relies on it."""
+        limit), a safety net only: nothing relies on it. ``spin``: how long the worker keeps
+        polling its ports after the last packet before it sleeps (seconds). The default keeps a
+        worker that sees no traffic at ~0 CPU; a longer one keeps it awake, polling (a core's
+        worth of CPU), across gaps in traffic shorter than ``spin``, so a packet after such a gap
+        meets no wake-up (which costs 50-100 µs on a VM whose idle vCPU halts)."""
         super().__init__(name=name, daemon=True)
         self.pool = pool
         self.burst = burst
         self.lcore = lcore
         self.max_idle = max_idle
         self.backstop = backstop
+        self.spin = spin
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         #: how ring producers find our eventfd (see spp.engine.doorbell)
         self.waiter = doorbell.new_waiter(self._wake_fd)
@@ -173,6 +180,7 @@ class Worker(threading.Thread):
         idle_sleep = MIN_IDLE
         burst = self.burst
         max_burst = burst * BURST_GROWTH
+        spin = self.spin
         sizes: list[int] = []
         free = self.pool.free
         lengths = self.pool.lengths
@@ -232,7 +240,7 @@ class Worker(threading.Thread):
             now = time.monotonic()
             if not idle_since:
                 idle_since = now
-            elif now - idle_since <= SPIN_SECONDS:
+            elif now - idle_since <= spin:
                 # Spinning, but let another worker pinned to this CPU run meanwhile: on a
                 # machine with fewer cores than workers, the packets we wait for come from it.
                 os.sched_yield()

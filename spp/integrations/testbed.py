@@ -373,9 +373,16 @@ class Testbed:
 
         wait_for(primary_up, 15, "the primary to register")
 
-    def launch_nfv(self, client_id: int, lcores: str = "0,1", main_lcore: int | None = None) -> Secondary:
+    def launch_nfv(
+        self,
+        client_id: int,
+        lcores: str = "0,1",
+        main_lcore: int | None = None,
+        app: dict[str, str] | None = None,
+    ) -> Secondary:
         """Start an nfv the SPP way: ``PUT /v1/primary/launch`` (the primary spawns it). Its worker
-        runs on the lcore after the main one; give two nfvs different ones on a 2-core machine."""
+        runs on the lcore after the main one; give two nfvs different ones on a 2-core machine.
+        ``app``: more application options (``{"--busy-poll-us": "20000"}``)."""
         eal: dict[str, Any] = {"-l": lcores, "--proc-type": "secondary", "--file-prefix": self.prefix}
         if main_lcore is not None:
             eal["--master-lcore"] = str(main_lcore)
@@ -383,7 +390,7 @@ class Testbed:
             "proc_name": "spp_nfv",
             "client_id": client_id,
             "eal": eal,
-            "app": {"-n": str(client_id), "-s": f"127.0.0.1:{self.sec_port}"},
+            "app": {"-n": str(client_id), "-s": f"127.0.0.1:{self.sec_port}", **(app or {})},
         }
         self.ok("PUT", "/v1/primary/launch", body)
         return self.nfv(client_id)

@@ -16,7 +16,7 @@ from spp.engine.patchpanel import PatchPanel
 from spp.engine.portid import PortId
 from spp.engine.ports import PortContext
 from spp.engine.shm import Segment, SegmentError
-from spp.engine.worker import DEFAULT_BURST, Worker
+from spp.engine.worker import DEFAULT_BURST, SPIN_SECONDS, Worker
 from spp.processes.base import SppProcess, setup_logging
 from spp.processes.commands import PANEL_COMMANDS, Reply, failed, run_panel_command
 from spp.processes.options import OptionError, parse_eal, parse_server, port_options, split_eal
@@ -39,12 +39,15 @@ class Nfv(SppProcess):
         vhost_client: bool = False,
         burst: int = DEFAULT_BURST,
         options: dict[str, str] | None = None,
+        spin: float = SPIN_SECONDS,
     ) -> None:
         super().__init__(seg, host, port, client_id, "nfv")
         self.lcores = lcores
         self.name = f"spp_nfv:{client_id}"
         worker_lcore = lcores[1] if len(lcores) > 1 else None
-        self.worker = Worker(self.pool, name=f"nfv{client_id}-fwd", burst=burst, lcore=worker_lcore)
+        self.worker = Worker(
+            self.pool, name=f"nfv{client_id}-fwd", burst=burst, lcore=worker_lcore, spin=spin
+        )
         ctx = PortContext(
             seg=seg,
             pool=self.pool,
@@ -103,8 +106,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--burst", type=int, default=DEFAULT_BURST, help="max packets per burst (default %(default)s)"
     )
+    p.add_argument(
+        "--busy-poll-us",
+        type=busy_poll_us,
+        default=round(SPIN_SECONDS * 1_000_000),
+        metavar="US",
+        help=(
+            "keep polling the ports this many microseconds after the last packet before sleeping "
+            "(default %(default)s: an idle nfv uses ~0 CPU). Longer trades CPU for latency, as "
+            "NAPI busy polling does: traffic with gaps shorter than US never meets a sleeping "
+            f"worker, which then uses a core while it flows (0..{MAX_BUSY_POLL_US})"
+        ),
+    )
     p.add_argument("--log-level", default="INFO")
     return p
+
+
+MAX_BUSY_POLL_US = 1_000_000
+
+
+def busy_poll_us(text: str) -> int:
+    """``--busy-poll-us``: whole microseconds, 0 .. :data:`MAX_BUSY_POLL_US`."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number of microseconds") from None
+    if not 0 <= value <= MAX_BUSY_POLL_US:
+        raise argparse.ArgumentTypeError(f"{value} is out of range 0..{MAX_BUSY_POLL_US}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,7 +147,17 @@ def main(argv: list[str] | None = None) -> int:
             raise OptionError(f"client id {args.client_id} out of range 1..127")
         options = port_options(eal.vdevs, args.vhost_dir)
         seg = Segment.attach(eal.file_prefix)
-        nfv = Nfv(seg, args.client_id, host, port, eal.lcores, args.vhost_client, args.burst, options)
+        nfv = Nfv(
+            seg,
+            args.client_id,
+            host,
+            port,
+            eal.lcores,
+            args.vhost_client,
+            args.burst,
+            options,
+            spin=args.busy_poll_us / 1_000_000,
+        )
     except (OptionError, SegmentError) as e:
         print(f"spp-nfv: error: {e}", file=sys.stderr)
         return 1

@@ -64,7 +64,7 @@ APP_OPTS: dict[str, tuple[str, ...]] = {
 """Application options allowed per program, in emission order (SPP's ``APP_OPTS``)."""
 
 APP_EXTRA_OPTS: dict[str, tuple[str, ...]] = {
-    "spp_nfv": ("--burst", "--log-level"),
+    "spp_nfv": ("--burst", "--busy-poll-us", "--log-level"),
     "spp_vf": ("--burst", "--log-level"),
     "spp_mirror": ("--burst", "--log-level"),
     "spp_pcap": ("--format", "--filter", "--burst", "--queue", "--log-level"),
