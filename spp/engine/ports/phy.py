@@ -200,6 +200,9 @@ class PhyPort(Port):
                 self.mac = linux.get_mac(self.iface)
         # Phy counters are shared, per process row, like SPP's port_stats: the primary reports them.
         self.counters = ctx.seg.phy_stats[ctx.client_id, n]
+        # The same row as Python ints: on the idle path, where every step runs cold, four numpy
+        # scalar updates cost ~35 µs after 10 ms asleep, the memoryview's half that.
+        self._ctr = memoryview(self.counters).cast("B").cast("Q")
         self.buf_size = ctx.seg.spec.buf_size
         self._data_addr = ctx.seg.buf_data_addr
         self._vnet_addr = ctx.seg.buf_vnet_addr
@@ -1002,8 +1005,9 @@ class PhyPort(Port):
         self._count_idle(n)
         hdr = relay.hdr
         nbytes = sum(lens) - hdr * n
-        self.counters[RX] += n
-        self.counters[RX_BYTES] += nbytes
+        ctr, dst_ctr = self._ctr, dst._ctr
+        ctr[RX] += n
+        ctr[RX_BYTES] += nbytes
         batch = dst._cut_batch
         done, err = batch.send_listed(dst._tx.fileno(), addrs, lens)
         if err:
@@ -1011,11 +1015,11 @@ class PhyPort(Port):
         refused = len(batch.refused)
         if refused:
             dst.xstats[XS["tx_refused"]] += refused
-        dst.counters[TX] += done - refused
+        dst_ctr[TX] += done - refused
         if done - refused < n:
-            dst.counters[TX_DROP] += n - done + refused
+            dst_ctr[TX_DROP] += n - done + refused
             nbytes = sum(lens[:done]) - sum(lens[i] for i in batch.refused) - hdr * (done - refused)
-        dst.counters[TX_BYTES] += nbytes
+        dst_ctr[TX_BYTES] += nbytes
         return n
 
     def _count_idle(self, n: int) -> None:
