@@ -21,8 +21,9 @@ Semantics, matching a DPDK port as SPP uses it:
   in a PACKET_FANOUT group with the ring's socket, and a one-instruction classic-BPF fanout
   program picks which of the two gets the interface's frames: the ring under load, the ringless
   socket (readable per frame, read with ``recvmsg``) when the port is about to sleep or carries
-  only a trickle. Switching is one ``setsockopt``; frames already handed to the other socket are
-  delivered first, so the order on the wire is kept (:meth:`PhyPort._go_idle`).
+  only a trickle. Switching is one ``setsockopt``, made on a helper thread (it waits out an RCU
+  grace period: :mod:`.switcher`); frames already handed to the other socket are delivered
+  first, so the order on the wire is kept (:meth:`PhyPort._go_idle`).
 * Offloads: both sockets use ``PACKET_VNET_HDR``, so the kernel tells us, per frame, what a
   device would still have had to do (a partial checksum, a TSO/GSO aggregate up to 64 KiB) and
   takes the same on transmit; the ``struct virtio_net_hdr`` goes with the buffer
