@@ -62,16 +62,16 @@ def test_the_worker_polls_on_after_a_packet_then_sleeps(segment):
     ctx = PortContext(seg=segment, pool=pool, client_id=1)
     src, dst = RingPort(PortId("ring", 0), ctx), RingPort(PortId("ring", 1), ctx)
     feed, out = Ring(segment, 0), Ring(segment, 1)
-    worker = Worker(pool, backstop=None, spin=2.0)
+    worker = Worker(pool, backstop=None, spin=1.0)
     worker.start()
     worker.publish([Route(src, dst)])
     mine = BufferPool(segment)
     try:
-        assert wait_until(lambda: feed._ctl.item(ASLEEP), 10), "no traffic at all: asleep after 2 s"
+        assert wait_until(lambda: feed._ctl.item(ASLEEP), 10), "no traffic at all: asleep after 1 s"
         assert feed.enqueue(mine.alloc(1)) == 1
         assert wait_until(lambda: len(out) == 1, 5)
         mine.free(out.dequeue(1))
-        for _ in range(5):
+        for _ in range(4):  # (0.4 s of the 1 s: room for a slow machine)
             time.sleep(0.1)
             assert not feed._ctl.item(ASLEEP), "the worker went to sleep within its busy-poll"
         assert wait_until(lambda: feed._ctl.item(ASLEEP), 10), "and sleeps once it has passed"
