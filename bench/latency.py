@@ -4,15 +4,15 @@
 
 Two namespaces (bench/peers.py) joined in turn by a veth pair of their own (no forwarder: the
 floor), a Linux bridge, dpdk-testpmd (io mode over ``net_af_packet``, busy-polling), our nfv
-patching ``phy:0 <-> phy:1`` (``nfv``; and ``nfv-poll``, the same started with ``--busy-poll-us
-20000``: it polls on for 20 ms after the last packet, so a ping every 10 ms never finds it
-asleep, and sleeps when nothing flows), and our phy -> ring -> nfv -> ring -> phy chain (two nfv
-processes). For each: the forwarder's CPU over ``--idle``
-seconds with no traffic at all, then ``--count`` pings from A to B ``--interval`` s apart (slow
-enough that our workers go to sleep between two pings: every ping finds the panel idle). RTTs
-are ping's own (kernel receive stamps), µs. "Added" is a side's median (p99) RTT minus the
-bridge's in the same run: what the forwarder costs over the kernel forwarding the same frames
-("added_vs_veth": over the direct link).
+patching ``phy:0 <-> phy:1`` (``nfv``), and our phy -> ring -> nfv -> ring -> phy chain (two nfv
+processes, ``nfv-rings``); ``nfv-poll`` and ``nfv-rings-poll`` are the last two with every nfv
+started with ``--busy-poll-us 20000``: it polls on for 20 ms after the last packet, so a ping
+every 10 ms never finds it asleep, and it sleeps when nothing flows. For each: the forwarder's
+CPU over ``--idle`` seconds with no traffic at all, then ``--count`` pings from A to B
+``--interval`` s apart (slow enough that a default worker goes to sleep between two pings:
+every ping finds the panel idle). RTTs are ping's own (kernel receive stamps), µs. "Added" is a
+side's median (p99) RTT minus the bridge's in the same run: what the forwarder costs over the
+kernel forwarding the same frames ("added_vs_veth": over the direct link).
 Sides run in a different order each run; figures are medians over runs.
 """
 
@@ -48,7 +48,7 @@ def main() -> int:
     ap.add_argument("--count", type=int, default=500)
     ap.add_argument("--interval", type=float, default=0.01)
     ap.add_argument("--idle", type=float, default=3.0, help="seconds of idle CPU measurement")
-    ap.add_argument("--sides", default=",".join((*SIDES, "nfv-poll")))
+    ap.add_argument("--sides", default=",".join((*SIDES, "nfv-poll", "nfv-rings-poll")))
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     sides = args.sides.split(",")

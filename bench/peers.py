@@ -8,8 +8,9 @@ ends (``outer``) stay in the root namespace and are what each forwarder joins:
 * ``bridge``: a Linux bridge over the two outer ends (the kernel forwards in softirq);
 * ``testpmd``: dpdk-testpmd, io mode, ``net_af_packet`` on both, one forwarding core (busy-polls);
 * ``nfv``: our spp_nfv patching ``phy:0 <-> phy:1``;
-* ``nfv-poll``: the same nfv started with ``--busy-poll-us 20000`` (keeps polling 20 ms after
-  the last packet: awake across a ping every 10 ms, asleep when no traffic flows);
+* ``nfv-poll``, ``nfv-rings-poll``: the same, every nfv started with ``--busy-poll-us 20000``
+  (keeps polling 20 ms after the last packet: awake across a ping every 10 ms, asleep when no
+  traffic flows);
 * ``nfv-rings``: phy -> ring -> nfv -> ring -> phy: nfv 1 moves ``phy:0 -> ring:0``,
   ``ring:1 -> phy:1`` and back (``phy:1 -> ring:2``, ``ring:3 -> phy:0``), nfv 2 moves
   ``ring:0 -> ring:1`` and ``ring:2 -> ring:3``: every packet crosses two processes twice.
@@ -115,12 +116,12 @@ def forwarder(side: str, a: Host, b: Host, tmp: Path, hugedir: Path | None, tag:
             pmd.argv[at : at + 2] = ["--no-huge", "-m", "1024"]
         with pmd:
             yield [pmd.pid]
-    elif side in ("nfv", "nfv-rings", "nfv-poll"):
+    elif side in ("nfv", "nfv-rings", "nfv-poll", "nfv-rings-poll"):
         bed = Testbed(ifaces=[a.outer, b.outer], nb_rings=4, prefix=f"spb{tag}", log_dir=tmp)
         with bed:
-            poll = {"--busy-poll-us": str(BUSY_POLL_US)} if side == "nfv-poll" else None
+            poll = {"--busy-poll-us": str(BUSY_POLL_US)} if side.endswith("-poll") else None
             nfv = bed.launch_nfv(1, lcores="0,1", app=poll)
-            if side != "nfv-rings":
+            if not side.startswith("nfv-rings"):
                 nfv.patch("phy:0", "phy:1")
                 nfv.patch("phy:1", "phy:0")
             else:
@@ -133,7 +134,7 @@ def forwarder(side: str, a: Host, b: Host, tmp: Path, hugedir: Path | None, tag:
                     ("ring:3", "phy:0"),
                 ):
                     nfv.patch(src, dst)
-                nfv2 = bed.launch_nfv(2, lcores="0,1")
+                nfv2 = bed.launch_nfv(2, lcores="0,1", app=poll)
                 for port in ("ring:0", "ring:1", "ring:2", "ring:3"):
                     nfv2.add(port)
                 nfv2.patch("ring:0", "ring:1")
