@@ -124,6 +124,10 @@ IDLE_MAX_PER_MS = 256
 #: frames taken from the ringless socket per call: buffers for them are allocated up front, and
 #: a pass that finds nothing should not have allocated (and freed) a whole burst
 IDLE_CHUNK = 32
+#: frames relayed phy to phy per call from the ringless socket (no buffers at stake): a TCP flow
+#: without offloads (up to ~IDLE_MAX_PER_MS frames per ms) stays here, and when the worker falls
+#: behind, full batches take the relay's vector path (``trickle.VECTOR_MIN``)
+RELAY_CHUNK = 64
 #: bursts up to this many frames are sent with Python ints rather than vector operations
 FEW = 4
 _VNET_FIELDS = struct.Struct("<BBHHHH")  # struct virtio_net_hdr
@@ -993,9 +997,9 @@ class PhyPort(Port):
         assert self._idle is not None and dst._tx is not None and dst._cut_batch is not None
         relay = self._relay
         if relay is None:
-            relay = self._relay = Relay(IDLE_CHUNK, VNET if self.rx_vnet else 0, self.large_size)
+            relay = self._relay = Relay(RELAY_CHUNK, VNET if self.rx_vnet else 0, self.large_size)
         drops = [0, 0]
-        addrs, lens = relay.receive(self._idle.fileno(), min(max_n, IDLE_CHUNK), drops)
+        addrs, lens = relay.receive(self._idle.fileno(), min(max_n, RELAY_CHUNK), drops)
         if drops[0] or drops[1]:
             self.counters[RX_DROP] += drops[0] + drops[1]
             self.xstats[XS["rx_runt"]] += drops[0]
@@ -1005,12 +1009,16 @@ class PhyPort(Port):
             return 0
         self._count_idle(n)
         hdr = relay.hdr
-        nbytes = sum(lens) - hdr * n
         ctr, dst_ctr = self._ctr, dst._ctr
+        batch = dst._cut_batch
+        if isinstance(lens, np.ndarray):  # a batch of plain frames (Relay._plain): vector stores
+            nbytes = int(lens.sum()) - hdr * n
+            done, err = batch.send(dst._tx.fileno(), addrs, lens)
+        else:
+            nbytes = sum(lens) - hdr * n
+            done, err = batch.send_listed(dst._tx.fileno(), addrs, lens)
         ctr[RX] += n
         ctr[RX_BYTES] += nbytes
-        batch = dst._cut_batch
-        done, err = batch.send_listed(dst._tx.fileno(), addrs, lens)
         if err:
             dst.tx_error = err
         refused = len(batch.refused)
@@ -1019,7 +1027,7 @@ class PhyPort(Port):
         dst_ctr[TX] += done - refused
         if done - refused < n:
             dst_ctr[TX_DROP] += n - done + refused
-            nbytes = sum(lens[:done]) - sum(lens[i] for i in batch.refused) - hdr * (done - refused)
+            nbytes = int(sum(lens[:done])) - int(sum(lens[i] for i in batch.refused)) - hdr * (done - refused)
         dst_ctr[TX_BYTES] += nbytes
         return n
 

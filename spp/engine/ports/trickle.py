@@ -54,6 +54,16 @@ _MSG_TAIL = struct.Struct("<Qi4xI")  # msg_controllen, msg_flags, msg_len (offse
 _CMSG_HDR = struct.Struct("<Qii")
 _TS = struct.Struct("<qq")
 _AUX = struct.Struct("<IIIHHHH")
+# The same as u32 columns of a message's control area: both (level, type) pairs, and the status.
+_C_KINDS = np.array([2, 3, 10, 11])
+_CTL_KINDS = np.array([SOL_SOCKET, SO_TIMESTAMPNS, SOL_PACKET, PACKET_AUXDATA], np.uint32)
+_C_STATUS = 12
+#: batches from this many frames on are checked with vector operations (:meth:`Relay._plain`):
+#: about a dozen of them cost what the per-frame loop costs for 20-30 frames
+VECTOR_MIN = 24
+_min = np.minimum.reduce
+_max = np.maximum.reduce
+_or = np.bitwise_or.reduce
 
 _libc = ctypes.CDLL(None, use_errno=True)
 # CDLL (not PyDLL): the GIL is released for the duration of the syscall.
@@ -326,13 +336,25 @@ class Relay:
         msg["control"] = np.frombuffer(self._ctl_raw, np.uint8).ctypes.data + CTL_SPACE * slots
         msg["controllen"] = CTL_SPACE
         self._msg_addr = msg.ctypes.data
+        # Vector views for a batch (:meth:`_plain`): the messages, their control messages as u32
+        # columns, and each slot's address.
+        self._msg = msg
+        self._ctl = np.frombuffer(self._ctl_raw, "<u4").reshape(capacity, CTL_SPACE // 4)
+        self._addrs = self._base + self.slot * slots
 
-    def receive(self, fd: int, max_n: int, drops: list[int]) -> tuple[list[int], list[int]]:
+    def receive(
+        self, fd: int, max_n: int, drops: list[int]
+    ) -> tuple[list[int], list[int]] | tuple[np.ndarray, np.ndarray]:
         """Up to ``max_n`` waiting frames: ``(addresses, lengths)`` of header + frame runs to
-        send as they are. ``drops`` gets ``[runts, too_long]`` added to it."""
+        send as they are, as lists, or as arrays for a batch of plain frames (:meth:`_plain`).
+        ``drops`` gets ``[runts, too_long]`` added to it."""
         got = _recvmmsg(fd, self._msg_addr, min(max_n, self.capacity), MSG_DONTWAIT | MSG_TRUNC, None)
         if got <= 0:  # EAGAIN: empty; an interface gone down or away reads as empty too
             return [], []
+        if got >= VECTOR_MIN:
+            plain = self._plain(got)
+            if plain is not None:
+                return plain
         hdr, limit, slot_size, base = self.hdr, self.limit, self.slot, self._base
         msg_raw, ctl_raw = self._msg_raw, self._ctl_raw
         addrs: list[int] = []
@@ -366,6 +388,32 @@ class Relay:
             addrs.append(base + slot * slot_size)
             lens.append(hdr + ln)
         return addrs, lens
+
+    def _plain(self, got: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """A batch of ``got`` messages as ``(addresses, lengths)`` arrays with a fixed number of
+        vector operations, when every frame can go as it is (no tag to put back, no runt, nothing
+        cut short, the control messages in the usual order); None sends the caller to the
+        per-frame loop, which sorts out and counts the exceptions.
+
+        A TCP flow without offloads comes here at up to a few hundred frames per millisecond in
+        batches of tens: per-frame Python would cost more than the kernel's own work.
+        """
+        msg = self._msg[:got]
+        ctl = self._ctl[:got]
+        ln = msg["len"].astype(np.int64)
+        ln -= self.hdr
+        if (
+            int(_min(ln)) < ETH_HLEN
+            or int(_max(ln)) > self.limit
+            or int(_or(msg["flags"])) & MSG_TRUNC
+            or int(_or(ctl[:, _C_STATUS])) & TP_STATUS_VLAN_VALID
+            or not (msg["controllen"] == _CTL_LEN).all()
+            or not (ctl[:, _C_KINDS] == _CTL_KINDS).all()
+        ):
+            return None
+        msg["controllen"] = CTL_SPACE
+        ln += self.hdr
+        return self._addrs[:got], ln
 
     def _insert_tag(self, at: int, ln: int, tpid: int, tci: int) -> None:
         """Put back the tag the kernel moved into metadata: the frame grows by 4 bytes in its
