@@ -2,6 +2,7 @@
 with dpdk-testpmd's net_vhost and net_virtio_user, 64-byte frames.
 
     sudo PYTHONPATH=. python bench/vhost_vs_testpmd.py [--runs 5] [--seconds 3] [--huge] [--queue-size N]
+                                                       [--sides ours,testpmd[,copy]]
 
 Topology (one direction, as testpmd's txonly -> rxonly pair)::
 
@@ -17,7 +18,9 @@ others share, a forwarder that is preempted loses rate but not efficiency, so th
 steadier one. Runs alternate between the sides. Both virtio-user drivers get ``queue_size=N``
 (``--queue-size``, default 1024, our driver's default; DPDK's is 256). testpmd takes its memory
 from memfd (``--no-huge``) unless ``--huge`` (2 MiB hugepages; reserved and given back if none are
-free). Everything is started afresh per run and removed afterwards.
+free). Everything is started afresh per run and removed afterwards. ``--sides`` may add ``copy``:
+ours with the virtio-user driver copying through its own slots (``zero_copy=0``) instead of posting
+pool buffers, to compare the two in the same run.
 """
 
 from __future__ import annotations
@@ -49,12 +52,12 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / TICK
 
 
-def ours(tmp: Path, seconds: float, queue_size: int) -> tuple[float, float]:
+def ours(tmp: Path, seconds: float, queue_size: int, zero_copy: bool = True) -> tuple[float, float]:
     socks = tmp / "socks"
     socks.mkdir(exist_ok=True)
     with Testbed(nb_rings=1, log_dir=tmp / "logs") as bed:
         back = bed.start_nfv(1, lcores="0,1", extra=["--vhost-dir", str(socks)])
-        vdev = f"net_virtio_user0,path={socks / 'sock0'},queue_size={queue_size}"
+        vdev = f"net_virtio_user0,path={socks / 'sock0'},queue_size={queue_size},zero_copy={int(zero_copy)}"
         front = bed.start_nfv(2, lcores="0,1", main_lcore=1, eal_extra=["--vdev", vdev])
         pids = [bed.procs["spp_nfv-1"].pid, bed.procs["spp_nfv-2"].pid]
         back.add("vhost:0")
@@ -126,21 +129,23 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--huge", action="store_true", help="testpmd on 2 MiB hugepages instead of memfd")
     p.add_argument("--queue-size", type=int, default=1024, help="virtqueue size of both virtio-user drivers")
+    p.add_argument("--sides", default="ours,testpmd", help="ours, testpmd and/or copy, comma-separated")
     args = p.parse_args()
-    results: dict[str, list[float]] = {"ours": [], "testpmd": []}
-    per_cpu: dict[str, list[float]] = {"ours": [], "testpmd": []}
+    sides = args.sides.split(",")
+    results: dict[str, list[float]] = {s: [] for s in sides}
+    per_cpu: dict[str, list[float]] = {s: [] for s in sides}
     with tempfile.TemporaryDirectory(prefix="spp-vhost-bench-") as d:
         tmp = Path(d)
         with hugepages(tmp) if args.huge else contextlib.nullcontext():
             for run in range(args.runs):
-                order = ("ours", "testpmd") if run % 2 == 0 else ("testpmd", "ours")
+                order = sides if run % 2 == 0 else sides[::-1]
                 for side in order:
                     run_dir = tmp / f"{side}{run}"
                     run_dir.mkdir()
                     rate, efficiency = (
-                        ours(run_dir, args.seconds, args.queue_size)
-                        if side == "ours"
-                        else testpmd(run_dir, args.seconds, args.huge, args.queue_size)
+                        testpmd(run_dir, args.seconds, args.huge, args.queue_size)
+                        if side == "testpmd"
+                        else ours(run_dir, args.seconds, args.queue_size, zero_copy=side == "ours")
                     )
                     results[side].append(rate)
                     per_cpu[side].append(efficiency)
@@ -160,10 +165,12 @@ def main() -> int:
             f"  per CPU-second {', '.join(f'{r / 1e6:.2f}' for r in per_cpu[side])}"
             f"  median {eff[side] / 1e6:.2f} M"
         )
-    print(
-        f"ratio ours/testpmd {med['ours'] / med['testpmd']:.2f} (rate),"
-        f" {eff['ours'] / eff['testpmd']:.2f} (per CPU-second)"
-    )
+    for side in sides:
+        if side != "testpmd" and "testpmd" in med:
+            print(
+                f"ratio {side}/testpmd {med[side] / med['testpmd']:.2f} (rate),"
+                f" {eff[side] / eff['testpmd']:.2f} (per CPU-second)"
+            )
     return 0
 
 

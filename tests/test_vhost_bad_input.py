@@ -145,3 +145,38 @@ def test_descriptors_out_of_range_stop_the_ring_not_the_worker(nfv, pool):
         drv.close()
     assert vhost(nfv)["errors"] == len(bad_edits)
     assert np.all(nfv.port_stats()["nullpmd:1"]["tx"] > 0)
+
+
+def test_zero_copy_descriptor_pairs_out_of_range_stop_the_ring_not_the_worker(nfv, pool):
+    """A driver posting header + frame pairs (as ours does zero-copy) with a successor past the
+    ring, a frame outside its memory or one running off it: the ring stops, the worker goes on,
+    and the driver's pool buffers all come back when it closes."""
+    before = pool.available
+
+    def frame_at(q, addr: int, length: int) -> None:
+        q.data_addr[0] = addr
+        q.data_len[0] = length
+
+    bad_edits = [
+        lambda drv, q: q.ring.desc["next"].__setitem__(0, 60000),
+        lambda drv, q: frame_at(q, 0xDEAD00000000, 64),
+        lambda drv, q: frame_at(q, int(drv._gpa_of[-1]), 1 << 31),
+    ]
+    for n, edit in enumerate(bad_edits, 1):
+        drv = VirtioUser(nfv.sock, name=f"badzc{n}", pool=pool)
+        try:
+            assert drv.zc and drv.txq.ring.size == 2 * drv.size
+            wait_for(lambda drv=drv: drv.running and vhost(nfv)["running"], 10, "the handshake")
+            q = drv.txq
+            with drv.lock:
+                frame_at(q, int(drv._gpa_of[0]), 64)
+                edit(drv, q)
+                q.avail_idx = (q.avail_idx + 1) & 0xFFFF
+                q.ring.avail_idx[0] = q.avail_idx
+                os.eventfd_write(q.kick_fd, 1)
+            wait_for(lambda n=n: vhost(nfv)["errors"] == n, 10, f"error {n} counted")
+            assert not vhost(nfv)["running"] and vhost(nfv)["connected"]
+        finally:
+            drv.close()
+        assert pool.available == before
+        bystander_moves(nfv)

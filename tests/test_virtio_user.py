@@ -383,3 +383,102 @@ def test_queue_size_from_the_vdev_option(sock_ctx):
         default.close()
         small.close()
         vhost.close()
+
+
+def test_zero_copy_shares_pool_buffers_both_ways_and_gives_them_all_back(sock_ctx):
+    """With a pool it can share, the driver posts pool buffers themselves: the back-end reads a
+    transmitted buffer where it lies (a change made after tx_burst is what arrives) and writes
+    received frames into the buffers on the receive ring. Every buffer it held comes back when
+    the back-end goes away, and when the driver closes with packets still in flight."""
+    pool = sock_ctx.pool
+    before, large_before = pool.available, pool.large_free
+    vhost = open_port(PortId("vhost", 11), sock_ctx)
+    vuser = open_port(PortId("virtio_user", 11), sock_ctx)
+    try:
+        wait_running(vhost, vuser)
+        drv = vuser.driver
+        assert drv.zc
+        assert pool.available == before - drv.size  # the receive ring holds pool buffers
+        bufs = pool.alloc_frames([bytes(60)] * 4)
+        assert vuser.tx_burst(bufs) == 4
+        pool.write(int(bufs[2]), b"\xaa" * 60)  # not copied at tx_burst: the back-end sees this
+        assert [f for f, _ in receive(vhost, 4)] == [bytes(60), bytes(60), b"\xaa" * 60, bytes(60)]
+        posted = set(drv.held_rx.tolist())
+        assert vhost.tx_burst(pool.alloc_frames(FRAMES[:8])) == 8
+        got = []
+        wait_for(lambda: got.extend(vuser.rx_burst(64).tolist()) or len(got) >= 8, 10, "8 frames")
+        assert set(got) <= posted  # received where they were written
+        assert [pool.read(b) for b in got] == FRAMES[:8]
+        pool.free(np.array(got, np.uint32))
+        assert exchange(vuser, vhost, FRAMES) == FRAMES
+        assert exchange(vhost, vuser, FRAMES) == FRAMES
+        assert vhost.info()["errors"] == vuser.info()["errors"] == 0
+        # the back-end goes with frames of ours in flight: the driver takes everything back
+        assert vuser.tx_burst(pool.alloc_frames(FRAMES[:100])) == 100
+        vhost.close()
+        wait_for(lambda: not vuser.info()["connected"], 10, "the driver to see the back-end go")
+        assert (pool.available, pool.large_free) == (before, large_before)
+        # and again when the driver closes first, with a large frame in flight
+        vhost = open_port(PortId("vhost", 11), sock_ctx)
+        wait_running(vhost, vuser)
+        assert vuser.tx_burst(pool.alloc_frames([bytes(60), bytes(9000)])) == 2
+    finally:
+        vuser.close()
+        vhost.close()
+    assert (pool.available, pool.large_free) == (before, large_before)
+
+
+def test_copying_driver_where_zero_copy_is_off(sock_ctx):
+    """``zero_copy=0`` (or a pool that cannot be shared): frames are copied through the driver's
+    own slots, and the pool lends it nothing."""
+    sock_dir = sock_ctx.options["vhost-dir"]
+    sock_ctx.options.update(port_options([f"net_virtio_user12,path={sock_dir}/sock12,zero_copy=0"]))
+    with pytest.raises(OptionError, match="zero_copy"):
+        port_options([f"net_virtio_user12,path={sock_dir}/sock12,zero_copy=yes"])
+    pool = sock_ctx.pool
+    before = pool.available
+    vhost = open_port(PortId("vhost", 12), sock_ctx)
+    vuser = open_port(PortId("virtio_user", 12), sock_ctx)
+    try:
+        wait_running(vhost, vuser)
+        assert not vuser.driver.zc
+        assert pool.available == before
+        assert exchange(vuser, vhost, FRAMES) == FRAMES
+        assert exchange(vhost, vuser, FRAMES) == FRAMES
+    finally:
+        vuser.close()
+        vhost.close()
+    assert pool.available == before
+
+
+def test_zero_copy_driver_refuses_a_descriptor_returned_twice(sock_ctx):
+    """A back-end that returns a receive descriptor twice, or one it does not hold, would make
+    the driver hand one pool buffer on twice: the driver stops the connection instead (an
+    error), and the pool stays whole."""
+    pool = sock_ctx.pool
+    before = pool.available
+    vhost = open_port(PortId("vhost", 13), sock_ctx)
+    vuser = open_port(PortId("virtio_user", 13), sock_ctx)
+    try:
+        wait_running(vhost, vuser)
+        drv = vuser.driver
+        assert exchange(vhost, vuser, FRAMES[:10]) == FRAMES[:10]
+        for n, ids in enumerate(([0, 0], [5, 6]), 1):
+            q = drv.rxq
+            with drv.lock:
+                if n == 2:  # 5 and 6 are not held by the back-end: taken back just before
+                    q.take_back(np.array([5, 6]))
+                for k, i in enumerate(ids):
+                    at = (q.last_used + k) & q.mask
+                    q.ring.used_ids[at] = i
+                    q.ring.used_lens[at] = drv.hdr_len + 60
+                    q.num_buffers[i] = 1
+                q.ring.used_idx[0] = (q.last_used + len(ids)) & 0xFFFF
+            assert len(vuser.rx_burst(64)) == 0
+            assert drv.errors == n and "used descriptor" in drv.last_error
+            wait_running(vhost, vuser)  # a new connection, the ring posted afresh
+        assert exchange(vhost, vuser, FRAMES[:10]) == FRAMES[:10]
+    finally:
+        vuser.close()
+        vhost.close()
+    assert pool.available == before

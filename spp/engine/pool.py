@@ -191,6 +191,12 @@ class BufferPool:
         return self._ctl.item(0)
 
     @property
+    def available(self) -> int:
+        """Ordinary buffers free: the shared stack's and this handle's cache (not other
+        handles' caches)."""
+        return self._ctl.item(0) + self._cached
+
+    @property
     def large_free(self) -> int:
         return self._ctl.item(1)
 

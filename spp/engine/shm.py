@@ -175,6 +175,7 @@ class Segment:
         self.buf_vnet_addr = _address_of(self.buf_vnet)
         off = _align(off + VNET_HDR_LEN * rows)
         self.buf_data = np.ndarray((rows, s.buf_size), np.uint8, mm, off)
+        self.buf_data_offset = off  # where the rows lie in the file (to share them by fd)
         self.buf_data_addr = _address_of(self.buf_data)
         off = _align(off + rows * s.buf_size)
         self.ring_stride = _align(RING_CTL + 4 * s.ring_size, 64)

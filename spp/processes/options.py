@@ -177,7 +177,7 @@ def is_virtio_vdev(name: str) -> bool:
 def port_options(vdevs: list[str], vhost_dir: str | None = None) -> dict[str, str]:
     """Per-port settings for the drivers: the vhost-user socket directory (``--vhost-dir``), and
     sockets named by ``--vdev eth_vhostN,iface=PATH[,client=1]`` or
-    ``--vdev net_virtio_userN,path=PATH[,server=1][,queue_size=N]`` (used when ``vhost:N`` /
+    ``--vdev net_virtio_userN,path=PATH[,server=1][,queue_size=N][,zero_copy=0]`` (used when ``vhost:N`` /
     ``virtio_user:N`` is added, as SPP's primary hides vhost vdevs until a process adds them)."""
     opts: dict[str, str] = {}
     if vhost_dir is not None:
@@ -202,6 +202,11 @@ def port_options(vdevs: list[str], vhost_dir: str | None = None) -> dict[str, st
                     if not size.isdigit() or int(size) not in QUEUE_SIZES:
                         raise OptionError(f"--vdev {vdev}: queue_size must be a power of two from 64 to 4096")
                     opts[f"virtio_user:{int(num)}:queue_size"] = str(int(size))
+                zero_copy = params.get("zero_copy")
+                if ptype == "virtio_user" and zero_copy is not None:
+                    if zero_copy not in ("0", "1"):
+                        raise OptionError(f"--vdev {vdev}: zero_copy must be 0 or 1")
+                    opts[f"virtio_user:{int(num)}:zero_copy"] = zero_copy
     return opts
 
 

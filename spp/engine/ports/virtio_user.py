@@ -43,6 +43,7 @@ class VirtioUserPort(Port):
         if server and not os.path.isdir(os.path.dirname(self.path) or "."):
             raise PortError(f"{uid}: socket directory {os.path.dirname(self.path)} does not exist")
         try:
+            zero_copy = ctx.options.get(f"virtio_user:{uid.num}:zero_copy") != "0"
             self.driver: VirtioUser | None = VirtioUser(
                 self.path,
                 server=server,
@@ -50,6 +51,7 @@ class VirtioUserPort(Port):
                 name=str(uid),
                 event_idx=event_idx,
                 offloads=offloads,
+                pool=self.pool if zero_copy else None,
             )
         except VirtioError as e:
             raise PortError(f"{uid}: {e}") from None

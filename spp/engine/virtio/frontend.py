@@ -26,8 +26,10 @@ import contextlib
 import errno
 import itertools
 import logging
+import mmap
 import os
 import socket
+import stat
 import struct
 import threading
 
@@ -55,6 +57,8 @@ RX_SLOT = 2048  # bytes per receive buffer (header + frame; larger frames come m
 TX_SLOT = 2048 + 64  # a transmit slot holds a header and the largest pool buffer
 LARGE_TX_SLOT = 68 * 1024  # a header and a 64 KiB aggregate with its headers
 LARGE_TX_SLOTS = 16
+HDR_SLOT = 64  # zero-copy: a slot holds only a packet's header (the frame is in a pool buffer)
+NONE = np.uint32(0xFFFFFFFF)  # no pool buffer behind a descriptor
 RECONNECT_SECONDS = 0.5
 #: default virtqueue size: a burst costs mostly a fixed number of array operations, so the ring
 #: must let the worker move bursts of up to 4 x 256 packets
@@ -91,6 +95,28 @@ def _metadata(pool: BufferPool, bufs: np.ndarray) -> np.ndarray:
     return rows.view(np.dtype((np.void, VNET_HDR_LEN))).reshape(-1)
 
 
+def pool_region(pool: BufferPool) -> tuple[int, int, int] | None:
+    """``(fd, file offset, length)`` of the pool's packet rows, to share with a back-end, or
+    None where zero-copy cannot apply: rows not page-aligned in the file, or a file of huge
+    pages (their 2 MiB alignment cannot be made to follow our 4 KiB-aligned rings in
+    guest-physical space without a hole). The back-end then sees every packet buffer of the
+    pool (as DPDK's back-end sees a virtio-user application's whole mempool), not only ours."""
+    seg = pool.seg
+    off = getattr(seg, "buf_data_offset", None)
+    if off is None or off % mmap.PAGESIZE:
+        return None
+    try:
+        st = os.fstat(seg.fd)
+    except OSError:
+        return None
+    if st.st_blksize > mmap.PAGESIZE or not stat.S_ISREG(st.st_mode):
+        return None
+    length = -(-seg.nb_rows * seg.spec.buf_size // mmap.PAGESIZE) * mmap.PAGESIZE
+    if st.st_size < off + length:
+        return None
+    return seg.fd, off, length
+
+
 def _runs(mask: np.ndarray) -> list[tuple[int, int, bool]]:
     """``(start, end, value)`` of each run of equal values of a boolean array."""
     edges = np.flatnonzero(mask[1:] != mask[:-1]) + 1
@@ -99,15 +125,27 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int, bool]]:
 
 
 class DriverQueue:
-    """One virtqueue from the driver's side: its ring views and its slots."""
+    """One virtqueue from the driver's side: its ring views and its slots.
 
-    def __init__(self, area: SharedArea, ring_off: int, slot_off: int, size: int, slot: int) -> None:
+    ``paired``: a ring of ``2 x size`` descriptors, where descriptor ``i`` (the header, in slot
+    ``i``) chains to descriptor ``size + i`` (the frame, in a pool buffer: zero-copy). Only the
+    ``size`` heads are ever made available, so ids and the free list are the same either way.
+    """
+
+    def __init__(
+        self, area: SharedArea, ring_off: int, slot_off: int, size: int, slot: int, paired: bool = False
+    ) -> None:
         self.size = size
-        self.mask = size - 1
-        dsz, asz, _ = ring_bytes(size)
+        self.paired = paired
+        ring_size = 2 * size if paired else size
+        self.mask = ring_size - 1
+        dsz, asz, _ = ring_bytes(ring_size)
         self.desc_off, self.avail_off = ring_off, ring_off + dsz
         self.used_off = _align(ring_off + dsz + asz, 4)
-        self.ring = SplitLayout(area.flat, size, self.desc_off, self.avail_off, self.used_off)
+        self.ring = SplitLayout(area.flat, ring_size, self.desc_off, self.avail_off, self.used_off)
+        # the frame descriptors of a paired ring, indexed by their head's id
+        self.data_addr = self.ring.desc_addr[size:]
+        self.data_len = self.ring.desc_len[size:]
         self.slot = slot
         self.slots = area.flat[slot_off : slot_off + size * slot].reshape(size, slot)
         self.rows = RowViews(self.slots)
@@ -118,12 +156,20 @@ class DriverQueue:
         self.call_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.reset()
 
-    def reset(self) -> None:
+    def reset(self, hdr_len: int = d.NET_HDR_LEN, device_writes: bool = False) -> None:
         r = self.ring
-        r.desc["addr"] = self.slot_addr.astype(np.uint64)
+        n = self.size
+        r.desc["addr"][:n] = self.slot_addr.astype(np.uint64)
+        r.desc["addr"][n:] = 0
         r.desc["len"] = 0
         r.desc["flags"] = 0
         r.desc["next"] = 0
+        if self.paired:
+            write = d.VRING_DESC_F_WRITE if device_writes else 0
+            r.desc["len"][:n] = hdr_len
+            r.desc["flags"][:n] = d.VRING_DESC_F_NEXT | write
+            r.desc["next"][:n] = _ARANGE[n : 2 * n]
+            r.desc["flags"][n:] = write
         r.avail_flags[0] = 0
         r.avail_idx[0] = 0
         r.used_flags[0] = 0
@@ -137,6 +183,24 @@ class DriverQueue:
         self.slots[:, : d.NET_HDR_LEN] = 0
         self.free_ids = np.arange(self.size, dtype=np.int64)[::-1].copy()
         self.nfree = self.size
+        self.lent = np.zeros(self.size, bool)  # zero-copy: descriptors the back-end holds
+        self.nlent = 0
+
+    def lend(self, ids: np.ndarray) -> None:
+        """Zero-copy: ``ids`` (and the pool buffers behind them) go to the back-end."""
+        self.lent[ids] = True
+        self.nlent += len(ids)
+
+    def take_back(self, ids: np.ndarray) -> None:
+        """Zero-copy: check that the back-end returns only descriptors it holds, each once, as
+        a pool buffer handed on or freed twice would corrupt the pool every process shares."""
+        if not self.lent[ids].all():
+            raise ProtocolError("used descriptor that was not made available")
+        self.lent[ids] = False
+        left = int(np.count_nonzero(self.lent))
+        if left != self.nlent - len(ids):
+            raise ProtocolError("used descriptor returned twice")
+        self.nlent = left
 
     #: VIRTIO_RING_F_EVENT_IDX negotiated: notifications go by the event indexes, not the flags
     event_idx = False
@@ -202,9 +266,15 @@ class VirtioUser:
         name: str = "",
         event_idx: bool = True,
         offloads: bool = True,
+        pool: BufferPool | None = None,
     ) -> None:
         """``event_idx=False`` declines VIRTIO_RING_F_EVENT_IDX (notifications by flags only),
-        ``offloads=False`` every offload (a driver that wants plain frames both ways)."""
+        ``offloads=False`` every offload (a driver that wants plain frames both ways).
+
+        ``pool``: the packet pool the caller's bursts come from. If its memory can be shared
+        (see :func:`pool_region`), the driver runs *zero-copy*: the pool's buffers are shared
+        with the back-end and posted as they are, rather than copied through slots of our own.
+        """
         if queue_size & (queue_size - 1) or not 0 < queue_size <= 4096:
             raise VirtioError(f"queue size {queue_size} is not a power of two up to 4096")
         self.path = path
@@ -214,12 +284,31 @@ class VirtioUser:
         self.wanted = WANTED_FEATURES if event_idx else WANTED_FEATURES & ~(1 << d.RING_F_EVENT_IDX)
         if not offloads:
             self.wanted &= ~d.NET_OFFLOADS
-        ring_len = _align(sum(ring_bytes(queue_size)) + 8)
-        rx_len = queue_size * RX_SLOT
-        large_off = 2 * ring_len + rx_len + queue_size * TX_SLOT
-        self.area = SharedArea(large_off + LARGE_TX_SLOTS * LARGE_TX_SLOT, "spp-virtio-user")
-        self.rxq = DriverQueue(self.area, 0, 2 * ring_len, queue_size, RX_SLOT)
-        self.txq = DriverQueue(self.area, ring_len, 2 * ring_len + rx_len, queue_size, TX_SLOT)
+        region = pool_region(pool) if pool is not None else None
+        self.zc = region is not None
+        rx_slot, tx_slot = (HDR_SLOT, HDR_SLOT) if self.zc else (RX_SLOT, TX_SLOT)
+        ring_len = _align(sum(ring_bytes(2 * queue_size if self.zc else queue_size)) + 8)
+        rx_len = queue_size * rx_slot
+        large_off = 2 * ring_len + rx_len + queue_size * tx_slot
+        nb_large = 0 if self.zc else LARGE_TX_SLOTS
+        self.area = SharedArea(large_off + nb_large * LARGE_TX_SLOT, "spp-virtio-user")
+        self.rxq = DriverQueue(self.area, 0, 2 * ring_len, queue_size, rx_slot, self.zc)
+        self.txq = DriverQueue(self.area, ring_len, 2 * ring_len + rx_len, queue_size, tx_slot, self.zc)
+        if pool is not None and region is not None:
+            # The pool's rows follow our own memory in guest-physical space, so the back-end
+            # sees one stretch without a hole (one bounds check per burst); each row's address
+            # is precomputed, so posting a burst of buffers is one gather.
+            self._pool_fd, self._pool_file_off, self._pool_len = region
+            self._pool_uaddr = pool.seg.buf_data_addr
+            self._pool_gpa = self.area.addr + self.area.size
+            self._gpa_of = self._pool_gpa + np.arange(pool.seg.nb_rows, dtype=np.uint64) * pool.buf_size
+            self._buf_size = pool.buf_size
+            # a handle of the control thread's own, to post receive buffers and take them back
+            self._ctl_pool: BufferPool | None = BufferPool(pool.seg)
+            self.held_rx = np.full(queue_size, NONE, np.uint32)  # the pool buffer behind each
+            self.held_tx = np.full(queue_size, NONE, np.uint32)
+        else:
+            self._ctl_pool = None
         # Large transmit slots (pages only touched when used): free ones, and which descriptor
         # holds which (-1: its own slot).
         self.large_off = large_off
@@ -259,7 +348,7 @@ class VirtioUser:
             except Exception as e:  # whatever the back-end wrote, the worker carries on
                 self._failed(e)
                 return 0
-        if k:
+        if k and not self.zc:  # (zero-copy: they are freed when the back-end is done)
             pool.free(bufs[:k])
         return k
 
@@ -288,11 +377,13 @@ class VirtioUser:
             except Exception as e:  # whatever the back-end wrote, the worker carries on
                 self._failed(e)
                 return sent, 0
-        if k:
+        if k and not self.zc:  # (zero-copy: they are freed when the back-end is done)
             pool.free(sent[:k])
         return sent, k
 
     def _tx(self, pool: BufferPool, bufs: np.ndarray) -> int:
+        if self.zc:
+            return self._tx_zc(pool, bufs)
         q = self.txq
         done = q.used_ids(q.size)
         if len(done):
@@ -336,6 +427,32 @@ class VirtioUser:
         if width:
             q.rows(width, h)[ids] = self._pool_rows(pool)(width)[src]
         q.ring.desc_len[ids] = lens + h  # flags and next stay 0
+        q.kick(q.publish(ids))
+        return k
+
+    def _tx_zc(self, pool: BufferPool, bufs: np.ndarray) -> int:
+        """Zero-copy: each buffer itself goes out as the frame descriptor behind its header
+        (large ones too: a large buffer is contiguous), and is kept until the back-end returns
+        its descriptor, then freed."""
+        q = self.txq
+        done = q.used_ids(q.size)
+        if len(done):
+            q.take_back(done)
+            pool.free(self.held_tx[done])
+            q.free_ids[q.nfree : q.nfree + len(done)] = done
+            q.nfree += len(done)
+        k = min(len(bufs), q.nfree)
+        if not k:
+            return 0
+        q.nfree -= k
+        ids = q.free_ids[q.nfree : q.nfree + k]  # a view: nothing is pushed back before we return
+        taken = bufs[:k]
+        if self.send_caps:
+            self._tx_headers(pool, ids, taken)
+        q.data_addr[ids] = self._gpa_of[taken]
+        q.data_len[ids] = pool.lengths[taken]
+        self.held_tx[ids] = taken
+        q.lend(ids)
         q.kick(q.publish(ids))
         return k
 
@@ -433,18 +550,21 @@ class VirtioUser:
             if not q.event_idx:  # (with event indexes, a used event left behind does the same)
                 q.ring.avail_flags[0] = d.VRING_AVAIL_F_NO_INTERRUPT
         h = self.hdr_len
+        room = h + self._buf_size if self.zc else RX_SLOT  # what one receive chain holds
         if h >= 12:
             nbufs = q.num_buffers[ids]
             if (nbufs != 1).any():
-                if int(lens.max()) > RX_SLOT:
-                    raise ProtocolError(f"used length beyond the {RX_SLOT}-byte receive buffers")
+                if int(lens.max()) > room:
+                    raise ProtocolError(f"used length beyond the {room}-byte receive buffers")
                 return self._rx_merged(pool, ids, lens.astype(np.int64), nbufs)
         frame_lens = lens - np.uint32(h)  # unsigned: a length below the header's wraps, and fails
         longest = int(frame_lens.max())
-        if longest > RX_SLOT - h:
+        if longest > room - h:
             raise ProtocolError(
-                f"used length shorter than the virtio-net header or beyond the {RX_SLOT}-byte receive buffers"
+                f"used length shorter than the virtio-net header or beyond the {room}-byte receive buffers"
             )
+        if self.zc:
+            return self._rx_zc(pool, ids, frame_lens)
         bufs = pool.alloc(len(ids), plain=not self.read_vnet)
         if len(bufs) < len(ids):  # pool exhausted: leave them in the ring for the next call
             pool.free(bufs)
@@ -459,6 +579,40 @@ class VirtioUser:
         q.kick(q.publish(ids))  # the slots go straight back to the back-end
         return bufs
 
+    def _rx_zc(self, pool: BufferPool, ids: np.ndarray, frame_lens: np.ndarray) -> np.ndarray:
+        """Zero-copy: the back-end wrote the frames into the pool buffers behind ``ids``; they
+        are handed on as they are, and fresh buffers take their place on the ring."""
+        q = self.rxq
+        fresh = pool.alloc(len(ids), plain=not self.read_vnet)
+        if len(fresh) < len(ids):  # pool exhausted: leave them in the ring for the next call
+            pool.free(fresh)
+            q.last_used = (q.last_used - len(ids)) & 0xFFFF
+            return EMPTY
+        try:
+            q.take_back(ids)
+        except ProtocolError:
+            pool.free(fresh)
+            raise
+        bufs = self.held_rx[ids]
+        self.held_rx[ids] = fresh
+        q.data_addr[ids] = self._gpa_of[fresh]
+        if self.read_vnet:
+            self._pool_vnet(pool)[bufs] = q.rows(VNET_HDR_LEN)[ids]
+        pool.lengths[bufs] = frame_lens
+        q.lend(ids)
+        q.kick(q.publish(ids))
+        return bufs
+
+    def _rx_bytes(self, pool: BufferPool, i: int, length: int, first: bool) -> list[np.ndarray]:
+        """What the back-end wrote into receive descriptor ``i``: ``length`` bytes, less the
+        header in the first buffer of a packet."""
+        q, h = self.rxq, self.hdr_len
+        if not self.zc:
+            return [q.slots[i, h if first else 0 : length]]
+        # zero-copy: the chain is the header slot, then the pool buffer
+        rest = pool.frame(int(self.held_rx[i]), max(length - h, 0))
+        return [rest] if first else [q.slots[i, : min(h, length)], rest]
+
     def _rx_merged(
         self, pool: BufferPool, ids: np.ndarray, lens: np.ndarray, nbufs: np.ndarray
     ) -> np.ndarray:
@@ -466,7 +620,7 @@ class VirtioUser:
         large pool buffers where they are longer than a pool buffer. A packet whose last buffers
         have not arrived yet, or that finds no buffer free, is put back by rewinding the used
         index."""
-        q, h = self.rxq, self.hdr_len
+        q = self.rxq
         out: list[int] = []
         i, consumed = 0, 0
         limit = pool.large_size if pool.seg.spec.nb_large else pool.buf_size
@@ -476,9 +630,9 @@ class VirtioUser:
                 if k >= 1 and i + k <= q.size:
                     break  # the rest of this packet is not there yet
                 raise ProtocolError(f"num_buffers {k} in a receive buffer")
-            parts = [q.slots[ids[i], h : int(lens[i])]] + [
-                q.slots[ids[j], : int(lens[j])] for j in range(i + 1, i + k)
-            ]
+            parts = self._rx_bytes(pool, int(ids[i]), int(lens[i]), True)
+            for j in range(i + 1, i + k):
+                parts += self._rx_bytes(pool, int(ids[j]), int(lens[j]), False)
             frame = np.concatenate(parts)
             if len(frame) > limit:
                 self.rx_too_long += 1  # nothing can hold it: its buffers go back
@@ -560,6 +714,7 @@ class VirtioUser:
                     msg = recv_message(conn)  # the back-end sends nothing unasked: EOF or garbage
                     msg.close_fds()
                     raise ProtocolError(f"unexpected message {msg.request} from the back-end")
+                self._stop_rings(conn)  # we are closing
             except PeerGone:
                 log.info("%s: back-end went away", self.name)
             except (ProtocolError, OSError, struct.error) as e:
@@ -569,11 +724,37 @@ class VirtioUser:
             finally:
                 with self.lock:
                     self.running = False
+                    self._release()
                 self.connected = False
                 self._conn = None
                 conn.close()
             if self._listener is None:
                 unixsock.wait_readable(self._stop_fd, self._stop_fd, RECONNECT_SECONDS)
+
+    def _stop_rings(self, conn: socket.socket) -> None:
+        """Zero-copy, closing while the back-end is still there: stop both rings (GET_VRING_BASE
+        answers once the back-end has stopped using them), so no write of the back-end can land
+        in a pool buffer after we gave it back. A back-end that does not answer in time is
+        dropped all the same."""
+        if not self.zc:
+            return
+        with self.lock:
+            self.running = False  # the worker posts nothing more
+        conn.settimeout(2)
+        with contextlib.suppress(PeerGone, ProtocolError, OSError, struct.error):
+            for index in (0, 1):
+                self._call(conn, d.GET_VRING_BASE, struct.pack("<II", index, 0))
+
+    def _release(self) -> None:
+        """Zero-copy (lock held, rings stopped): the pool buffers behind our descriptors, the
+        receive buffers posted and the transmitted ones not yet returned, go back to the pool."""
+        if self._ctl_pool is None:
+            return
+        held = np.concatenate((self.held_rx, self.held_tx[self.txq.lent]))
+        self._ctl_pool.free(held[held != NONE])  # (large ones too: an aggregate in flight)
+        self._ctl_pool.flush()
+        self.held_rx[:] = NONE
+        self.held_tx[:] = NONE
 
     def _call(
         self,
@@ -615,19 +796,37 @@ class VirtioUser:
             self.large_of[:] = -1
             self._hdr_dirty[:] = False  # (reset zeroes the headers)
             self.hdr_len = d.net_hdr_len(features)
+            self._release()  # (done when the last connection ended; this is a safety net)
+            self.rxq.reset(self.hdr_len, device_writes=True)
+            self.txq.reset(self.hdr_len)
             for q in (self.rxq, self.txq):
-                q.reset()
                 q.event_idx = d.has(features, d.RING_F_EVENT_IDX)
-            # Every receive slot is offered to the back-end at once.
-            self.rxq.ring.desc["len"] = RX_SLOT
-            self.rxq.ring.desc["flags"] = d.VRING_DESC_F_WRITE
-            self.rxq.publish(_ARANGE[: self.size].astype(np.uint16))
+            # Every receive slot (zero-copy: a pool buffer behind each) is offered to the
+            # back-end at once.
+            if self._ctl_pool is not None:
+                fresh = self._ctl_pool.alloc(self.size)
+                self._ctl_pool.flush()  # (what the bulk take left in this handle's cache)
+                posted = len(fresh)  # fewer only from an exhausted pool
+                self.held_rx[:posted] = fresh
+                self.rxq.data_addr[:posted] = self._gpa_of[fresh]
+                self.rxq.data_len[:] = self._buf_size
+                self.rxq.lend(_ARANGE[:posted])
+            else:
+                posted = self.size
+                self.rxq.ring.desc["len"] = RX_SLOT
+                self.rxq.ring.desc["flags"] = d.VRING_DESC_F_WRITE
+            self.rxq.publish(_ARANGE[:posted].astype(np.uint16))
             self.rx_interrupts = True
         a = self.area
-        region = struct.pack("<II", 1, 0) + struct.pack("<QQQQ", a.addr, a.size, a.addr, 0)
-        self._call(conn, d.SET_MEM_TABLE, region, [a.fd], ack=True)
+        regions = [(a.addr, a.size, a.addr, 0)]
+        fds = [a.fd]
+        if self.zc:  # the pool's rows right after our own memory, guest-physically
+            regions.append((self._pool_gpa, self._pool_len, self._pool_uaddr, self._pool_file_off))
+            fds.append(self._pool_fd)
+        table = struct.pack("<II", len(regions), 0) + b"".join(struct.pack("<QQQQ", *r) for r in regions)
+        self._call(conn, d.SET_MEM_TABLE, table, fds, ack=True)
         for index, q in enumerate((self.rxq, self.txq)):
-            self._call(conn, d.SET_VRING_NUM, struct.pack("<II", index, q.size), ack=True)
+            self._call(conn, d.SET_VRING_NUM, struct.pack("<II", index, q.ring.size), ack=True)
             self._call(conn, d.SET_VRING_BASE, struct.pack("<II", index, 0), ack=True)
             addrs = struct.pack(
                 "<IIQQQQ",
@@ -651,6 +850,8 @@ class VirtioUser:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             os.eventfd_write(self._stop_fd, 1)
+        if self.zc:  # the control thread stops the rings first (see _stop_rings)
+            self._thread.join(3)
         conn = self._conn
         if conn is not None:
             with contextlib.suppress(OSError):
@@ -658,12 +859,15 @@ class VirtioUser:
         self._thread.join(5)
         with self.lock:
             self.running = False
+            self._release()
         if self._listener is not None:
             self._listener.close()
             unixsock.unlink_if_ours(self.path, self._inode)
         self.rxq.close()
         self.txq.close()
         os.close(self._stop_fd)
+        if self._ctl_pool is not None:
+            self._ctl_pool.close()
         self.area.close()
 
     def info(self) -> dict[str, object]:

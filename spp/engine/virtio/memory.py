@@ -137,11 +137,12 @@ class GuestMemory:
         self._ends = np.array([r.gpa + r.size - lo for r in self.regions], np.uint64)
         self._windows: dict[int, np.ndarray] = {}
         self._void_windows: dict[int, np.ndarray] = {}
-        #: arena offsets (start, end) when the table is one region: bounds checks become two
-        #: reductions per burst instead of a search
-        self.single: tuple[int, int] | None = (
-            (int(self._starts[0]), int(self._ends[0])) if len(self.regions) == 1 else None
-        )
+        #: arena offsets (start, end) when the table is one region, or regions that follow each
+        #: other without a hole (our virtio-user driver's rings and packet pool): bounds checks
+        #: become two reductions per burst instead of a search, and a copy may run across a
+        #: boundary since every byte of the stretch is mapped
+        tiled = all(a.gpa + a.size == b.gpa for a, b in zip(self.regions, self.regions[1:], strict=False))
+        self.single: tuple[int, int] | None = (int(self._starts[0]), int(self._ends[-1])) if tiled else None
         self.closed = False
 
     # -- translation ---------------------------------------------------------------------------

@@ -232,7 +232,10 @@ class DeviceRing:
         if not n:
             return EMPTY, 0
         if self.mem.single is not None:
-            simple = self._receive_simple(pool, heads)
+            if self._chained(heads):
+                simple = self._receive_pair(pool, heads)
+            else:
+                simple = self._receive_simple(pool, heads)
             if simple is not None:
                 return simple, 0
         bufs = pool.alloc(n, plain=not self.read_vnet)  # (read_vnet: every kept one is written)
@@ -377,6 +380,66 @@ class DeviceRing:
         self._complete(heads, 0)
         return bufs
 
+    def _chained(self, heads: np.ndarray) -> bool:
+        """Whether the burst's first descriptor has a successor: a driver that puts the header
+        in a descriptor of its own (ours when it posts pool buffers), so the pair path is tried
+        rather than the one-descriptor path."""
+        return bool(int(self.ring.desc_word[int(heads[0])]) >> 32 & VRING_DESC_F_NEXT)
+
+    def _pair_heads(self, heads: np.ndarray, flags: int) -> np.ndarray | None:
+        """The data descriptors of a burst of two-descriptor chains (intp), or None unless every
+        head is exactly a header (``hdr_len`` bytes, ``flags`` and NEXT) and every successor
+        is in the ring. Two reductions check all lengths and flags at once."""
+        r = self.ring
+        w0 = r.desc_word[heads.astype(np.intp)]
+        want = self.hdr_len | (flags | VRING_DESC_F_NEXT) << 32
+        lf = w0 & _LEN_FLAGS
+        if int(lf.min()) != want or int(lf.max()) != want:
+            return None
+        nxt = (w0 >> np.uint64(48)).astype(np.intp)
+        if int(nxt.max()) >= self.size:
+            return None  # (the general path says why)
+        return nxt
+
+    def _receive_pair(self, pool: BufferPool, heads: np.ndarray) -> np.ndarray | None:
+        """Like :meth:`_receive_simple` for packets of two descriptors, the header's and the
+        frame's (a driver sending its packet buffers where they lie, without copying them
+        behind a header first)."""
+        r = self.ring
+        nxt = self._pair_heads(heads, 0)
+        if nxt is None:
+            return None
+        ln = r.desc_word[nxt] & _LEN_FLAGS  # flags must be 0: anything else makes it huge
+        longest = int(ln.max())
+        if longest > pool.buf_size:
+            return None
+        width = -(-longest // _WIDTH_STEP) * _WIDTH_STEP
+        start, end = self.mem.single  # type: ignore[misc]
+        shift = np.uint64((-self.mem.lo - start) & _MASK64)
+        rel = r.desc_addr[nxt] + shift
+        if int(rel.max()) > end - start - width:
+            return None
+        if self.read_vnet:
+            hrel = r.desc_addr[heads.astype(np.intp)] + shift
+            if int(hrel.max()) > end - start - self.hdr_len:
+                return None
+        bufs = pool.alloc(len(nxt), plain=not self.read_vnet)
+        k = len(bufs)
+        if k < len(nxt):  # pool exhausted: leave the rest on the ring for later
+            if not k:
+                return EMPTY
+            heads, rel, ln = heads[:k], rel[:k], ln[:k]
+            if self.read_vnet:
+                hrel = hrel[:k]
+        got = bufs.astype(np.intp)
+        if width:
+            self._rows(pool)(width)[got] = self.mem.void_window(width)[start:][rel.view(np.int64)]
+        if self.read_vnet:
+            self._vnet(pool)[got] = self.mem.void_window(VNET_HDR_LEN)[start:][hrel.view(np.int64)]
+        pool.lengths[got] = ln
+        self._complete(heads, 0)
+        return bufs
+
     def _gather(self, head: int, limit: int) -> np.ndarray | int | None:
         """One packet from a chain of any shape (the per-packet path), header included; None for
         a packet shorter than its header, its length (an int) for one whose frame is longer than
@@ -405,9 +468,11 @@ class DeviceRing:
             if not n:
                 break
             batch = bufs[done : done + n]
-            if self.mem.single is not None and self._deliver_simple(pool, heads, batch, meta):
-                done += n
-                continue
+            if self.mem.single is not None:
+                quick = self._deliver_pair if self._chained(heads) else self._deliver_simple
+                if quick(pool, heads, batch, meta):
+                    done += n
+                    continue
             lens = pool.lengths[batch].astype(np.int64)
             need = lens + self.hdr_len
             d = self.ring.desc[heads]
@@ -479,6 +544,38 @@ class DeviceRing:
             mem.void_window(VNET_HDR_LEN)[start:][to] = _metadata(pool, src).view(_VNET_VOID).reshape(-1)
         if longest:
             mem.void_window(longest)[start + h :][to] = self._rows(pool)(longest)[src]
+        self._complete(heads, ln + h)
+        return True
+
+    def _deliver_pair(self, pool: BufferPool, heads: np.ndarray, batch: np.ndarray, meta: bool) -> bool:
+        """Like :meth:`_deliver_simple` for receive buffers of two descriptors, a header's and a
+        frame's (a driver receiving straight into its packet buffers): three scatters."""
+        r = self.ring
+        nxt = self._pair_heads(heads, VRING_DESC_F_WRITE)
+        if nxt is None:
+            return False
+        src = batch.astype(np.intp)
+        ln = pool.lengths[src]
+        longest = int(ln.max())
+        h = self.hdr_len
+        word = r.desc_word[nxt] & _LEN_FLAGS  # flags exactly WRITE, room for the longest frame
+        if longest > pool.buf_size or int(word.min()) < _WRITE_ONLY_INT + longest:
+            return False
+        if int(word.max()) > _WRITE_ONLY_INT + 0xFFFFFFFF:
+            return False
+        start, end = self.mem.single  # type: ignore[misc]
+        shift = np.uint64((-self.mem.lo - start) & _MASK64)
+        hto = r.desc_addr[heads.astype(np.intp)] + shift
+        to = r.desc_addr[nxt] + shift
+        if int(hto.max()) > end - start - h or int(to.max()) > end - start - longest:
+            return False
+        mem = self.mem
+        hto = hto.view(np.int64)
+        mem.void_window(h)[start:][hto] = self.hdr_void
+        if meta:
+            mem.void_window(VNET_HDR_LEN)[start:][hto] = _metadata(pool, src).view(_VNET_VOID).reshape(-1)
+        if longest:
+            mem.void_window(longest)[start:][to.view(np.int64)] = self._rows(pool)(longest)[src]
         self._complete(heads, ln + h)
         return True
 
