@@ -5,7 +5,10 @@ It attaches the panel to a vhost-user back-end as a VM's NIC would: by default a
 switch), or where ``--vdev net_virtio_userN,path=PATH[,server=1]`` says. With ``server=1`` it
 creates the socket and waits for a back-end in client mode. ``queue_size=N`` sets the size of
 both virtqueues (default 1024, DPDK's is 256: a Python driver's cost is mostly per burst, and a
-longer ring lets a busy worker move bursts of up to 1024 packets). Until the back-end is there,
+longer ring lets a busy worker move bursts of up to 1024 packets). The driver shares the
+process's packet pool with the back-end and posts pool buffers as they are (zero-copy), unless
+``zero_copy=0`` or the pool cannot be shared (hugetlbfs): then it copies through slots of its own.
+Until the back-end is there,
 transmit refuses (counted as ``tx_drop``) and receive returns nothing; the driver reconnects by
 itself when the back-end comes back.
 """
@@ -74,7 +77,7 @@ class VirtioUserPort(Port):
         if drv.rx_too_long != too_long:
             self.xstats[XS["rx_too_long"]] += drv.rx_too_long - too_long
             self.counters[RX_DROP] += drv.rx_too_long - too_long
-        if drv.read_vnet and len(bufs):
+        if drv.meta_seen and len(bufs):
             n = len(bufs)
             bufs = check_burst(self.pool, bufs, self.xstats, "rx_bad_vnet")
             self.counters[RX_DROP] += n - len(bufs)

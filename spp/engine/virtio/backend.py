@@ -133,7 +133,7 @@ class VhostDevice:
                 xstats[offload.XS["rx_too_long"]] += ring.rx_too_long - before
             if ring.broken:
                 self._ring_failed(TX_QUEUE, ring.broken)
-        if ring.read_vnet and len(bufs):
+        if ring.read_vnet and ring.meta_seen and len(bufs):
             n = len(bufs)
             bufs = offload.check_burst(pool, bufs, xstats, "rx_bad_vnet")
             dropped += n - len(bufs)

@@ -15,6 +15,12 @@ frame) is sent from one of a few *large* transmit slots, its descriptor pointed 
 back-end returns it; long frames arrive as merged receive buffers and are joined into a large
 pool buffer.
 
+*Zero-copy* (given a pool whose memory can be shared, see :func:`pool_region`): the pool's packet
+rows are shared with the back-end as a second memory region, and each descriptor is a header slot
+of ours chained to a pool buffer. Transmit posts the burst's buffers themselves and frees them
+when the back-end returns them; receive posts pool buffers, hands the used ones on and posts fresh
+ones. Otherwise the slots above are used and every frame is copied.
+
 A control thread owns the socket: it performs the handshake, then watches for the back-end going
 away; in client mode it reconnects, in server mode it accepts the next back-end. Ring state is
 rebuilt under the data lock, so the worker sees a consistent device between bursts.
@@ -151,6 +157,8 @@ class DriverQueue:
         self.rows = RowViews(self.slots)
         # num_buffers of each slot's header, as one strided uint16 array
         self.num_buffers = np.ndarray((size,), "<u2", buffer=self.slots, offset=10, strides=(slot,))
+        # and flags | gso_type << 8, zero for a packet without offload metadata
+        self.hdr_word = np.ndarray((size,), "<u2", buffer=self.slots, offset=0, strides=(slot,))
         self.slot_addr = area.addr + slot_off + _ARANGE[:size] * slot
         self.kick_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.call_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -550,6 +558,7 @@ class VirtioUser:
             if not q.event_idx:  # (with event indexes, a used event left behind does the same)
                 q.ring.avail_flags[0] = d.VRING_AVAIL_F_NO_INTERRUPT
         h = self.hdr_len
+        self.meta_seen = self.read_vnet
         room = h + self._buf_size if self.zc else RX_SLOT  # what one receive chain holds
         if h >= 12:
             nbufs = q.num_buffers[ids]
@@ -563,9 +572,12 @@ class VirtioUser:
             raise ProtocolError(
                 f"used length shorter than the virtio-net header or beyond the {room}-byte receive buffers"
             )
+        # Only the headers' first two bytes are looked at first: for plain traffic that spares
+        # copying every 10-byte header, and the port's check of the metadata.
+        self.meta_seen = self.read_vnet and bool(_or(q.hdr_word[ids]))
         if self.zc:
             return self._rx_zc(pool, ids, frame_lens)
-        bufs = pool.alloc(len(ids), plain=not self.read_vnet)
+        bufs = pool.alloc(len(ids), plain=not self.meta_seen)
         if len(bufs) < len(ids):  # pool exhausted: leave them in the ring for the next call
             pool.free(bufs)
             q.last_used = (q.last_used - len(ids)) & 0xFFFF
@@ -573,7 +585,7 @@ class VirtioUser:
         got = bufs.astype(np.intp)
         if longest:
             self._pool_rows(pool)(longest)[got] = q.rows(longest, h)[ids]
-        if self.read_vnet:
+        if self.meta_seen:
             self._pool_vnet(pool)[got] = q.rows(VNET_HDR_LEN)[ids]
         pool.lengths[got] = frame_lens
         q.kick(q.publish(ids))  # the slots go straight back to the back-end
@@ -583,7 +595,7 @@ class VirtioUser:
         """Zero-copy: the back-end wrote the frames into the pool buffers behind ``ids``; they
         are handed on as they are, and fresh buffers take their place on the ring."""
         q = self.rxq
-        fresh = pool.alloc(len(ids), plain=not self.read_vnet)
+        fresh = pool.alloc(len(ids))  # metadata cleared: still so when they come back
         if len(fresh) < len(ids):  # pool exhausted: leave them in the ring for the next call
             pool.free(fresh)
             q.last_used = (q.last_used - len(ids)) & 0xFFFF
@@ -596,7 +608,7 @@ class VirtioUser:
         bufs = self.held_rx[ids]
         self.held_rx[ids] = fresh
         q.data_addr[ids] = self._gpa_of[fresh]
-        if self.read_vnet:
+        if self.meta_seen:
             self._pool_vnet(pool)[bufs] = q.rows(VNET_HDR_LEN)[ids]
         pool.lengths[bufs] = frame_lens
         q.lend(ids)
@@ -656,6 +668,8 @@ class VirtioUser:
 
     #: packets that arrived longer than the largest pool buffer, dropped
     rx_too_long = 0
+    #: the last receive burst may carry offload metadata (to be checked)
+    meta_seen = False
 
     def prepare_sleep(self) -> bool:
         """Going idle: ask for interrupts (call eventfd), drain it, and say whether packets

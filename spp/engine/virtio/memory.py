@@ -190,6 +190,15 @@ class GuestMemory:
             self._windows[width] = w
         return w
 
+    def word_window(self) -> np.ndarray:
+        """The arena as overlapping little-endian uint16s: element ``o`` is bytes ``[o, o+2)``."""
+        w = self._word_window
+        if w is None:
+            w = self._word_window = np.ndarray((self.span - 1,), "<u2", buffer=self.flat, strides=(1,))
+        return w
+
+    _word_window: np.ndarray | None = None
+
     def void_window(self, width: int) -> np.ndarray:
         """Like :meth:`window`, but each row is one ``width``-byte element: a fancy index then
         copies a row with one memcpy instead of an inner loop."""
@@ -208,6 +217,7 @@ class GuestMemory:
             self.closed = True
             self._windows.clear()
             self._void_windows.clear()
+            self._word_window = None
             _libc.munmap(self._raw, self._reserve)
 
 

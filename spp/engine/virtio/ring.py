@@ -231,6 +231,7 @@ class DeviceRing:
         n, heads = self._available(limit)
         if not n:
             return EMPTY, 0
+        self.meta_seen = True
         if self.mem.single is not None:
             if self._chained(heads):
                 simple = self._receive_pair(pool, heads)
@@ -362,23 +363,39 @@ class DeviceRing:
         rel = r.desc_addr[at] + np.uint64((h - self.mem.lo - start) & _MASK64)
         if int(rel.max()) > end - start - width:
             return None
-        if self.read_vnet and int(rel.min()) < h:  # the header must lie inside the region too
-            return None
-        bufs = pool.alloc(len(at), plain=not self.read_vnet)
+        frm = rel.view(np.int64)
+        hdr = None
+        if self.read_vnet:
+            if int(rel.min()) < h:  # the header must lie inside the region too
+                return None
+            hdr = self._headers_with_metadata(frm + (start - h))
+        bufs = pool.alloc(len(at), plain=hdr is None)
         k = len(bufs)
         if k < len(at):  # pool exhausted: leave the rest on the ring for later
             if not k:
                 return EMPTY
-            heads, rel, ln = heads[:k], rel[:k], ln[:k]
+            heads, frm, ln = heads[:k], frm[:k], ln[:k]
+            if hdr is not None:
+                hdr = hdr[:k]
         got = bufs.astype(np.intp)
-        frm = rel.view(np.int64)
         if width:
             self._rows(pool)(width)[got] = self.mem.void_window(width)[start:][frm]
-        if self.read_vnet:
-            self._vnet(pool)[got] = self.mem.void_window(VNET_HDR_LEN)[frm + (start - h)]
+        if hdr is not None:
+            self._vnet(pool)[got] = self.mem.void_window(VNET_HDR_LEN)[hdr]
         pool.lengths[got] = ln
         self._complete(heads, 0)
         return bufs
+
+    #: the last burst may carry offload metadata (False: a fast path saw every header empty, so
+    #: the buffers' metadata is cleared and needs no check)
+    meta_seen = True
+
+    def _headers_with_metadata(self, hdr: np.ndarray) -> np.ndarray | None:
+        """``hdr`` (arena offsets of a burst's headers) if any header has offload metadata,
+        else None. Only each header's first two bytes (flags, gso_type) are gathered: for plain
+        traffic that is much cheaper than copying every 10-byte header."""
+        self.meta_seen = bool(_or(self.mem.word_window()[hdr]))
+        return hdr if self.meta_seen else None
 
     def _chained(self, heads: np.ndarray) -> bool:
         """Whether the burst's first descriptor has a successor: a driver that puts the header
@@ -419,23 +436,25 @@ class DeviceRing:
         rel = r.desc_addr[nxt] + shift
         if int(rel.max()) > end - start - width:
             return None
+        hdr = None
         if self.read_vnet:
             hrel = r.desc_addr[heads.astype(np.intp)] + shift
             if int(hrel.max()) > end - start - self.hdr_len:
                 return None
-        bufs = pool.alloc(len(nxt), plain=not self.read_vnet)
+            hdr = self._headers_with_metadata(hrel.view(np.int64) + start)
+        bufs = pool.alloc(len(nxt), plain=hdr is None)
         k = len(bufs)
         if k < len(nxt):  # pool exhausted: leave the rest on the ring for later
             if not k:
                 return EMPTY
             heads, rel, ln = heads[:k], rel[:k], ln[:k]
-            if self.read_vnet:
-                hrel = hrel[:k]
+            if hdr is not None:
+                hdr = hdr[:k]
         got = bufs.astype(np.intp)
         if width:
             self._rows(pool)(width)[got] = self.mem.void_window(width)[start:][rel.view(np.int64)]
-        if self.read_vnet:
-            self._vnet(pool)[got] = self.mem.void_window(VNET_HDR_LEN)[start:][hrel.view(np.int64)]
+        if hdr is not None:
+            self._vnet(pool)[got] = self.mem.void_window(VNET_HDR_LEN)[hdr]
         pool.lengths[got] = ln
         self._complete(heads, 0)
         return bufs
