@@ -1,7 +1,7 @@
 """Benchmark: CPU time per burst of the four vhost-user hot paths, in one process.
 
     PYTHONPATH=. python bench/vhost_burst.py [--bursts 32,256,1024] [--iterations 3000] [--runs 3]
-                                             [--modes zc,copy]
+                                             [--modes copy,zc] [--frame-size 64]
 
 A ``vhost:0`` port and a ``virtio_user:0`` port of this process talk over a socket in a temporary
 directory; bursts of 64-byte frames from a ``nullpmd`` source go one way (virtio-user transmit ->
@@ -10,9 +10,10 @@ thread's CPU clock (``time.thread_time``), so time the thread spent preempted by
 shared machine is not counted: the figure is what the code costs, not what the machine allowed.
 Medians over ``--runs`` runs of the mean per call (first tenth of the iterations left out as
 warm-up). The clock call itself (about 1 µs here) is included in every figure. ``--modes``: the
-virtio-user driver zero-copy (``zc``, the default: pool buffers posted as they are) and/or copying
-through its own slots (``copy``, ``virtio_user:N:zero_copy=0``); runs of the modes alternate, so
-both see the same machine.
+virtio-user driver copying through its own slots (``copy``, the default) and/or zero-copy (``zc``,
+``virtio_user:N:zero_copy=1``: pool buffers posted as they are); runs of the modes alternate, so
+both see the same machine. ``--frame-size``: frames longer than the source's 64 bytes (their bytes
+beyond the first 64 are whatever the buffer held).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from spp.integrations.testbed import wait_for
 STAGES = ("virtio-user tx", "vhost rx", "vhost tx", "virtio-user rx")
 
 
-def one_run(burst: int, iterations: int, queue_size: int, mode: str) -> dict[str, float]:
+def one_run(burst: int, iterations: int, queue_size: int, mode: str, size: int = 64) -> dict[str, float]:
     """Mean CPU seconds per call of each stage."""
     seg = Segment.create(
         SegmentSpec(
@@ -65,6 +66,8 @@ def one_run(burst: int, iterations: int, queue_size: int, mode: str) -> dict[str
                 ):
                     for i in range(iterations):
                         bufs = null.rx_burst(burst)
+                        if size != 64:
+                            pool.lengths[bufs] = size
                         t0 = clock()
                         taken = src.tx_burst(bufs)
                         t1 = clock()
@@ -94,19 +97,21 @@ def main() -> int:
     p.add_argument("--iterations", type=int, default=3000)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--queue-size", type=int, default=1024)
-    p.add_argument("--modes", default="zc", help="zc, copy or zc,copy")
+    p.add_argument("--modes", default="copy,zc", help="copy, zc or both")
+    p.add_argument("--frame-size", type=int, default=64)
     args = p.parse_args()
     modes = args.modes.split(",")
     print(
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  {platform.node()}"
         f"  load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}  queue size {args.queue_size}"
+        f"  frames of {args.frame_size} B"
     )
     print(f"{'burst':>6} {'mode':>4}  " + "  ".join(f"{s:>22}" for s in STAGES))
     for burst in (int(b) for b in args.bursts.split(",")):
         runs: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
         for _ in range(args.runs):
             for m in modes:
-                runs[m].append(one_run(burst, args.iterations, args.queue_size, m))
+                runs[m].append(one_run(burst, args.iterations, args.queue_size, m, args.frame_size))
         for m in modes:
             med = {s: statistics.median(r[s] for r in runs[m]) for s in STAGES}
             cells = [f"{med[s] * 1e6:7.1f} µs {med[s] / burst * 1e9:6.0f} ns/p" for s in STAGES]

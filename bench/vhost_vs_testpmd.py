@@ -2,7 +2,7 @@
 with dpdk-testpmd's net_vhost and net_virtio_user, 64-byte frames.
 
     sudo PYTHONPATH=. python bench/vhost_vs_testpmd.py [--runs 5] [--seconds 3] [--huge] [--queue-size N]
-                                                       [--sides ours,testpmd[,copy]]
+                                                       [--sides ours,testpmd[,zc]]
 
 Topology (one direction, as testpmd's txonly -> rxonly pair)::
 
@@ -18,9 +18,9 @@ others share, a forwarder that is preempted loses rate but not efficiency, so th
 steadier one. Runs alternate between the sides. Both virtio-user drivers get ``queue_size=N``
 (``--queue-size``, default 1024, our driver's default; DPDK's is 256). testpmd takes its memory
 from memfd (``--no-huge``) unless ``--huge`` (2 MiB hugepages; reserved and given back if none are
-free). Everything is started afresh per run and removed afterwards. ``--sides`` may add ``copy``:
-ours with the virtio-user driver copying through its own slots (``zero_copy=0``) instead of posting
-pool buffers, to compare the two in the same run.
+free). Everything is started afresh per run and removed afterwards. ``--sides`` may add ``zc``:
+ours with the virtio-user driver zero-copy (``zero_copy=1``: pool buffers posted as they are)
+instead of copying through its own slots, to compare the two in the same run.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / TICK
 
 
-def ours(tmp: Path, seconds: float, queue_size: int, zero_copy: bool = True) -> tuple[float, float]:
+def ours(tmp: Path, seconds: float, queue_size: int, zero_copy: bool = False) -> tuple[float, float]:
     socks = tmp / "socks"
     socks.mkdir(exist_ok=True)
     with Testbed(nb_rings=1, log_dir=tmp / "logs") as bed:
@@ -129,7 +129,7 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--huge", action="store_true", help="testpmd on 2 MiB hugepages instead of memfd")
     p.add_argument("--queue-size", type=int, default=1024, help="virtqueue size of both virtio-user drivers")
-    p.add_argument("--sides", default="ours,testpmd", help="ours, testpmd and/or copy, comma-separated")
+    p.add_argument("--sides", default="ours,testpmd", help="ours, testpmd and/or zc, comma-separated")
     args = p.parse_args()
     sides = args.sides.split(",")
     results: dict[str, list[float]] = {s: [] for s in sides}
@@ -145,7 +145,7 @@ def main() -> int:
                     rate, efficiency = (
                         testpmd(run_dir, args.seconds, args.huge, args.queue_size)
                         if side == "testpmd"
-                        else ours(run_dir, args.seconds, args.queue_size, zero_copy=side == "ours")
+                        else ours(run_dir, args.seconds, args.queue_size, zero_copy=side == "zc")
                     )
                     results[side].append(rate)
                     per_cpu[side].append(efficiency)

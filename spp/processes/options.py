@@ -177,7 +177,7 @@ def is_virtio_vdev(name: str) -> bool:
 def port_options(vdevs: list[str], vhost_dir: str | None = None) -> dict[str, str]:
     """Per-port settings for the drivers: the vhost-user socket directory (``--vhost-dir``), and
     sockets named by ``--vdev eth_vhostN,iface=PATH[,client=1]`` or
-    ``--vdev net_virtio_userN,path=PATH[,server=1][,queue_size=N][,zero_copy=0]`` (used when ``vhost:N`` /
+    ``--vdev net_virtio_userN,path=PATH[,server=1][,queue_size=N][,zero_copy=1]`` (used when ``vhost:N`` /
     ``virtio_user:N`` is added, as SPP's primary hides vhost vdevs until a process adds them)."""
     opts: dict[str, str] = {}
     if vhost_dir is not None:

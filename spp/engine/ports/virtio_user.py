@@ -5,9 +5,10 @@ It attaches the panel to a vhost-user back-end as a VM's NIC would: by default a
 switch), or where ``--vdev net_virtio_userN,path=PATH[,server=1]`` says. With ``server=1`` it
 creates the socket and waits for a back-end in client mode. ``queue_size=N`` sets the size of
 both virtqueues (default 1024, DPDK's is 256: a Python driver's cost is mostly per burst, and a
-longer ring lets a busy worker move bursts of up to 1024 packets). The driver shares the
-process's packet pool with the back-end and posts pool buffers as they are (zero-copy), unless
-``zero_copy=0`` or the pool cannot be shared (hugetlbfs): then it copies through slots of its own.
+longer ring lets a busy worker move bursts of up to 1024 packets). With ``zero_copy=1`` the
+driver shares the process's packet pool with the back-end and posts pool buffers as they are,
+where the pool can be shared (not on hugetlbfs); by default it copies through slots of its own,
+which costs less for small frames and keeps the back-end's work down (bench/RESULTS.md).
 Until the back-end is there,
 transmit refuses (counted as ``tx_drop``) and receive returns nothing; the driver reconnects by
 itself when the back-end comes back.
@@ -46,7 +47,7 @@ class VirtioUserPort(Port):
         if server and not os.path.isdir(os.path.dirname(self.path) or "."):
             raise PortError(f"{uid}: socket directory {os.path.dirname(self.path)} does not exist")
         try:
-            zero_copy = ctx.options.get(f"virtio_user:{uid.num}:zero_copy") != "0"
+            zero_copy = ctx.options.get(f"virtio_user:{uid.num}:zero_copy") == "1"
             self.driver: VirtioUser | None = VirtioUser(
                 self.path,
                 server=server,
