@@ -501,3 +501,30 @@ def test_zero_copy_driver_refuses_a_descriptor_returned_twice(sock_ctx):
         vuser.close()
         vhost.close()
     assert pool.available == before
+
+
+def test_zero_copy_driver_posts_receive_buffers_once_the_pool_has_them(sock_ctx):
+    """Connected while the pool is exhausted, the zero-copy driver posts no receive buffers;
+    once buffers are free again its next receive call posts them, and frames arrive."""
+    pool = sock_ctx.pool
+    sock_ctx.options["virtio_user:14:zero_copy"] = "1"
+    hoard = [pool.alloc(512)]
+    while len(hoard[-1]):
+        hoard.append(pool.alloc(512))
+    vhost = open_port(PortId("vhost", 14), sock_ctx)
+    vuser = open_port(PortId("virtio_user", 14), sock_ctx)
+    try:
+        wait_running(vhost, vuser)
+        assert vuser.driver.rxq.nlent == 0
+        for h in hoard[1:]:
+            pool.free(h)
+        one = pool.alloc_frames(FRAMES[:1])
+        assert vhost.tx_burst(one) == 0  # nothing posted yet: refused
+        pool.free(one)
+        assert len(vuser.rx_burst(64)) == 0  # ... and now posted
+        assert vuser.driver.rxq.nlent == vuser.driver.size
+        assert exchange(vhost, vuser, FRAMES) == FRAMES
+    finally:
+        vuser.close()
+        vhost.close()
+        pool.free(hoard[0])

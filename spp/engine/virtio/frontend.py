@@ -552,6 +552,8 @@ class VirtioUser:
         q = self.rxq
         ids, lens = q.used(max_n)
         if not len(ids):
+            if self.zc and q.nlent < self.size:
+                self._top_up(pool)
             return EMPTY
         if self.rx_interrupts:
             self.rx_interrupts = False  # busy: we will look again anyway
@@ -591,6 +593,20 @@ class VirtioUser:
         q.kick(q.publish(ids))  # the slots go straight back to the back-end
         return bufs
 
+    def _top_up(self, pool: BufferPool) -> None:
+        """Zero-copy: post pool buffers behind the receive descriptors that have none (the
+        pool could not give them all at the handshake)."""
+        q = self.rxq
+        ids = np.flatnonzero(~q.lent)
+        fresh = pool.alloc(len(ids))
+        if not len(fresh):
+            return
+        ids = ids[: len(fresh)]
+        self.held_rx[ids] = fresh
+        q.data_addr[ids] = self._gpa_of[fresh]
+        q.lend(ids)
+        q.kick(q.publish(ids))
+
     def _rx_zc(self, pool: BufferPool, ids: np.ndarray, frame_lens: np.ndarray) -> np.ndarray:
         """Zero-copy: the back-end wrote the frames into the pool buffers behind ``ids``; they
         are handed on as they are, and fresh buffers take their place on the ring."""
@@ -613,6 +629,8 @@ class VirtioUser:
         pool.lengths[bufs] = frame_lens
         q.lend(ids)
         q.kick(q.publish(ids))
+        if q.nlent < self.size:
+            self._top_up(pool)
         return bufs
 
     def _rx_bytes(self, pool: BufferPool, i: int, length: int, first: bool) -> list[np.ndarray]:
