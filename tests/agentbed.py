@@ -21,10 +21,13 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
+
 from spp.engine.pool import BufferPool
 from spp.engine.virtio.frontend import VirtioUser
 from spp.integrations.agent import keys, tools
 from spp.integrations.agent.etcd import KV, Etcd, parse_endpoints
+from spp.integrations.agent.localetcd import LocalEtcd
 from spp.integrations.testbed import Testbed, wait_for
 from tests.netutil import VethNs, make_frame, veth_pair_in_netns
 
@@ -250,6 +253,25 @@ class AgentHost:
                         sorted(p["port"] for p in c["tx_port"]),
                     )
         return out
+
+
+@pytest.fixture
+def etcd() -> Iterator[LocalEtcd]:
+    """A private etcd on loopback for one test (tests kill and restart it)."""
+    with LocalEtcd() as e:
+        yield e
+
+
+@pytest.fixture
+def host(etcd: LocalEtcd, tmp_path: Path) -> Iterator[AgentHost]:
+    """Host ``h1`` on ``etcd`` with its agent running. Afterwards the agent (if the test left
+    one running) must stop cleanly on SIGTERM, and no agent may have logged a traceback."""
+    with AgentHost(etcd.endpoint, "h1", tmp_path) as h:
+        h.start_agent()
+        yield h
+        if h.agent is not None:
+            assert h.stop_agent() == 0, h.agent_log()[-3000:]
+        assert "Traceback" not in h.agent_log(), h.agent_log()[-3000:]
 
 
 @contextlib.contextmanager

@@ -1,5 +1,6 @@
-"""Shared fixtures: a private shared segment per test, and a per-test pool handle; and the
-session check that the run leaves nothing behind (:mod:`tests.leakcheck`)."""
+"""Shared fixtures: a private shared segment per test, and a per-test pool handle (the agent
+tests' come from :mod:`tests.agentbed`); and the session check that the run leaves nothing
+behind (:mod:`tests.leakcheck`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ from spp.engine.pool import BufferPool
 from spp.engine.ports.base import PortContext
 from spp.engine.shm import PhyInfo, Segment, SegmentSpec
 from tests.leakcheck import pytest_sessionfinish, pytest_sessionstart, run_token
+
+#: the spp-agent tests' ``etcd`` and ``host`` fixtures live with the rest of their bed
+pytest_plugins = ["tests.agentbed"]
 
 
 def unique_prefix(tag: str = "t") -> str:

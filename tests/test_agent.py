@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 
 from spp.integrations.agent import keys, tools
-from spp.integrations.agent.localetcd import LocalEtcd
 from spp.integrations.testbed import wait_for
 from tests.agentbed import AgentHost, drain, etcd_run, frames_to, guests, receive, send_from_guest
 from tests.netutil import is_root
@@ -15,22 +14,6 @@ from tests.netutil import is_root
 pytestmark = pytest.mark.skipif(not is_root(), reason="needs root for network namespaces and veth")
 
 MAC1, MAC2 = "fa:16:3e:00:00:01", "fa:16:3e:00:00:02"
-
-
-@pytest.fixture
-def etcd():
-    with LocalEtcd() as e:
-        yield e
-
-
-@pytest.fixture
-def host(etcd, tmp_path):
-    with AgentHost(etcd.endpoint, "h1", tmp_path) as h:
-        h.start_agent()
-        yield h
-        code = h.stop_agent()
-        assert code == 0, h.agent_log()[-3000:]
-        assert "Traceback" not in h.agent_log(), h.agent_log()[-3000:]
 
 
 def untag(frame: bytes) -> bytes:

@@ -22,22 +22,6 @@ pytestmark = pytest.mark.skipif(not is_root(), reason="needs root for network na
 MAC1, MAC2 = "fa:16:3e:00:00:01", "fa:16:3e:00:00:02"
 
 
-@pytest.fixture
-def etcd():
-    with LocalEtcd() as e:
-        yield e
-
-
-@pytest.fixture
-def host(etcd, tmp_path):
-    with AgentHost(etcd.endpoint, "h1", tmp_path) as h:
-        h.start_agent()
-        yield h
-        if h.agent is not None:
-            assert h.stop_agent() == 0, h.agent_log()[-3000:]
-        assert "Traceback" not in h.agent_log(), h.agent_log()[-3000:]
-
-
 def written_once(h: AgentHost, port: str) -> bool:
     kv = h.etcd.kv(keys.key("port_status", "h1", port))
     return kv is not None and kv.value == keys.UP and kv.version == 1
