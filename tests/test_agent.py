@@ -83,6 +83,16 @@ def test_replug_after_unplug_and_no_free_vhost(host):
     r = h.plug("p3", "fa:16:3e:00:00:03", vlan=7)
     assert r.up and r.vhost_id == 0
     assert h.table() == [("mac", MAC2, "ring:2"), ("vlan", "7/fa:16:3e:00:00:03", "ring:0")]
+    # the agent's liveness: there while it runs, gone as soon as it stopped (its lease revoked,
+    # not left to expire), and then a plug is refused before it claims anything
+    assert h.etcd.get(keys.agent_key("h1")) is not None
+    assert h.unplug("p2")
+    assert h.stop_agent() == 0
+    assert h.etcd.get(keys.agent_key("h1")) is None
+    with pytest.raises(tools.ToolError, match="no spp-agent is alive on host h1"):
+        h.plug("p4", "fa:16:3e:00:00:04", timeout=600)
+    assert h.etcd.get(keys.vhost_key("h1", "phys1", 1)) == keys.FREE
+    assert h.etcd.get(keys.key("bind_port", "h1", "p4")) is None
 
 
 @pytest.mark.parametrize("direction", ["IN", "OUT", "BOTH"])

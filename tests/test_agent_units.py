@@ -182,6 +182,23 @@ def test_config_build_and_destroy_touch_only_their_host():
             "port", "plug", *e, "--host", "spp40", "--physnet", "physX", "--mac", "fa:16:3e:00:00:01"
         )
         assert r.returncode == 1 and "no physical network 'physX'" in r.stderr
+        # spp40 is configured but no agent serves it: the plug says so at once (it would wait
+        # --timeout for an "up" that never comes) and claims nothing; so does a tap
+        r = agent_cli(
+            "port", "plug", *e, "--host", "spp40", "--physnet", "phys1", "--mac", "fa:16:3e:00:00:01",
+            "--timeout", "600",
+        )  # fmt: skip
+        assert r.returncode == 1 and "no spp-agent is alive on host spp40" in r.stderr, r.stderr
+        assert set(view.prefix(keys.vhost_prefix("spp40")).values()) == {keys.FREE}
+        assert view.prefix(keys.host_prefix("bind_port", "spp40")) == {}
+        for port, vhost in (("svc", 0), ("src", 1)):
+            view.put(keys.key("bind_port", "spp40", port), BindPort("fa:16:3e:00:00:01", vhost, None).dumps())
+        r = agent_cli(
+            "tap", "create", *e, "--service-port", "svc", "--source-port", "src", "--direction", "IN",
+            "--timeout", "600",
+        )  # fmt: skip
+        assert r.returncode == 1 and "no spp-agent is alive on host spp40" in r.stderr, r.stderr
+        assert set(view.prefix(keys.host_prefix("mirror", "spp40")).values()) == {keys.FREE}
 
 
 def test_local_etcd_command_says_where_and_stops_on_sigterm():

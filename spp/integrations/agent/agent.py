@@ -24,6 +24,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from spp.integrations.agent import keys
 from spp.integrations.agent.dataplane import DataPlane
@@ -111,6 +112,8 @@ class Agent:
         self._ready_logged = False
         #: held while the data plane is changed: by one request, or by a rebuild
         self._busy = asyncio.Lock()
+        #: the lease of ``agent/<host>`` in this session, revoked when the agent stops
+        self._lease: Any = None
 
     # -- keys of this host -------------------------------------------------------------------
 
@@ -160,6 +163,7 @@ class Agent:
                     await asyncio.wait_for(stop.wait(), backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
         finally:
+            await self._revoke_liveness()
             await self.ctl.close()
             await self.etcd.close()
             log.info("stopped: %s", self.stats)
@@ -171,11 +175,12 @@ class Agent:
         if not self.revisions:
             await self._scan()
         self.needs_rebuild = True
+        lease = await self._announce()
         try:
             async with asyncio.TaskGroup() as tg:
                 for prefix in self.watched:
                     tg.create_task(self._watch(prefix))
-                tg.create_task(self._heartbeat())
+                tg.create_task(self._heartbeat(lease))
                 tg.create_task(self._health())
                 tg.create_task(self._worker())
         except BaseExceptionGroup as group:
@@ -231,15 +236,31 @@ class Agent:
             if ident:
                 self.queue.add(_Work("port" if prefix == self.watched[0] else "tap", ident))
 
-    async def _heartbeat(self) -> None:
-        """``agent/<host>`` under a lease: the liveness the mechanism driver's stand-in checks;
-        a refresh that fails ends the session (this member may be cut off)."""
-        lease = await self.etcd.lease(LEASE_TTL)
+    async def _announce(self) -> Any:
+        """``agent/<host>`` under a new lease: the liveness ``port plug`` and ``tap create``
+        check. Written before the data plane is built, so it exists by the time the agent says
+        it is ready."""
+        lease = self._lease = await self.etcd.lease(LEASE_TTL)
         info = {"api": self.api, "pid": os.getpid(), "since": int(time.time())}
         await self.etcd.put(keys.agent_key(self.host), json.dumps(info), lease=lease)
+        return lease
+
+    async def _heartbeat(self, lease: Any) -> None:
+        """Keep the liveness lease; a refresh that fails ends the session (this member may be
+        cut off)."""
         while True:
             await asyncio.sleep(HEARTBEAT)
             await self.etcd.refresh(lease)
+
+    async def _revoke_liveness(self) -> None:
+        """On a clean stop ``agent/<host>`` goes at once, so the tools refuse to plug without
+        waiting out the lease; best effort (etcd may be gone too: then the lease expires)."""
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            try:
+                await asyncio.wait_for(self.etcd.revoke(lease), 3)
+            except (EtcdUnavailable, TimeoutError) as e:
+                log.info("liveness lease not revoked (%s); it expires in %d s", e, LEASE_TTL)
 
     async def _health(self) -> None:
         """Rebuild the data plane when a secondary came back empty or spp-ctl restarted."""

@@ -200,6 +200,10 @@ class Etcd:
         if reply is None or reply.TTL <= 0:
             raise EtcdUnavailable(f"etcd {self.endpoint}: lease {lease.id:x} expired")
 
+    async def revoke(self, lease: Any) -> None:
+        """End ``lease`` now: the keys under it go at once, not when it would have expired."""
+        await self._call(lambda c: c.revoke_lease(lease.id))
+
     async def compact(self, revision: int) -> None:
         await self._call(lambda c: c.compact(revision, physical=True))
 

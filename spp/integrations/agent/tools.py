@@ -81,6 +81,18 @@ async def _prefix(etcd: Etcd, kind: str, host: str) -> list[Any]:
     return kvs
 
 
+async def require_agent(etcd: Etcd, host: str) -> None:
+    """ToolError unless ``host``'s agent is alive: its ``agent/<host>`` key (held under a lease,
+    gone once the agent stopped or lost etcd for a lease's time) exists. Checked before anything
+    is written, so a plug for a host without an agent fails at once instead of waiting for an
+    ``up`` that never comes (Neutron's driver checks its agent's liveness the same way)."""
+    if await etcd.get(keys.agent_key(host)) is None:
+        raise ToolError(
+            f"no spp-agent is alive on host {host} ({keys.agent_key(host)} is absent): "
+            "start spp-agent there, or check --host"
+        )
+
+
 async def configuration(etcd: Etcd, host: str) -> Any:
     text = await etcd.get(keys.configuration_key(host))
     if text is None:
@@ -124,8 +136,9 @@ async def plug(
     vlan: int | None = None,
     timeout: float = PLUG_TIMEOUT,
 ) -> PlugResult:
-    """``bind_port``: claim the first free vhost of ``physnet`` (key order, compare-and-swap of
-    ``None``), write ``bind_port`` and ``action`` = ``plug``, wait for ``port_status`` ``up``."""
+    """``bind_port``: check the host's agent is alive, claim the first free vhost of ``physnet``
+    (key order, compare-and-swap of ``None``), write ``bind_port`` and ``action`` = ``plug``,
+    wait for ``port_status`` ``up``."""
     port_id = port_id or str(uuid.uuid4())
     if "/" in port_id or not port_id:
         raise ToolError(f"bad port id {port_id!r}")
@@ -142,6 +155,7 @@ async def plug(
         )
     if await etcd.get(keys.key("bind_port", host, port_id)) is not None:
         raise ToolError(f"port {port_id} was bound on {host} before (bind_port exists): unplug it first")
+    await require_agent(etcd, host)
     kvs, _ = await etcd.get_prefix(keys.vhost_prefix(host, physnet))
     vhost_id = None
     for kv in kvs:
@@ -194,8 +208,8 @@ async def tap_create(
     flow_id: str | None = None,
     timeout: float = TAP_TIMEOUT,
 ) -> tuple[str, bool]:
-    """``create_tap_flow_postcommit``: both ports bound on the same host, a mirror per
-    direction claimed, ``tap_info`` and ``tap_action`` = ``plug`` written, ``up`` awaited."""
+    """``create_tap_flow_postcommit``: both ports bound on the same host, whose agent is alive, a
+    mirror per direction claimed, ``tap_info`` and ``tap_action`` = ``plug`` written, ``up`` awaited."""
     direction = direction.upper()
     if direction not in ("IN", "OUT", "BOTH"):
         raise ToolError(f"direction must be IN, OUT or BOTH, not {direction!r}")
@@ -203,6 +217,7 @@ async def tap_create(
     host = await host_of(etcd, source_port)
     if await etcd.get(keys.key("bind_port", host, service_port)) is None:
         raise ToolError(f"service port {service_port} is not bound on {host}, the source port's host")
+    await require_agent(etcd, host)
     claimed: list[int] = []
 
     async def claim() -> int:
