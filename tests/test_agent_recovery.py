@@ -14,7 +14,7 @@ import pytest
 from spp.integrations.agent import keys, tools
 from spp.integrations.agent.localetcd import LocalEtcd
 from spp.integrations.testbed import wait_for
-from tests.agentbed import AgentHost, etcd_run, frames_to, guests, receive
+from tests.agentbed import AgentHost, etcd_run, frames_to, guests, receive, send_from_guest
 from tests.netutil import is_root
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="needs root for network namespaces and veth")
@@ -265,6 +265,42 @@ def test_agent_killed_mid_tap_and_restarted(host):
     assert h.wiring() == tapped
     assert h.etcd.kv(keys.key("tap_status", "h1", "tf1")).version == 1
     assert etcd_run(h.endpoints, lambda e: tools.tap_delete(e, "tf1", wait=30))
+
+
+def test_taps_whose_keys_vanished_while_the_agent_was_down(host, pool):
+    """Tap flow tf2's keys are deleted while the agent is down (by hand, or by a clean-up that
+    went around it): the restarted agent takes its mirror's wiring down, so the service VM gets
+    no more copies of what the source VM sends, and leaves the live tap tf1 as it was. A tap
+    whose tap_info became unreadable keeps the wiring of the mirror claimed for it."""
+    h = host
+    assert h.plug("src", MAC1).up and h.plug("svc", MAC2).up
+    assert etcd_run(h.endpoints, lambda e: tools.tap_create(e, "svc", "src", "IN", "tf1"))[1]
+    only_in = h.wiring()
+    assert etcd_run(h.endpoints, lambda e: tools.tap_create(e, "svc", "src", "OUT", "tf2"))[1]
+    assert h.wiring() != only_in
+    h.stop_agent()
+    for kind in ("tap_info", "tap_action", "tap_status"):
+        h.etcd.delete(keys.key(kind, "h1", "tf2"))
+    h.start_agent()  # ready once the data plane is built: the clean-up comes before that
+    assert h.wiring() == only_in
+    assert "took down the wiring of a tap flow that is gone" in h.agent_log()
+    assert h.etcd.kv(keys.key("tap_status", "h1", "tf1")).version == 1
+    with guests(h.vdir, 0, 1) as vm:
+        into = frames_to(MAC1, 3)
+        h.wire.send(into)
+        assert receive(pool, vm[0], 3) == into
+        assert receive(pool, vm[1], 3) == into  # tf1 still copies
+        out = frames_to("02:00:00:00:00:09", 3, first=40)
+        cap = h.wire.capture(3, timeout=10)
+        send_from_guest(pool, vm[0], out)
+        assert cap.frames() == out
+        assert receive(pool, vm[1], 1, timeout=1) == []  # tf2 copies no more
+    # unreadable tap_info: the mirror claimed for the flow in etcd is left wired
+    h.stop_agent()
+    h.etcd.put(keys.key("tap_info", "h1", "tf1"), "{not json")
+    h.start_agent()
+    assert h.etcd.get(keys.key("mirror", "h1", 0)) == "tf1"
+    assert h.wiring() == only_in
 
 
 @pytest.mark.timeout(300)

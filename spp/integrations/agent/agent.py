@@ -286,7 +286,8 @@ class Agent:
     async def _rebuild_locked(self) -> None:
         dp = DataPlane(self.ctl, self._layout())
         try:
-            changes = await dp.build()
+            changes = await self._clear_stale_taps(dp)
+            changes += await dp.build()
         except SppCtlUnavailable as e:
             if not self._ready_logged:
                 log.warning("waiting for spp-ctl and the secondaries: %s", e)
@@ -306,6 +307,39 @@ class Agent:
         self.needs_rebuild = False
         self.stats.rebuilds += 1
         log.info("data plane built (%d change(s)); looking at every request again", changes)
+
+    async def _clear_stale_taps(self, dp: DataPlane) -> int:
+        """Mirrors still wired for tap flows whose keys are gone (deleted while the agent was
+        down, or while it was cut off and the history compacted) are taken down before the
+        build gives the forwarders their rings back. A mirror some tap flow's keys still name
+        is left alone: its request is looked at again right after."""
+        if not self._layout().mirrors:
+            return 0
+        used = await self._mirrors_in_use()
+        changes = 0
+        for m in self._layout().mirrors:
+            if m.mirror_id not in used:
+                changes += await dp.untap_mirror(m)
+        return changes
+
+    async def _mirrors_in_use(self) -> set[int]:
+        """Mirror ids a tap flow of this host accounts for: those its ``tap_info`` names, or,
+        when that is unreadable, those ``mirror/<host>/<id>`` says it claimed."""
+        infos = {kv.key.rsplit("/", 1)[1]: kv.value for kv in (await self._host_kvs("tap_info"))}
+        flows = set(infos) | {kv.key.rsplit("/", 1)[1] for kv in await self._host_kvs("tap_action")}
+        claims = [(kv.value, kv.key.rsplit("/", 1)[1]) for kv in await self._host_kvs("mirror")]
+        used: set[int] = set()
+        for flow in flows:
+            try:
+                tap = TapInfo.parse(infos.get(flow, ""))
+                used |= {m for m in (tap.mirror_in, tap.mirror_out) if m is not None}
+            except BadValue:
+                used |= {int(mid) for fid, mid in claims if fid == flow and mid.isdigit()}
+        return used
+
+    async def _host_kvs(self, kind: str) -> list[Any]:
+        kvs, _ = await self.etcd.get_prefix(keys.host_prefix(kind, self.host))
+        return kvs
 
     async def _clear_unclaimed(self, dp: DataPlane) -> None:
         """Vhosts no port is bound to must not keep classifier entries from before."""

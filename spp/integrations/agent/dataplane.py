@@ -17,6 +17,9 @@ from spp.integrations.agent.sppctl import Proc, SppCtl, components, ports_of, ta
 
 log = logging.getLogger("spp.agent.dataplane")
 
+#: one step of a tap's wiring: (attached when the tap is on?, process, port, direction, component)
+_Step = tuple[bool, Proc, str, str, str]
+
 NO_VLAN: dict[str, Any] = {"operation": "none"}
 #: SPP 18.08's spp-ctl took ``classifier_mac`` (networking-spp's configurations say so); later
 #: SPP and ours call it ``classifier``
@@ -206,48 +209,71 @@ class DataPlane:
                 problems.append(f"vhost:{vh.vhost_id} has no forwarders (TaaS needs them)")
         return problems
 
-    async def tap_in(self, m: Mirror, src: Vhost, dst: Vhost, on: bool) -> None:
+    def _tap_in_steps(self, m: Mirror, src: Vhost, dst: Vhost) -> list[_Step]:
+        """IN: what the classifier sends the source VM goes through the mirror, which gives one
+        copy back to the source's forwarder and one to the service's."""
         mp, sp, dp = self.mirror_proc, self.vf(src.client_id), self.vf(dst.client_id)
         assert src.in_comp and src.in_ring and dst.in_comp
-        if on:
-            await self._add(dp, m.ring_a, "rx", dst.in_comp)
-            await self._add(mp, m.ring_a, "tx", m.name)
-            await self._add(sp, m.ring_b, "rx", src.in_comp)
-            await self._add(mp, m.ring_b, "tx", m.name)
-            await self._del(sp, src.in_ring, "rx", src.in_comp)
-            await self._add(mp, src.in_ring, "rx", m.name)
-        else:
-            await self._del(mp, src.in_ring, "rx", m.name)
-            await self._add(sp, src.in_ring, "rx", src.in_comp)
-            await self._del(mp, m.ring_b, "tx", m.name)
-            await self._del(sp, m.ring_b, "rx", src.in_comp)
-            await self._del(mp, m.ring_a, "tx", m.name)
-            await self._del(dp, m.ring_a, "rx", dst.in_comp)
+        return [
+            (True, dp, m.ring_a, "rx", dst.in_comp),
+            (True, mp, m.ring_a, "tx", m.name),
+            (True, sp, m.ring_b, "rx", src.in_comp),
+            (True, mp, m.ring_b, "tx", m.name),
+            (False, sp, src.in_ring, "rx", src.in_comp),
+            (True, mp, src.in_ring, "rx", m.name),
+        ]
 
-    async def tap_out(self, m: Mirror, src: Vhost, dst: Vhost, on: bool) -> None:
+    def _tap_out_steps(self, m: Mirror, src: Vhost, dst: Vhost) -> list[_Step]:
+        """OUT: what the source VM sends goes to the mirror, which gives one copy back on the
+        way to the merger and one to the service's forwarder."""
         mp, sp, dp = self.mirror_proc, self.vf(src.client_id), self.vf(dst.client_id)
         assert src.out_comp and src.out_ring and dst.in_comp
-        if on:
-            await self._add(dp, m.ring_a, "rx", dst.in_comp)
-            await self._add(mp, m.ring_a, "tx", m.name)
-            await self._del(sp, src.out_ring, "tx", src.out_comp)
-            await self._add(mp, src.out_ring, "tx", m.name)
-            await self._add(mp, m.ring_b, "rx", m.name)
-            await self._add(sp, m.ring_b, "tx", src.out_comp)
-        else:
-            await self._del(sp, m.ring_b, "tx", src.out_comp)
-            await self._del(mp, m.ring_b, "rx", m.name)
-            await self._del(mp, src.out_ring, "tx", m.name)
-            await self._add(sp, src.out_ring, "tx", src.out_comp)
-            await self._del(mp, m.ring_a, "tx", m.name)
-            await self._del(dp, m.ring_a, "rx", dst.in_comp)
+        return [
+            (True, dp, m.ring_a, "rx", dst.in_comp),
+            (True, mp, m.ring_a, "tx", m.name),
+            (False, sp, src.out_ring, "tx", src.out_comp),
+            (True, mp, src.out_ring, "tx", m.name),
+            (True, mp, m.ring_b, "rx", m.name),
+            (True, sp, m.ring_b, "tx", src.out_comp),
+        ]
 
     async def tap(self, tap: TapInfo, src: Vhost, dst: Vhost, on: bool) -> None:
-        """Wire (``on``) or unwire a tap flow: IN then OUT to wire, the reverse to unwire."""
-        steps = []
+        """Wire (``on``) or unwire a tap flow: IN then OUT, each in its order, to wire; to
+        unwire, every step undone in the reverse order, so a ring always has one producer and
+        one consumer and an interrupted sequence is finished by running it again."""
+        steps: list[_Step] = []
         if tap.mirror_in is not None:
-            steps.append((self.tap_in, self.layout.mirrors[tap.mirror_in]))
+            steps += self._tap_in_steps(self.layout.mirrors[tap.mirror_in], src, dst)
         if tap.mirror_out is not None:
-            steps.append((self.tap_out, self.layout.mirrors[tap.mirror_out]))
-        for step, mirror in steps if on else reversed(steps):
-            await step(mirror, src, dst, on)
+            steps += self._tap_out_steps(self.layout.mirrors[tap.mirror_out], src, dst)
+        for attach, proc, port, direction, comp in steps if on else reversed(steps):
+            if attach == on:
+                await self._add(proc, port, direction, comp)
+            else:
+                await self._del(proc, port, direction, comp)
+
+    async def untap_mirror(self, m: Mirror) -> int:
+        """Take down whatever tap wiring mirror ``m`` has when no tap flow accounts for it (its
+        keys are gone, so which ports it joined is read from the live status): every port off
+        the mirror component, its two rings off spp_vf's components (they are never part of
+        the configuration); :meth:`build` then gives the forwarders their own rings back.
+        Returns how many ports were detached."""
+        changes = 0
+        mp = self.mirror_proc
+        comp = components(await mp.status()).get(m.name)
+        for direction in ("rx", "tx"):
+            for port in ports_of(comp, direction):
+                await mp.detach(port, direction, m.name)
+                changes += 1
+        for spec in self.layout.vfs:
+            proc = self.vf(spec.client_id)
+            have = components(await proc.status())
+            for c in spec.components:
+                for direction, configured in (("rx", c.rx), ("tx", c.tx)):
+                    for ring in (m.ring_a, m.ring_b):
+                        if ring not in configured and ring in ports_of(have.get(c.name), direction):
+                            await proc.detach(ring, direction, c.name)
+                            changes += 1
+        if changes:
+            log.warning("%s: took down the wiring of a tap flow that is gone (%d port(s))", m.name, changes)
+        return changes
