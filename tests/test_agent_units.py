@@ -225,6 +225,20 @@ def test_local_etcd_command_says_where_and_stops_on_sigterm():
     assert not Path(data_dir).exists()
 
 
+def test_a_private_etcd_that_cannot_start_says_why():
+    """``spp-agent etcd`` on a port already taken: exit 1 with etcd's reason (the start-up
+    ``--local-etcd`` shares)."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = agent_cli("etcd", "--port", str(port))
+        assert r.returncode == 1 and r.stderr.startswith("spp-agent: ")
+        assert "address already in use" in r.stderr
+
+
 def test_agent_waits_for_its_configuration_and_exits_0_on_sigterm(tmp_path):
     log = tmp_path / "agent.log"
     with LocalEtcd() as etcd, open(log, "w") as err:

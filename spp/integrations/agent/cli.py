@@ -164,16 +164,23 @@ async def _serve_until_signal(work: Any) -> None:
     await work(stop)
 
 
+def _started(local: LocalEtcd) -> bool:
+    """Start a private etcd; when it cannot start, say why and clean up (the caller exits 1)."""
+    try:
+        local.start()
+    except LocalEtcdError as e:
+        local.close()
+        print(f"spp-agent: {e}", file=sys.stderr)
+        return False
+    return True
+
+
 def run_agent(args: argparse.Namespace) -> int:
     faulthandler.register(signal.SIGUSR1)  # kill -USR1 prints every thread's stack to stderr
     local: LocalEtcd | None = None
     if args.local_etcd:
         local = LocalEtcd()
-        try:
-            local.start()
-        except LocalEtcdError as e:
-            local.close()
-            print(f"spp-agent: {e}", file=sys.stderr)
+        if not _started(local):
             return 1
         args.etcd = local.endpoint
         print(
@@ -194,11 +201,7 @@ def run_agent(args: argparse.Namespace) -> int:
 
 def run_local_etcd(args: argparse.Namespace) -> int:
     local = LocalEtcd(client_port=args.port, data_dir=args.data_dir)
-    try:
-        local.start()
-    except LocalEtcdError as e:
-        local.close()
-        print(f"spp-agent: {e}", file=sys.stderr)
+    if not _started(local):
         return 1
     print(
         f"etcd listening on {local.endpoint} (data in {local.data_dir}); Ctrl-C or SIGTERM stops it",
