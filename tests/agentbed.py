@@ -96,6 +96,8 @@ class AgentHost:
         self.wire: VethNs | None = None
         self.bed: Testbed | None = None
         self.netns = netns
+        #: :meth:`snapshot` of the host as built, for ``bare_host``
+        self.bare: tuple[Any, ...] | None = None
 
     def __enter__(self) -> AgentHost:
         try:
@@ -215,6 +217,23 @@ class AgentHost:
     def host_keys(self) -> dict[str, str]:
         return self.etcd.prefix(keys.ROOT)
 
+    def snapshot(self) -> tuple[Any, ...]:
+        """What a bare host looks like: wiring, classifier table, VLAN operations, and the keys
+        (but the agent's liveness, whose value names its pid)."""
+        state = {k: v for k, v in self.host_keys().items() if k != keys.agent_key(self.host)}
+        return self.wiring(), self.table(), self.vlan_ops(), state
+
+    def make_bare(self) -> None:
+        """Back to a host with nothing plugged, through the agent (started again if a test
+        stopped it): every tap flow deleted, every port unplugged."""
+        if self.agent is None:
+            self.start_agent()
+        for flow in self.etcd.prefix(keys.host_prefix("tap_action", self.host)):
+            flow_id = flow.rsplit("/", 1)[1]
+            assert etcd_run(self.endpoints, lambda e, f=flow_id: tools.tap_delete(e, f, self.host, wait=30))
+        for action in self.etcd.prefix(keys.host_prefix("action", self.host)):
+            assert self.unplug(action.rsplit("/", 1)[1])
+
     # -- the data plane ----------------------------------------------------------------------------------
 
     def vf_status(self) -> dict[str, Any]:
@@ -272,6 +291,31 @@ def host(etcd: LocalEtcd, tmp_path: Path) -> Iterator[AgentHost]:
         if h.agent is not None:
             assert h.stop_agent() == 0, h.agent_log()[-3000:]
         assert "Traceback" not in h.agent_log(), h.agent_log()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def shared_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentHost]:
+    """One host ``h1`` with its agent for a whole module (a host takes seconds to build): for
+    tests that only plug, unplug and tap, through ``bare_host``."""
+    with LocalEtcd() as e, AgentHost(e.endpoint, "h1", tmp_path_factory.mktemp("agent-h1")) as h:
+        h.start_agent()
+        h.bare = h.snapshot()
+        yield h
+        if h.agent is not None:
+            assert h.stop_agent() == 0, h.agent_log()[-3000:]
+        assert "Traceback" not in h.agent_log(), h.agent_log()[-3000:]
+
+
+@pytest.fixture
+def bare_host(shared_host: AgentHost) -> Iterator[AgentHost]:
+    """``shared_host`` as it was built: what an earlier test left is unplugged through the
+    agent first, and the result checked (wiring, table, VLAN operations, every key)."""
+    h = shared_host
+    h.make_bare()
+    assert h.snapshot() == h.bare
+    seen = h.agent_log().count("Traceback")
+    yield h
+    assert h.agent_log().count("Traceback") == seen, h.agent_log()[-3000:]
 
 
 @contextlib.contextmanager

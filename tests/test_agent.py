@@ -1,6 +1,8 @@
 """spp-agent on a real etcd with real spp-ctl, primary, spp_vf (vhost ports in client mode) and
 spp_mirror: plug and unplug, flat and VLAN, and TaaS, checked in spp-ctl's status, in etcd, and
-by frames reaching the port's vhost (virtio-user "VMs" of the test) or the wire."""
+by frames reaching the port's vhost (virtio-user "VMs" of the test) or the wire. The tests share
+one host (``bare_host``: each starts from the host as built, which also checks that the previous
+one's unplugs and tap deletions left nothing behind)."""
 
 from __future__ import annotations
 
@@ -29,8 +31,8 @@ def classifier_drops(h: AgentHost) -> int:
     return comp["counters"]["drop"]
 
 
-def test_plug_unplug_flat_and_vlan(host, pool):
-    h = host
+def test_plug_unplug_flat_and_vlan(bare_host, pool):
+    h = bare_host
     base_wiring = h.wiring()
     r1 = h.plug("p1", MAC1)
     r2 = h.plug("p2", MAC2, vlan=100)
@@ -74,8 +76,8 @@ def test_plug_unplug_flat_and_vlan(host, pool):
     assert h.etcd.get(keys.vhost_key("h1", "phys1", 1)) == keys.FREE
 
 
-def test_replug_after_unplug_and_no_free_vhost(host):
-    h = host
+def test_replug_after_unplug_and_no_free_vhost(bare_host):
+    h = bare_host
     assert h.plug("p1", MAC1).up and h.plug("p2", MAC2).up
     with pytest.raises(Exception, match="no free vhost"):
         h.plug("p3", "fa:16:3e:00:00:03")
@@ -96,10 +98,10 @@ def test_replug_after_unplug_and_no_free_vhost(host):
 
 
 @pytest.mark.parametrize("direction", ["IN", "OUT", "BOTH"])
-def test_taas(host, pool, direction):
+def test_taas(bare_host, pool, direction):
     """A tap flow copies the source port's traffic (from the wire: IN; from its VM: OUT) to the
     service port's VM; deleting it restores the wiring and frees the mirrors."""
-    h = host
+    h = bare_host
     assert h.plug("src", MAC1).up and h.plug("svc", MAC2).up
     base_wiring = h.wiring()
     flow, up = etcd_run(h.endpoints, lambda e: tools.tap_create(e, "svc", "src", direction, "tf1"))
@@ -130,8 +132,8 @@ def test_taas(host, pool, direction):
     assert not [k for k in h.host_keys() if "tf1" in k]
 
 
-def test_unplugging_a_tapped_port_takes_the_tap_down(host):
-    h = host
+def test_unplugging_a_tapped_port_takes_the_tap_down(bare_host):
+    h = bare_host
     assert h.plug("src", MAC1).up and h.plug("svc", MAC2).up
     base_wiring = h.wiring()
     assert etcd_run(h.endpoints, lambda e: tools.tap_create(e, "svc", "src", "BOTH", "tf2"))[1]
