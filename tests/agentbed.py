@@ -105,9 +105,11 @@ class AgentHost:
             self.bed = self._stack.enter_context(
                 Testbed(ifaces=[self.wire.host_if], nb_rings=8, log_dir=self.tmp / f"logs-{self.host}")
             )
-            self.start_vf()
+            self.start_vf(wait=False)  # both start at once: each takes a second or two
             if self.mirror:
-                self.start_mirror()
+                self.start_mirror(wait=False)
+                self.bed.wait_worker("mirror", 2)
+            self.bed.wait_worker("vf", 1)
             etcd_run(self.endpoints, lambda e: tools.config_build(e, self.host, self.mappings, self.mirror))
         except BaseException:
             self.close()
@@ -123,14 +125,14 @@ class AgentHost:
 
     # -- processes -------------------------------------------------------------------------------
 
-    def start_vf(self) -> None:
+    def start_vf(self, wait: bool = True) -> None:
         assert self.bed is not None
         extra = ["--vhost-client", "--vhost-dir", str(self.vdir)]
-        self.bed.start_worker("vf", 1, lcores=VF_LCORES, extra=extra)
+        self.bed.start_worker("vf", 1, lcores=VF_LCORES, extra=extra, wait=wait)
 
-    def start_mirror(self) -> None:
+    def start_mirror(self, wait: bool = True) -> None:
         assert self.bed is not None
-        self.bed.start_worker("mirror", 2, lcores=MIRROR_LCORES)
+        self.bed.start_worker("mirror", 2, lcores=MIRROR_LCORES, wait=wait)
 
     def kill_worker(self, name: str) -> None:
         """SIGKILL a secondary the bed started (``spp_vf-1``, ``spp_mirror-2``) and wait until

@@ -457,14 +457,29 @@ class Testbed:
         return self.mirror(client_id)
 
     def start_worker(
-        self, kind: str, client_id: int, lcores: str = "0,1", extra: list[str] | None = None
+        self,
+        kind: str,
+        client_id: int,
+        lcores: str = "0,1",
+        extra: list[str] | None = None,
+        wait: bool = True,
     ) -> WorkerClient:
         """Start an spp_vf or spp_mirror (``kind`` "vf" or "mirror") directly, with extra app
-        options (``--burst``), and wait for it to register."""
+        options (``--burst``), and wait for it to register (unless ``wait`` is false: then
+        :meth:`wait_worker`, so that several start at once)."""
         name = f"spp_{kind}-{client_id}"
         argv = [sys.executable, "-m", f"spp.processes.{kind}", "-l", lcores, "--file-prefix", self.prefix]
         argv += ["--", "--client-id", str(client_id), "-s", f"127.0.0.1:{self.sec_port}", *(extra or [])]
-        proc = self._spawn(name, argv)
+        self._spawn(name, argv)
+        if wait:
+            self.wait_worker(kind, client_id)
+        return WorkerClient(self, kind, client_id)
+
+    def wait_worker(self, kind: str, client_id: int) -> None:
+        """Until the worker :meth:`start_worker` started has registered (TestbedError if it
+        exited)."""
+        name = f"spp_{kind}-{client_id}"
+        proc = self.procs[name]
 
         def registered() -> bool:
             if proc.poll() is not None:
@@ -472,7 +487,6 @@ class Testbed:
             return {"type": kind, "client-id": client_id} in self.processes()
 
         wait_for(registered, 15, f"{kind} {client_id} to register")
-        return WorkerClient(self, kind, client_id)
 
     def vf(self, client_id: int) -> WorkerClient:
         return WorkerClient(self, "vf", client_id)
