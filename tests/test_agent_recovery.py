@@ -1,7 +1,8 @@
 """spp-agent where things go wrong: the agent killed in the middle of requests, etcd restarted
 with requests pending (and its history compacted), spp_vf and spp_mirror restarted, garbage in
 the keys. Each time: nothing left half-done, no request lost, none done twice (``port_status``
-is written once: its etcd version stays 1)."""
+is written once: its etcd version stays 1). Tests that leave the host whole share one
+(``bare_host``); those that kill etcd or leave garbage behind build their own (``host``)."""
 
 from __future__ import annotations
 
@@ -35,8 +36,8 @@ def expected_table(ports: dict[str, tuple[str, int | None, int]]) -> list[tuple[
     return sorted(out)
 
 
-def test_agent_killed_mid_plug_and_restarted(host):
-    h = host
+def test_agent_killed_mid_plug_and_restarted(bare_host):
+    h = bare_host
     base = h.wiring()
     # 1. The state an agent killed between two steps of a VLAN plug leaves: tag push set up on
     #    the merger, the classifier's ring detached; no table entry, no status.
@@ -117,8 +118,8 @@ def test_watch_resumes_after_compaction(etcd, host):
     assert h.table() == [("mac", MAC1, "ring:0")]
 
 
-def test_spp_vf_restarted(host, pool):
-    h = host
+def test_spp_vf_restarted(bare_host, pool):
+    h = bare_host
     assert h.plug("p1", MAC1).up and h.plug("p2", MAC2, vlan=100).up
     table, ops, wiring = h.table(), h.vlan_ops(), h.wiring()
     h.kill_worker("spp_vf-1")
@@ -132,8 +133,8 @@ def test_spp_vf_restarted(host, pool):
         assert receive(pool, vm[0], 3) == frames
 
 
-def test_spp_mirror_restarted_with_a_tap(host, pool):
-    h = host
+def test_spp_mirror_restarted_with_a_tap(bare_host, pool):
+    h = bare_host
     assert h.plug("src", MAC1).up and h.plug("svc", MAC2).up
     assert etcd_run(h.endpoints, lambda e: tools.tap_create(e, "svc", "src", "IN", "tf1"))[1]
     wiring = h.wiring()
@@ -186,10 +187,10 @@ def test_garbage_in_the_keys_is_logged_and_skipped(host):
     assert h.plug("good2", MAC2).up
 
 
-def test_spp_ctl_restarted_with_a_request_pending(host):
+def test_spp_ctl_restarted_with_a_request_pending(bare_host):
     """spp-ctl goes away (the secondaries keep forwarding and reconnect): a plug asked meanwhile
     is carried out once spp-ctl and the processes are back, and the plugged port stays."""
-    h = host
+    h = bare_host
     assert h.plug("p1", MAC1).up
     ctl = h.bed.procs.pop("spp-ctl")
     ctl.kill()
@@ -243,11 +244,11 @@ def test_any_member_of_an_etcd_cluster_may_fail(tmp_path):
             m.close()
 
 
-def test_agent_killed_mid_tap_and_restarted(host):
+def test_agent_killed_mid_tap_and_restarted(bare_host):
     """The state of an agent killed in the middle of wiring a tap's OUT direction (the source's
     forwarder already detached from its ring, the mirror not yet attached): the restarted agent
     finishes it, the status written once."""
-    h = host
+    h = bare_host
     assert h.plug("src", MAC1).up and h.plug("svc", MAC2).up
     assert etcd_run(h.endpoints, lambda e: tools.tap_create(e, "svc", "src", "BOTH", "tf1"))[1]
     tapped = h.wiring()
