@@ -33,6 +33,7 @@ tools=(
     unshare:util-linux        # tests: each document's examples in namespaces of their own
     chromium:chromium         # tests: spp-ctl's web page in a headless browser (Playwright drives it)
     podman:podman             # sppc: the container engine (tests run it with runc)
+    dockerd:docker.io         # sppc: the same containers under docker (tests start sppc's own dockerd)
     runc:runc                 # sppc: the OCI runtime podman is told to use here
     mmdebstrap:mmdebstrap     # sppc build: the image's Debian root
 )
