@@ -369,22 +369,7 @@ class DeviceRing:
             if int(rel.min()) < h:  # the header must lie inside the region too
                 return None
             hdr = self._headers_with_metadata(frm + (start - h))
-        bufs = pool.alloc(len(at), plain=hdr is None)
-        k = len(bufs)
-        if k < len(at):  # pool exhausted: leave the rest on the ring for later
-            if not k:
-                return EMPTY
-            heads, frm, ln = heads[:k], frm[:k], ln[:k]
-            if hdr is not None:
-                hdr = hdr[:k]
-        got = bufs.astype(np.intp)
-        if width:
-            self._rows(pool)(width)[got] = self.mem.void_window(width)[start:][frm]
-        if hdr is not None:
-            self._vnet(pool)[got] = self.mem.void_window(VNET_HDR_LEN)[hdr]
-        pool.lengths[got] = ln
-        self._complete(heads, 0)
-        return bufs
+        return self._land(pool, heads, frm, ln, hdr, start, width)
 
     #: the last burst may carry offload metadata (False: a fast path saw every header empty, so
     #: the buffers' metadata is cleared and needs no check)
@@ -402,6 +387,37 @@ class DeviceRing:
         in a descriptor of its own (ours when it posts pool buffers), so the pair path is tried
         rather than the one-descriptor path."""
         return bool(int(self.ring.desc_word[int(heads[0])]) >> 32 & VRING_DESC_F_NEXT)
+
+    def _land(
+        self,
+        pool: BufferPool,
+        heads: np.ndarray,
+        frm: np.ndarray,
+        ln: np.ndarray,
+        hdr: np.ndarray | None,
+        start: int,
+        width: int,
+    ) -> np.ndarray:
+        """The checked fast paths' common end: copy each frame (``frm``: offsets from the
+        region's ``start``; ``ln`` bytes, at most ``width``) and its header's metadata into
+        fresh pool buffers, and complete the descriptors. A pool short of buffers takes what
+        it can; the rest stays on the ring for later."""
+        bufs = pool.alloc(len(heads), plain=hdr is None)
+        k = len(bufs)
+        if k < len(heads):
+            if not k:
+                return EMPTY
+            heads, frm, ln = heads[:k], frm[:k], ln[:k]
+            if hdr is not None:
+                hdr = hdr[:k]
+        got = bufs.astype(np.intp)
+        if width:
+            self._rows(pool)(width)[got] = self.mem.void_window(width)[start:][frm]
+        if hdr is not None:
+            self._vnet(pool)[got] = self.mem.void_window(VNET_HDR_LEN)[hdr]
+        pool.lengths[got] = ln
+        self._complete(heads, 0)
+        return bufs
 
     def _pair_heads(self, heads: np.ndarray, flags: int) -> np.ndarray | None:
         """The data descriptors of a burst of two-descriptor chains (intp), or None unless every
@@ -442,22 +458,7 @@ class DeviceRing:
             if int(hrel.max()) > end - start - self.hdr_len:
                 return None
             hdr = self._headers_with_metadata(hrel.view(np.int64) + start)
-        bufs = pool.alloc(len(nxt), plain=hdr is None)
-        k = len(bufs)
-        if k < len(nxt):  # pool exhausted: leave the rest on the ring for later
-            if not k:
-                return EMPTY
-            heads, rel, ln = heads[:k], rel[:k], ln[:k]
-            if hdr is not None:
-                hdr = hdr[:k]
-        got = bufs.astype(np.intp)
-        if width:
-            self._rows(pool)(width)[got] = self.mem.void_window(width)[start:][rel.view(np.int64)]
-        if hdr is not None:
-            self._vnet(pool)[got] = self.mem.void_window(VNET_HDR_LEN)[hdr]
-        pool.lengths[got] = ln
-        self._complete(heads, 0)
-        return bufs
+        return self._land(pool, heads, rel.view(np.int64), ln, hdr, start, width)
 
     def _gather(self, head: int, limit: int) -> np.ndarray | int | None:
         """One packet from a chain of any shape (the per-packet path), header included; None for
