@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -72,3 +73,14 @@ def vm_image(tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("vm-image")
     build_image(out)
     return out
+
+
+@pytest.fixture
+def vm_state(tmp_path: Path) -> Iterator[Path]:
+    """A state directory for ``spp vm``; every VM still listed in it is stopped afterwards."""
+    from spp.integrations.vm import manager
+
+    state = tmp_path / "vms"
+    yield state
+    for st in manager.list_vms(state):
+        manager.stop(state, st["id"])

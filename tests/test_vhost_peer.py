@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,6 @@ from spp.control.view.model import Graph, build_graph
 from spp.control.view.svg import render_svg
 from spp.integrations.containers.engine import PODMAN_RUN_OPTS
 from spp.integrations.testbed import Secondary, Testbed, wait_for
-from spp.integrations.vm import manager
 from spp.integrations.vm.image import find_installed_kernel
 from tests.testpmd import Testpmd, needs_testpmd
 
@@ -76,14 +74,6 @@ def test_testpmd_virtio_user_is_drawn_as_an_application(tmp_path: Path, sock_dir
         wait_for(lambda: not nfv.port_stats()["vhost:0"]["connected"], 20, "testpmd to go")
         assert peer_of(nfv, "vhost:0") is None
         assert frontends(graph(bed)) == {}
-
-
-@pytest.fixture
-def vm_state(tmp_path: Path) -> Iterator[Path]:
-    state = tmp_path / "vms"
-    yield state
-    for st in manager.list_vms(state):
-        manager.stop(state, st["id"])
 
 
 @pytest.mark.slow

@@ -8,7 +8,6 @@ import re
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -243,14 +242,6 @@ def test_image_cli_builds(tmp_path: Path) -> None:
     r = spp_vm("image", "-o", str(tmp_path / "img"), state=tmp_path / "s")
     assert "guest image in" in r.stdout
     assert (tmp_path / "img" / "vmlinuz").exists() and (tmp_path / "img" / "initrd.img").exists()
-
-
-@pytest.fixture
-def vm_state(tmp_path: Path) -> Iterator[Path]:
-    state = tmp_path / "vms"
-    yield state
-    for st in manager.list_vms(state):
-        manager.stop(state, st["id"])
 
 
 @pytest.mark.slow
