@@ -24,6 +24,8 @@ import queue
 import threading
 from collections.abc import Callable
 
+from spp.engine.worker import name_os_thread
+
 __all__ = ["SWITCHER", "Switcher", "set_fanout_data"]
 
 log = logging.getLogger(__name__)
@@ -63,7 +65,7 @@ class Switcher:
     def _run(self) -> None:
         with contextlib.suppress(Exception):
             # (the name shows in top -H and in spp-ctl's per-thread CPU, as the workers' do)
-            _libc.prctl(15, b"spp-fanout", 0, 0, 0)
+            name_os_thread("spp-fanout")
         while True:
             job = self._jobs.get()
             try:
