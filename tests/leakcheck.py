@@ -14,6 +14,7 @@ the project's name patterns counts, whoever made it.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import subprocess
@@ -39,6 +40,18 @@ GRACE_SECONDS = float(os.environ.get("SPP_LEAK_GRACE", "10"))
 def run_token() -> str:
     """What names made by this run carry (see the module docstring)."""
     return RUN_TOKEN
+
+
+_short_tags = itertools.count()
+
+
+def short_tag() -> str:
+    """The run token plus two hex digits, different on every call of this run.
+
+    For names with little room (a multi-host bed's tag ends up inside 15-character interface
+    names). A random suffix that short collided once in a full run; a counter cannot.
+    """
+    return f"{RUN_TOKEN}{next(_short_tags) % 256:02x}"
 
 
 @dataclass(frozen=True)

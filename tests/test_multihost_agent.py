@@ -32,7 +32,7 @@ pytestmark = [
 agent = pytest.importorskip("spp.integrations.agent.tools", reason="spp-agent not in this tree")
 from spp.integrations.agent import keys, tools  # noqa: E402
 from spp.integrations.agent.etcd import Etcd, EtcdUnavailable, parse_endpoints  # noqa: E402
-from tests.leakcheck import run_token  # noqa: E402
+from tests.leakcheck import short_tag  # noqa: E402
 
 T = TypeVar("T")
 VHOSTS = 4
@@ -42,7 +42,7 @@ WAIT = 90.0
 
 @pytest.fixture(scope="module")
 def mh() -> Iterator[MultiHost]:
-    with MultiHost(tag=run_token() + uuid.uuid4().hex[:2], host_options={"vhosts": VHOSTS}) as bed:
+    with MultiHost(tag=short_tag(), host_options={"vhosts": VHOSTS}) as bed:
         asyncio.run(_configure(bed))
         bed.start_agents()
         for host in bed.hosts:

@@ -16,7 +16,7 @@ import pytest
 
 from spp.integrations.multihost import MultiHost
 from tests.cli_doubles import run_cli
-from tests.leakcheck import run_token
+from tests.leakcheck import short_tag
 
 pytestmark = [
     pytest.mark.root,
@@ -33,7 +33,7 @@ def etcdctl(endpoints: list[str], *args: str) -> subprocess.CompletedProcess[str
 
 @pytest.fixture(scope="module")
 def mh() -> Iterator[MultiHost]:
-    with MultiHost(tag=run_token() + uuid.uuid4().hex[:2]) as bed:
+    with MultiHost(tag=short_tag()) as bed:
         yield bed
 
 
@@ -113,7 +113,7 @@ def test_a_cut_off_host_is_named_and_comes_back(mh: MultiHost, tmp_path: Path) -
 
 
 def test_close_leaves_nothing_behind() -> None:
-    tag = run_token() + uuid.uuid4().hex[:2]
+    tag = short_tag()
     bed = MultiHost(tag=tag, n_etcd=1, n_hosts=1)
     with bed:
         pids = [p.pid for h in bed.hosts for p in h.procs.values()]
