@@ -60,7 +60,7 @@ from spp.engine.ports import Port, PortContext, PortError, open_port
 from spp.engine.ports.base import RX, RX_BYTES, TX, TX_BYTES, TX_DROP, burst_bytes
 from spp.engine.shm import NB_COUNTERS, Segment, counter_fields
 from spp.engine.vlan import VlanOp, rows
-from spp.engine.worker import DEFAULT_BURST, Worker
+from spp.engine.worker import DEFAULT_BURST, SPIN_SECONDS, Worker
 
 log = logging.getLogger(__name__)
 
@@ -462,6 +462,7 @@ class ComponentManager:
         vhost_client: bool = False,
         process_name: str = "spp_vf",
         options: dict[str, str] | None = None,
+        spin: float = SPIN_SECONDS,
     ) -> None:
         self.seg = seg
         self.client_id = client_id
@@ -482,7 +483,9 @@ class ComponentManager:
                 vhost_client=vhost_client,
                 options=dict(options or {}),
             )
-            worker = Worker(pool, name=f"{process_name}{client_id}-lcore{lcore}", burst=burst, lcore=lcore)
+            worker = Worker(
+                pool, name=f"{process_name}{client_id}-lcore{lcore}", burst=burst, lcore=lcore, spin=spin
+            )
             self.lanes[lcore] = _Lane(lcore, pool, ctx, worker)
             worker.start()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import os
@@ -12,8 +13,10 @@ from typing import Any, NoReturn
 from spp.engine import linux
 from spp.engine.pool import BufferPool
 from spp.engine.shm import Segment
+from spp.engine.worker import SPIN_SECONDS
 from spp.processes.channel import ControlChannel, ControlUnreachable
 from spp.processes.commands import Reply, failed
+from spp.processes.options import MAX_BUSY_POLL_US, busy_poll_us
 
 log = logging.getLogger(__name__)
 
@@ -113,3 +116,20 @@ class SppProcess:
             if phy.set_promisc:
                 with contextlib.suppress(OSError):  # the interface may be gone already
                     linux.set_promiscuous(phy.iface, False)
+
+
+def add_busy_poll_option(parser: argparse.ArgumentParser, who: str) -> None:
+    """``--busy-poll-us US`` for a process whose forwarding threads are :class:`Worker` s
+    (``who`` names them in the help): how long they poll on after the last packet."""
+    parser.add_argument(
+        "--busy-poll-us",
+        type=busy_poll_us,
+        default=round(SPIN_SECONDS * 1_000_000),
+        metavar="US",
+        help=(
+            f"keep {who} polling the ports this many microseconds after the last packet before "
+            "sleeping (default %(default)s: idle, it uses ~0 CPU). Longer trades CPU for "
+            "latency, as NAPI busy polling does: traffic with gaps shorter than US never meets a "
+            f"sleeping worker, which then uses a core while it flows (0..{MAX_BUSY_POLL_US})"
+        ),
+    )

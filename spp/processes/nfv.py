@@ -17,7 +17,7 @@ from spp.engine.portid import PortId
 from spp.engine.ports import PortContext
 from spp.engine.shm import Segment, SegmentError
 from spp.engine.worker import DEFAULT_BURST, SPIN_SECONDS, Worker
-from spp.processes.base import SppProcess, setup_logging
+from spp.processes.base import SppProcess, add_busy_poll_option, setup_logging
 from spp.processes.commands import PANEL_COMMANDS, Reply, failed, run_panel_command
 from spp.processes.options import OptionError, parse_eal, parse_server, port_options, split_eal
 
@@ -106,34 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--burst", type=int, default=DEFAULT_BURST, help="max packets per burst (default %(default)s)"
     )
-    p.add_argument(
-        "--busy-poll-us",
-        type=busy_poll_us,
-        default=round(SPIN_SECONDS * 1_000_000),
-        metavar="US",
-        help=(
-            "keep polling the ports this many microseconds after the last packet before sleeping "
-            "(default %(default)s: an idle nfv uses ~0 CPU). Longer trades CPU for latency, as "
-            "NAPI busy polling does: traffic with gaps shorter than US never meets a sleeping "
-            f"worker, which then uses a core while it flows (0..{MAX_BUSY_POLL_US})"
-        ),
-    )
+    add_busy_poll_option(p, "the forwarder")
     p.add_argument("--log-level", default="INFO")
     return p
-
-
-MAX_BUSY_POLL_US = 1_000_000
-
-
-def busy_poll_us(text: str) -> int:
-    """``--busy-poll-us``: whole microseconds, 0 .. :data:`MAX_BUSY_POLL_US`."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number of microseconds") from None
-    if not 0 <= value <= MAX_BUSY_POLL_US:
-        raise argparse.ArgumentTypeError(f"{value} is out of range 0..{MAX_BUSY_POLL_US}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:

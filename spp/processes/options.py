@@ -8,6 +8,7 @@ an option DPDK does not know is an error that names it, never silently dropped.
 
 from __future__ import annotations
 
+import argparse
 import os
 from dataclasses import dataclass, field
 
@@ -34,6 +35,20 @@ nothing here and are accepted and ignored, so DPDK command lines work unchanged.
 
 EAL_OPTIONS = frozenset(EAL_WITH_VALUE) | frozenset(EAL_FLAGS)
 """Every EAL option a process accepts; anything else is an error naming the option."""
+
+
+MAX_BUSY_POLL_US = 1_000_000
+
+
+def busy_poll_us(text: str) -> int:
+    """``--busy-poll-us``: whole microseconds, 0 .. :data:`MAX_BUSY_POLL_US`."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number of microseconds") from None
+    if not 0 <= value <= MAX_BUSY_POLL_US:
+        raise argparse.ArgumentTypeError(f"{value} is out of range 0..{MAX_BUSY_POLL_US}")
+    return value
 
 
 class OptionError(ValueError):

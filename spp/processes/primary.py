@@ -44,9 +44,9 @@ from spp.engine.shm import (
     counter_fields,
     sweep_stale,
 )
-from spp.engine.worker import DEFAULT_BURST, Worker
+from spp.engine.worker import DEFAULT_BURST, SPIN_SECONDS, Worker
 from spp.instance import log_dir
-from spp.processes.base import SppProcess, setup_logging
+from spp.processes.base import SppProcess, add_busy_poll_option, setup_logging
 from spp.processes.commands import PANEL_COMMANDS, Reply, failed, run_panel_command, succeeded
 from spp.processes.launcher import REGISTER_TIMEOUT, Launcher, LaunchError
 from spp.processes.options import (
@@ -76,6 +76,7 @@ class Primary(SppProcess):
         launcher: Launcher,
         burst: int = DEFAULT_BURST,
         options: dict[str, str] | None = None,
+        spin: float = SPIN_SECONDS,
     ) -> None:
         super().__init__(seg, host, port, 0, "primary")
         self.lcores = lcores
@@ -90,7 +91,11 @@ class Primary(SppProcess):
         # the worker, which runs on the second lcore.
         self.has_forwarder = len(lcores) >= 2
         self.worker = Worker(
-            self.pool, name="primary-fwd", burst=burst, lcore=lcores[1] if self.has_forwarder else None
+            self.pool,
+            name="primary-fwd",
+            burst=burst,
+            lcore=lcores[1] if self.has_forwarder else None,
+            spin=spin,
         )
         ctx = PortContext(seg=seg, pool=self.pool, client_id=0, options=dict(options or {}))
         self.panel = PatchPanel(ctx, self.worker, PRIMARY_ADDABLE)
@@ -390,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--burst", type=int, default=DEFAULT_BURST, help="forwarder burst size (default %(default)s)"
     )
+    add_busy_poll_option(p, "the forwarder")
     p.add_argument(
         "--log-dir",
         help="where launched secondaries log (default /tmp/spp-log, or /tmp/spp-log-PREFIX for a "
@@ -449,7 +455,9 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.log_dir) if args.log_dir else log_dir(eal.file_prefix),
         args.launch_timeout,
     )
-    primary = Primary(seg, host, port, lcores, launcher, args.burst, options)
+    primary = Primary(
+        seg, host, port, lcores, launcher, args.burst, options, spin=args.busy_poll_us / 1_000_000
+    )
     if adopted:
         log.warning(
             "took over the segment %s of a primary that had gone; its secondaries %s keep running",

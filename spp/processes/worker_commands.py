@@ -39,7 +39,8 @@ from spp.engine.components import RX_DIR, TX_DIR, ComponentManager, ConfigError
 from spp.engine.portid import PortId, PortUidError, parse_port_uid
 from spp.engine.shm import Segment, SegmentError
 from spp.engine.vlan import ADD, DEL, PCP_MAX, VID_MAX, VlanOp
-from spp.processes.base import SppProcess, setup_logging
+from spp.engine.worker import SPIN_SECONDS
+from spp.processes.base import SppProcess, add_busy_poll_option, setup_logging
 from spp.processes.options import OptionError, parse_eal, parse_server, port_options, split_eal
 from spp.processes.worker_reply import client_id_reply, error, spaced_json, success
 
@@ -260,6 +261,7 @@ class WorkerSecondary(SppProcess):
         vhost_client: bool = False,
         burst: int = WORKER_BURST,
         options: dict[str, str] | None = None,
+        spin: float = SPIN_SECONDS,
     ) -> None:
         self.name = f"spp_{self.process_type}:{client_id}"
         super().__init__(seg, host, port, client_id, self.process_type)
@@ -274,6 +276,7 @@ class WorkerSecondary(SppProcess):
             vhost_client=vhost_client,
             process_name=self.process_type,
             options=options,
+            spin=spin,
         )
 
     def dispatch(self, command: str) -> str:
@@ -338,6 +341,7 @@ def build_parser(prog: str, description: str | None = None) -> argparse.Argument
     p.add_argument(
         "--burst", type=int, default=WORKER_BURST, help="max packets per burst (default %(default)s)"
     )
+    add_busy_poll_option(p, "each worker lcore")
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -357,7 +361,17 @@ def run_main(cls: type[WorkerSecondary], prog: str, argv: list[str] | None) -> i
             raise OptionError(f"--burst {args.burst}: must be at least 1")
         options = port_options(eal.vdevs, args.vhost_dir)
         seg = Segment.attach(eal.file_prefix)
-        proc = cls(seg, args.client_id, host, port, eal.lcores, args.vhost_client, args.burst, options)
+        proc = cls(
+            seg,
+            args.client_id,
+            host,
+            port,
+            eal.lcores,
+            args.vhost_client,
+            args.burst,
+            options,
+            spin=args.busy_poll_us / 1_000_000,
+        )
     except (OptionError, SegmentError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1

@@ -65,8 +65,8 @@ APP_OPTS: dict[str, tuple[str, ...]] = {
 
 APP_EXTRA_OPTS: dict[str, tuple[str, ...]] = {
     "spp_nfv": ("--burst", "--busy-poll-us", "--log-level"),
-    "spp_vf": ("--burst", "--log-level"),
-    "spp_mirror": ("--burst", "--log-level"),
+    "spp_vf": ("--burst", "--busy-poll-us", "--log-level"),
+    "spp_mirror": ("--burst", "--busy-poll-us", "--log-level"),
     "spp_pcap": ("--format", "--filter", "--burst", "--queue", "--log-level"),
 }
 """Options our secondaries accept beyond SPP's, emitted after those of :data:`APP_OPTS`."""
