@@ -204,3 +204,36 @@ def test_primary_in_a_container_serves_host_processes(
         assert not Path(f"/dev/shm/spp_{bed.prefix}.seg").exists()  # the last one out removed it
     finally:
         bed.close()
+
+
+def test_a_build_untags_only_its_own_trees_older_images(sppc_image: str, tmp_path: Path) -> None:
+    """Two checkouts on one machine each keep their image: the clean-up after a build untags
+    older images of the same tree and of trees that are gone, never another live tree's."""
+    from tests.leakcheck import run_token
+
+    repo = f"localhost/spp-sppc-forget{run_token()}"
+    here, other, gone = tmp_path / "here", tmp_path / "other", tmp_path / "gone"
+    here.mkdir()
+    other.mkdir()
+    made = {"keep": here, "old-here": here, "other": other, "gone": gone}
+    for tag, tree in made.items():
+        ctx = tmp_path / f"ctx-{tag}"
+        ctx.mkdir()
+        (ctx / "Containerfile").write_text(
+            f"FROM {sppc_image}\nLABEL {images.TREE_LABEL}={json.dumps(str(tree))}\n"
+        )
+        r = subprocess.run(
+            ENGINE.command("build", *ENGINE.build_opts, "--network", "none", "-t", f"{repo}:{tag}", str(ctx)),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert r.returncode == 0, r.stderr
+    try:
+        images._forget_older(ENGINE, repo, f"{repo}:keep", here)
+        left = {t for t in made if ENGINE.image_exists(f"{repo}:{t}")}
+        assert left == {"keep", "other"}
+        assert ENGINE.image_exists(sppc_image), "the image the build was made from is untouched"
+    finally:
+        for tag in made:
+            subprocess.run(ENGINE.command("rmi", f"{repo}:{tag}"), capture_output=True)

@@ -10,7 +10,8 @@ Two layers, each named by a hash of what goes into it, so an unchanged input is 
    base that installs wheels of this project and its dependencies into ``/opt/spp`` (on PATH)
    with ``pip --no-index``. The wheels are made on the host (``pip wheel``, PyPI as the only
    index), and the build itself runs with ``--network none``. Its hash covers the base, the
-   project's source files and pyproject.toml.
+   project's source files, pyproject.toml and the checkout's path (labelled ``spp.sppc.tree``):
+   a build untags this checkout's older images only, never another checkout's.
 
 :func:`plan` says what would be built (names, hashes, commands) with no side effects
 (``--dry-run``); :func:`build` builds what is missing and returns the image name.
@@ -19,6 +20,7 @@ Two layers, each named by a hash of what goes into it, so an unchanged input is 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import subprocess
 import sys
@@ -34,7 +36,7 @@ BASE_REPO = "localhost/spp-debian-base"
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 PACKAGES = ("python3", "python3-venv", "dpdk-dev", "iproute2", "procps")
-RECIPE_VERSION = "1"  # bump when the build steps change what an image holds
+RECIPE_VERSION = "2"  # bump when the build steps change what an image holds
 
 CONTAINERFILE = """\
 FROM {base}
@@ -44,6 +46,7 @@ RUN python3 -m venv /opt/spp \\
  && rm -rf /tmp/wheels /root/.cache
 ENV PATH=/opt/spp/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 LABEL spp.sppc.source={source}
+LABEL spp.sppc.tree={tree}
 WORKDIR /root
 """
 
@@ -113,7 +116,9 @@ def plan(image_repo: str = IMAGE_REPO, mirror: str = MIRROR) -> Plan:
     root = project_root()
     bh = base_hash()
     base = f"{BASE_REPO}:{bh[:12]}"
-    ih = hashlib.sha256((bh + source_hash(root) + RECIPE_VERSION).encode()).hexdigest()
+    # The tree's path is part of the name: each checkout owns its images and untags only its own
+    # older ones (:func:`_forget_older`), so checkouts never remove what another one runs.
+    ih = hashlib.sha256((bh + source_hash(root) + RECIPE_VERSION + str(root)).encode()).hexdigest()
     return Plan(base, f"{image_repo}:{ih[:12]}", root, mmdebstrap_argv(Path("<tmp>/root.tar"), mirror=mirror))
 
 
@@ -158,7 +163,9 @@ def build(
                 timeout=900,
             )
             (ctx / "Containerfile").write_text(
-                CONTAINERFILE.format(base=p.base, source=p.image.split(":")[-1])
+                CONTAINERFILE.format(
+                    base=p.base, source=p.image.split(":")[-1], tree=json.dumps(str(p.project))
+                )
             )
             _run(
                 engine.command(
@@ -169,21 +176,45 @@ def build(
                 timeout=900,
             )  # fmt: skip
         _run(engine.command("tag", p.image, f"{image_repo}:latest"), f"{engine.kind} tag")
-    _forget_older(engine, image_repo, p.image)
+    _forget_older(engine, image_repo, p.image, p.project)
     return p.image
 
 
-def _forget_older(engine: Engine, repo: str, keep: str) -> None:
-    """Untag earlier builds of ``repo`` (one image per source tree would pile up); an image a
-    container still uses stays."""
+TREE_LABEL = "spp.sppc.tree"
+
+
+def _forget_older(engine: Engine, repo: str, keep: str, tree: Path) -> None:
+    """Untag earlier builds of ``repo`` from this source tree (one image per edit would pile
+    up), and those of trees that no longer exist; an image a container still uses stays.
+
+    Another checkout's images are left alone: two checkouts on one machine (a user's clone and
+    a CI clone, say) each keep their own current image, even while both build and run."""
     out = subprocess.run(
         engine.command("images", "--format", "{{.Repository}}:{{.Tag}}", repo),
         capture_output=True,
         text=True,
     ).stdout
     for name in out.split():
-        if name not in (keep, f"{repo}:latest") and name.startswith(repo + ":"):
+        if name in (keep, f"{repo}:latest") or not name.startswith(repo + ":"):
+            continue
+        built_in = _label(engine, name, TREE_LABEL)
+        if built_in is None or Path(built_in) == tree or not Path(built_in).exists():
             subprocess.run(engine.command("rmi", name), capture_output=True)
+
+
+def _label(engine: Engine, image: str, key: str) -> str | None:
+    """The value of label ``key`` of ``image``; None if it has none (built before the label)."""
+    r = subprocess.run(
+        engine.command("image", "inspect", "--format", "{{json .Config.Labels}}", image),
+        capture_output=True,
+        text=True,
+    )
+    try:
+        labels = json.loads(r.stdout.strip().splitlines()[0]) if r.returncode == 0 else None
+    except (json.JSONDecodeError, IndexError):
+        return None
+    value = labels.get(key) if isinstance(labels, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def _run(argv: list[str], what: str, timeout: float = 300) -> None:
