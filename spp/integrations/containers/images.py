@@ -36,7 +36,7 @@ BASE_REPO = "localhost/spp-debian-base"
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 PACKAGES = ("python3", "python3-venv", "dpdk-dev", "iproute2", "procps")
-RECIPE_VERSION = "2"  # bump when the build steps change what an image holds
+RECIPE_VERSION = "1"  # bump when the build steps change what an image holds
 
 CONTAINERFILE = """\
 FROM {base}
