@@ -19,6 +19,7 @@ Two layers, each named by a hash of what goes into it, so an unchanged input is 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import shutil
@@ -125,7 +126,17 @@ def plan(image_repo: str = IMAGE_REPO, mirror: str = MIRROR) -> Plan:
 def build(
     engine: Engine, image_repo: str = IMAGE_REPO, mirror: str = MIRROR, log: object = sys.stderr
 ) -> str:
-    """Build what is missing of :func:`plan`; returns the image name (also tagged ``:latest``)."""
+    """Build what is missing of :func:`plan`; returns the image name (also tagged ``:latest``).
+
+    Builds on one machine take turns (a lock file in the temporary directory): two at once
+    would both find the base missing and both run mmdebstrap, and the second to tag would
+    replace what the first is about to use."""
+    with open(Path(tempfile.gettempdir()) / "spp-sppc-build.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build(engine, image_repo, mirror, log)
+
+
+def _build(engine: Engine, image_repo: str, mirror: str, log: object) -> str:
     p = plan(image_repo, mirror)
 
     def say(text: str) -> None:
