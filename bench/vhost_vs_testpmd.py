@@ -2,7 +2,7 @@
 with dpdk-testpmd's net_vhost and net_virtio_user, 64-byte frames.
 
     sudo PYTHONPATH=. python bench/vhost_vs_testpmd.py [--runs 5] [--seconds 3] [--huge] [--queue-size N]
-                                                       [--sides ours,testpmd[,zc]]
+                                                       [--sides ours,testpmd[,zc][,ours:4096...]]
 
 Topology (one direction, as testpmd's txonly -> rxonly pair)::
 
@@ -16,11 +16,12 @@ The rate is what the vhost side received per second over ``--seconds`` after 1 s
 two processes of a side used over the same window (utime + stime from ``/proc``): on a machine
 others share, a forwarder that is preempted loses rate but not efficiency, so this figure is the
 steadier one. Runs alternate between the sides. Both virtio-user drivers get ``queue_size=N``
-(``--queue-size``, default 1024, our driver's default; DPDK's is 256). testpmd takes its memory
+(``--queue-size``, default 4096, our driver's default; DPDK's is 256). testpmd takes its memory
 from memfd (``--no-huge``) unless ``--huge`` (2 MiB hugepages; reserved and given back if none are
 free). Everything is started afresh per run and removed afterwards. ``--sides`` may add ``zc``:
 ours with the virtio-user driver zero-copy (``zero_copy=1``: pool buffers posted as they are)
-instead of copying through its own slots, to compare the two in the same run.
+instead of copying through its own slots, to compare the two in the same run. ``SIDE:N`` runs a
+side with queue size ``N`` instead of ``--queue-size`` (``ours:1024,ours:4096,testpmd:1024``...).
 """
 
 from __future__ import annotations
@@ -128,8 +129,12 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--huge", action="store_true", help="testpmd on 2 MiB hugepages instead of memfd")
-    p.add_argument("--queue-size", type=int, default=1024, help="virtqueue size of both virtio-user drivers")
-    p.add_argument("--sides", default="ours,testpmd", help="ours, testpmd and/or zc, comma-separated")
+    p.add_argument("--queue-size", type=int, default=4096, help="virtqueue size of both virtio-user drivers")
+    p.add_argument(
+        "--sides",
+        default="ours,testpmd",
+        help="ours, testpmd and/or zc, comma-separated; SIDE:N gives that side queue size N",
+    )
     args = p.parse_args()
     sides = args.sides.split(",")
     results: dict[str, list[float]] = {s: [] for s in sides}
@@ -140,12 +145,14 @@ def main() -> int:
             for run in range(args.runs):
                 order = sides if run % 2 == 0 else sides[::-1]
                 for side in order:
-                    run_dir = tmp / f"{side}{run}"
+                    run_dir = tmp / f"{side.replace(':', '-')}{run}"
                     run_dir.mkdir()
+                    kind, _, size = side.partition(":")
+                    queue_size = int(size or args.queue_size)
                     rate, efficiency = (
-                        testpmd(run_dir, args.seconds, args.huge, args.queue_size)
-                        if side == "testpmd"
-                        else ours(run_dir, args.seconds, args.queue_size, zero_copy=side == "zc")
+                        testpmd(run_dir, args.seconds, args.huge, queue_size)
+                        if kind == "testpmd"
+                        else ours(run_dir, args.seconds, queue_size, zero_copy=kind == "zc")
                     )
                     results[side].append(rate)
                     per_cpu[side].append(efficiency)
@@ -165,11 +172,12 @@ def main() -> int:
             f"  per CPU-second {', '.join(f'{r / 1e6:.2f}' for r in per_cpu[side])}"
             f"  median {eff[side] / 1e6:.2f} M"
         )
+    peers = [s for s in sides if s.partition(":")[0] == "testpmd"]
     for side in sides:
-        if side != "testpmd" and "testpmd" in med:
+        for peer in peers if side not in peers else ():
             print(
-                f"ratio {side}/testpmd {med[side] / med['testpmd']:.2f} (rate),"
-                f" {eff[side] / eff['testpmd']:.2f} (per CPU-second)"
+                f"ratio {side}/{peer} {med[side] / med[peer]:.2f} (rate),"
+                f" {eff[side] / eff[peer]:.2f} (per CPU-second)"
             )
     return 0
 

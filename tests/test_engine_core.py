@@ -26,6 +26,25 @@ def test_pool_alloc_free_returns_everything(segment, pool):
     assert pool.shared_free == total
 
 
+def test_pool_bursts_larger_than_the_cache_are_whole(make_segment):
+    # a 4096-descriptor virtqueue asks for 4096 buffers at once: more than a handle's cache
+    seg = make_segment(nb_bufs=8192)
+    p = BufferPool(seg)
+    small = p.alloc(100)  # so the cache holds some when the large burst comes
+    p.vnet_word[:] = 7
+    big = p.alloc(4096)
+    assert len(big) == 4096 and len(np.unique(np.concatenate((small, big)))) == 4096 + 100
+    assert not p.vnet_word[big].any()  # metadata cleared, as for any burst
+    rest = p.alloc(5000)  # more than is left: fewer, not an error
+    assert len(rest) == 8192 - 4096 - 100
+    assert len(np.unique(np.concatenate((small, big, rest)))) == 8192
+    p.free(big)
+    p.free(rest)
+    p.free(small)
+    p.close()
+    assert seg.pool_ctl[0] == 8192
+
+
 def test_pool_exhaustion_gives_fewer_not_an_error(make_segment):
     seg = make_segment(nb_bufs=1024)
     p = BufferPool(seg)

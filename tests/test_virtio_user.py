@@ -376,7 +376,7 @@ def test_nonsense_metadata_from_the_driver_is_dropped_and_counted(sock_ctx):
 
 
 def test_queue_size_from_the_vdev_option(sock_ctx):
-    """``net_virtio_userN,queue_size=N`` sets both rings' size; the default is 1024; a size that
+    """``net_virtio_userN,queue_size=N`` sets both rings' size; the default is 4096; a size that
     is not a power of two in 64..4096 is refused naming the option."""
     sock_dir = sock_ctx.options["vhost-dir"]
     sock_ctx.options.update(port_options([f"net_virtio_user6,path={sock_dir}/sock6,queue_size=256"]))
@@ -388,7 +388,7 @@ def test_queue_size_from_the_vdev_option(sock_ctx):
     small = open_port(PortId("virtio_user", 6), sock_ctx)
     default = open_port(PortId("virtio_user", 7), sock_ctx)
     try:
-        assert small.driver.size == 256 and default.driver.size == 1024
+        assert small.driver.size == 256 and default.driver.size == 4096
         wait_running(vhost, small)
         # more frames than the ring holds, both ways: slots are reused as they come back
         frames = FRAMES[:400] + FRAMES[:400]
@@ -413,7 +413,7 @@ def test_zero_copy_shares_pool_buffers_both_ways_and_gives_them_all_back(sock_ct
     try:
         wait_running(vhost, vuser)
         drv = vuser.driver
-        assert drv.zc
+        assert drv.zc and drv.size == 1024  # (the zero-copy default: a ring of pool buffers)
         assert pool.available == before - drv.size  # the receive ring holds pool buffers
         bufs = pool.alloc_frames([bytes(60)] * 4)
         assert vuser.tx_burst(bufs) == 4

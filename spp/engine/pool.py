@@ -102,6 +102,8 @@ class BufferPool:
         itself passes False and saves the store.
         """
         if self._cached < n:
+            if n > len(self._cache):
+                return self._alloc_past_cache(n, plain)
             self._take_shared(max(n - self._cached, BULK))
         k = min(n, self._cached)
         if k == 0:
@@ -109,6 +111,24 @@ class BufferPool:
         self._cached -= k
         bufs = self._cache[self._cached : self._cached + k].copy()
         if plain:
+            self.vnet_word[bufs] = 0
+        return bufs
+
+    def _alloc_past_cache(self, n: int, plain: bool) -> np.ndarray:
+        """A burst larger than the whole cache (a long virtqueue's): what the cache holds, the
+        rest straight from the shared stack."""
+        c = self._cached
+        with self._tlock:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            try:
+                avail = self._ctl.item(0)
+                k = min(n - c, avail)
+                bufs = np.concatenate((self._cache[:c], self._stack[avail - k : avail]))
+                self._ctl[0] = avail - k
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        self._cached = 0
+        if plain and len(bufs):
             self.vnet_word[bufs] = 0
         return bufs
 

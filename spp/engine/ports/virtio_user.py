@@ -4,8 +4,9 @@ It attaches the panel to a vhost-user back-end as a VM's NIC would: by default a
 ``<dir>/sockN`` (so a process can plug into another panel's ``vhost:N``, or into any vhost-user
 switch), or where ``--vdev net_virtio_userN,path=PATH[,server=1]`` says. With ``server=1`` it
 creates the socket and waits for a back-end in client mode. ``queue_size=N`` sets the size of
-both virtqueues (default 1024, DPDK's is 256: a Python driver's cost is mostly per burst, and a
-longer ring lets a busy worker move bursts of up to 1024 packets). With ``zero_copy=1`` the
+both virtqueues (default 4096, zero-copy 1024; DPDK's is 256: a Python driver's cost is mostly
+per burst, so a busy worker moves bursts of up to 1024 packets, and a ring of several such
+bursts lets the back-end empty one while the driver fills the next). With ``zero_copy=1`` the
 driver shares the process's packet pool with the back-end and posts pool buffers as they are,
 where the pool can be shared (not on hugetlbfs); by default it copies through slots of its own,
 which costs less for small frames and keeps the back-end's work down (bench/RESULTS.md).
@@ -24,7 +25,7 @@ from spp.engine.offload import XS, check_burst
 from spp.engine.portid import PortId
 from spp.engine.ports.base import PENDING, RX_DROP, TX_DROP, WAKES, Port, PortContext, PortError
 from spp.engine.ports.vhost import claim
-from spp.engine.virtio.frontend import QUEUE_SIZE, VirtioError, VirtioUser
+from spp.engine.virtio.frontend import VirtioError, VirtioUser
 
 EMPTY = np.empty(0, np.uint32)
 
@@ -43,7 +44,7 @@ class VirtioUserPort(Port):
         super().__init__(uid, ctx)
         self.path = socket_path(uid, ctx)
         server = ctx.options.get(f"virtio_user:{uid.num}:server") == "1"
-        queue_size = int(ctx.options.get(f"virtio_user:{uid.num}:queue_size") or QUEUE_SIZE)
+        size = ctx.options.get(f"virtio_user:{uid.num}:queue_size")
         if server and not os.path.isdir(os.path.dirname(self.path) or "."):
             raise PortError(f"{uid}: socket directory {os.path.dirname(self.path)} does not exist")
         try:
@@ -51,7 +52,7 @@ class VirtioUserPort(Port):
             self.driver: VirtioUser | None = VirtioUser(
                 self.path,
                 server=server,
-                queue_size=queue_size,
+                queue_size=int(size) if size else None,
                 name=str(uid),
                 event_idx=event_idx,
                 offloads=offloads,

@@ -66,9 +66,14 @@ LARGE_TX_SLOTS = 16
 HDR_SLOT = 64  # zero-copy: a slot holds only a packet's header (the frame is in a pool buffer)
 NONE = np.uint32(0xFFFFFFFF)  # no pool buffer behind a descriptor
 RECONNECT_SECONDS = 0.5
-#: default virtqueue size: a burst costs mostly a fixed number of array operations, so the ring
-#: must let the worker move bursts of up to 4 x 256 packets
-QUEUE_SIZE = 1024
+#: default virtqueue size when copying through slots. A burst costs mostly a fixed number of
+#: array operations, so the worker moves bursts of up to 1024 packets; the ring holds four such
+#: bursts so that the two sides work at once: the back-end copies one burst while the driver
+#: fills the next (with a ring of one burst they take turns, bench/RESULTS.md).
+QUEUE_SIZE = 4096
+#: zero-copy: every receive descriptor holds a pool buffer all the time, so the ring stays at
+#: a burst's size rather than tie up a quarter of a default pool
+ZC_QUEUE_SIZE = 1024
 _ARANGE = np.arange(1 << 16, dtype=np.int64)
 
 WANTED_FEATURES = (
@@ -270,7 +275,7 @@ class VirtioUser:
         self,
         path: str,
         server: bool = False,
-        queue_size: int = QUEUE_SIZE,
+        queue_size: int | None = None,
         name: str = "",
         event_idx: bool = True,
         offloads: bool = True,
@@ -282,7 +287,12 @@ class VirtioUser:
         ``pool``: the packet pool the caller's bursts come from. If its memory can be shared
         (see :func:`pool_region`), the driver runs *zero-copy*: the pool's buffers are shared
         with the back-end and posted as they are, rather than copied through slots of our own.
+        ``queue_size``: both virtqueues' size, :data:`QUEUE_SIZE` (zero-copy
+        :data:`ZC_QUEUE_SIZE`) unless given.
         """
+        region = pool_region(pool) if pool is not None else None
+        if queue_size is None:
+            queue_size = QUEUE_SIZE if region is None else ZC_QUEUE_SIZE
         if queue_size & (queue_size - 1) or not 0 < queue_size <= 4096:
             raise VirtioError(f"queue size {queue_size} is not a power of two up to 4096")
         self.path = path
@@ -292,7 +302,6 @@ class VirtioUser:
         self.wanted = WANTED_FEATURES if event_idx else WANTED_FEATURES & ~(1 << d.RING_F_EVENT_IDX)
         if not offloads:
             self.wanted &= ~d.NET_OFFLOADS
-        region = pool_region(pool) if pool is not None else None
         self.zc = region is not None
         rx_slot, tx_slot = (HDR_SLOT, HDR_SLOT) if self.zc else (RX_SLOT, TX_SLOT)
         ring_len = _align(sum(ring_bytes(2 * queue_size if self.zc else queue_size)) + 8)
