@@ -96,6 +96,7 @@ def _align(n: int, a: int = 4096) -> int:
 
 
 _or = np.bitwise_or.reduce
+_max = np.maximum.reduce
 
 
 def _metadata(pool: BufferPool, bufs: np.ndarray) -> np.ndarray:
@@ -239,7 +240,7 @@ class DriverQueue:
         if not n:
             return EMPTY
         ids = ring_read(self.ring.used_ids, self.last_used, n).astype(np.intp)
-        if int(ids.max()) >= self.size:
+        if int(_max(ids)) >= self.size:
             raise ProtocolError(f"used id {int(ids.max())} out of a ring of {self.size}")
         self.last_used = (self.last_used + n) & 0xFFFF
         return ids
@@ -377,20 +378,27 @@ class VirtioUser:
         with self.lock:  # (held while preparing, so the features cannot change in between)
             if not self.running or not len(bufs):
                 return bufs, 0
-            sent = offload.prepare(pool, bufs, xstats, self.send_caps)
+            # One gather of the metadata words tells both whether there is anything to prepare
+            # and whether the headers need writing: a plain burst skips both.
+            meta: bool | None = bool(_or(pool.vnet_word[bufs]))
+            sent = bufs
+            if meta:
+                sent = offload.prepare(pool, bufs, xstats, self.send_caps)
+                meta = None  # (prepare may have finished some: look again when writing)
             # Only a large buffer can hold a long frame: one reduction of the indices spares the
             # length gather on ordinary bursts.
-            long = None
-            if len(sent) and int(sent.max()) >= pool.large_base:
+            top = int(_max(sent)) if len(sent) else 0
+            if top >= pool.large_base:
                 long = pool.lengths[sent] > LARGE_TX_SLOT - self.hdr_len
-            if long is not None and long.any():
-                xstats[offload.XS["tx_refused"]] += int(np.count_nonzero(long))
-                if sent is bufs:
-                    sent = sent.copy()  # the caller must see a burst of its own now
-                pool.free(sent[long])
-                sent = sent[~long]
+                if long.any():
+                    xstats[offload.XS["tx_refused"]] += int(np.count_nonzero(long))
+                    if sent is bufs:
+                        sent = sent.copy()  # the caller must see a burst of its own now
+                    pool.free(sent[long])
+                    sent = sent[~long]
+                    top = int(_max(sent)) if len(sent) else 0
             try:
-                k = self._tx(pool, sent)
+                k = self._tx(pool, sent, meta, top)
             except Exception as e:  # whatever the back-end wrote, the worker carries on
                 self._failed(e)
                 return sent, 0
@@ -398,9 +406,13 @@ class VirtioUser:
             pool.free(sent[:k])
         return sent, k
 
-    def _tx(self, pool: BufferPool, bufs: np.ndarray) -> int:
+    def _tx(
+        self, pool: BufferPool, bufs: np.ndarray, meta: bool | None = None, top: int | None = None
+    ) -> int:
+        """``meta``: whether any of ``bufs`` has offload metadata (None: not known yet);
+        ``top``: their largest index (None: not known yet)."""
         if self.zc:
-            return self._tx_zc(pool, bufs)
+            return self._tx_zc(pool, bufs, meta)
         q = self.txq
         done = q.used_ids(q.size)
         if len(done):
@@ -408,11 +420,15 @@ class VirtioUser:
                 self._reclaim_large(done)
             q.free_ids[q.nfree : q.nfree + len(done)] = done
             q.nfree += len(done)
-        if not len(bufs) or int(bufs.max()) < pool.large_base:
-            return self._tx_slots(pool, bufs)
+        if not len(bufs):
+            return 0
+        if top is None:
+            top = int(_max(bufs))
+        if top < pool.large_base:
+            return self._tx_slots(pool, bufs, meta)
         long = pool.lengths[bufs] > pool.buf_size
         if not long.any():
-            return self._tx_slots(pool, bufs)
+            return self._tx_slots(pool, bufs, meta)
         sent = 0
         for run_start, run_end, is_long in _runs(long):
             if is_long:
@@ -421,13 +437,13 @@ class VirtioUser:
                         return sent
                     sent += 1
             else:
-                k = self._tx_slots(pool, bufs[run_start:run_end])
+                k = self._tx_slots(pool, bufs[run_start:run_end], meta)
                 sent += k
                 if k < run_end - run_start:
                     return sent
         return sent
 
-    def _tx_slots(self, pool: BufferPool, bufs: np.ndarray) -> int:
+    def _tx_slots(self, pool: BufferPool, bufs: np.ndarray, meta: bool | None = None) -> int:
         """Pool-buffer-sized frames, each in its descriptor's own slot, in one go."""
         q = self.txq
         k = min(len(bufs), q.nfree)
@@ -438,16 +454,16 @@ class VirtioUser:
         src = bufs[:k].astype(np.intp)  # (a uint32 index array is converted on every use)
         lens = pool.lengths[src]
         h = self.hdr_len
-        width = int(lens.max())  # a pool buffer always fits a slot after the header
+        width = int(_max(lens))  # a pool buffer always fits a slot after the header
         if self.send_caps:
-            self._tx_headers(pool, ids, src)
+            self._tx_headers(pool, ids, src, meta)
         if width:
             q.rows(width, h)[ids] = self._pool_rows(pool)(width)[src]
         q.ring.desc_len[ids] = lens + h  # flags and next stay 0
         q.kick(q.publish(ids))
         return k
 
-    def _tx_zc(self, pool: BufferPool, bufs: np.ndarray) -> int:
+    def _tx_zc(self, pool: BufferPool, bufs: np.ndarray, meta: bool | None = None) -> int:
         """Zero-copy: each buffer itself goes out as the frame descriptor behind its header
         (large ones too: a large buffer is contiguous), and is kept until the back-end returns
         its descriptor, then freed."""
@@ -465,7 +481,7 @@ class VirtioUser:
         ids = q.free_ids[q.nfree : q.nfree + k]  # a view: nothing is pushed back before we return
         taken = bufs[:k]
         if self.send_caps:
-            self._tx_headers(pool, ids, taken)
+            self._tx_headers(pool, ids, taken, meta)
         q.data_addr[ids] = self._gpa_of[taken]
         q.data_len[ids] = pool.lengths[taken]
         self.held_tx[ids] = taken
@@ -473,17 +489,25 @@ class VirtioUser:
         q.kick(q.publish(ids))
         return k
 
-    def _tx_headers(self, pool: BufferPool, ids: np.ndarray, src: np.ndarray) -> None:
-        """Write the offload metadata of ``src`` into the headers of slots ``ids``. Headers are
-        zero unless written here, so a slot that carried metadata is marked, and zeroed again
-        when it next carries a frame without."""
+    def _tx_headers(self, pool: BufferPool, ids: np.ndarray, src: np.ndarray, meta: bool | None) -> None:
+        """Write the offload metadata of ``src`` into the headers of slots ``ids`` (``meta``:
+        whether any has some, None: look). Headers are zero unless written here, so a slot that
+        carried metadata is marked, and zeroed again when it next carries a frame without; while
+        none is marked, a plain burst costs nothing here."""
         q = self.txq
-        if _or(pool.vnet_word[src]):
+        if meta is None:
+            meta = bool(_or(pool.vnet_word[src]))
+        if meta:
             q.rows(VNET_HDR_LEN)[ids] = _metadata(pool, src)
             self._hdr_dirty[ids] = True
-        elif self._hdr_dirty[ids].any():
+            self._ndirty = int(np.count_nonzero(self._hdr_dirty))
+        elif self._ndirty and self._hdr_dirty[ids].any():
             q.rows(VNET_HDR_LEN)[ids] = self._zero_vnet
             self._hdr_dirty[ids] = False
+            self._ndirty = int(np.count_nonzero(self._hdr_dirty))
+
+    #: how many transmit slots have a header that is not zero
+    _ndirty = 0
 
     _zero_vnet = np.zeros(1, np.dtype((np.void, VNET_HDR_LEN)))[0]
 
@@ -578,7 +602,7 @@ class VirtioUser:
                     raise ProtocolError(f"used length beyond the {room}-byte receive buffers")
                 return self._rx_merged(pool, ids, lens.astype(np.int64), nbufs)
         frame_lens = lens - np.uint32(h)  # unsigned: a length below the header's wraps, and fails
-        longest = int(frame_lens.max())
+        longest = int(_max(frame_lens))
         if longest > room - h:
             raise ProtocolError(
                 f"used length shorter than the virtio-net header or beyond the {room}-byte receive buffers"
@@ -836,6 +860,7 @@ class VirtioUser:
             self.large_free = list(range(LARGE_TX_SLOTS))
             self.large_of[:] = -1
             self._hdr_dirty[:] = False  # (reset zeroes the headers)
+            self._ndirty = 0
             self.hdr_len = d.net_hdr_len(features)
             self._release()  # (done when the last connection ended; this is a safety net)
             self.rxq.reset(self.hdr_len, device_writes=True)

@@ -35,6 +35,7 @@ _LEN_FLAGS = np.uint64((1 << 48) - 1)  # a descriptor's len and flags, without n
 _WRITE_ONLY_INT = VRING_DESC_F_WRITE << 32
 _MASK64 = (1 << 64) - 1
 _or = np.bitwise_or.reduce
+_max = np.maximum.reduce
 _VNET_VOID = np.dtype((np.void, VNET_HDR_LEN))
 
 
@@ -169,7 +170,7 @@ class DeviceRing:
         if not n:
             return 0, EMPTY
         heads = ring_read(r.avail_ring, self.last_avail, n)
-        if int(heads.max()) >= self.size:
+        if int(_max(heads)) >= self.size:
             raise RingError(f"descriptor index {int(heads.max())} out of a ring of {self.size}")
         return n, heads
 
@@ -352,35 +353,32 @@ class DeviceRing:
         # zero, or a length shorter than the header (which wraps), make it huge, so one maximum
         # checks all three.
         ln = (r.desc_word[at] & _LEN_FLAGS) - np.uint64(self.hdr_len)
-        longest = int(ln.max())
+        longest = int(_max(ln))
         if longest > pool.buf_size:
             return None
         width = -(-longest // _WIDTH_STEP) * _WIDTH_STEP
         h = self.hdr_len
-        # Offsets from the region's start, unsigned: an address below it wraps to a huge value,
-        # so one maximum checks both ends.
+        # The headers' offsets from the region's start, unsigned: an address below it wraps to
+        # a huge value, so one maximum checks both ends of header and frame. Each frame lies
+        # ``h`` bytes further, so the copy reads from a window ``h`` bytes on, not new offsets.
         start, end = self.mem.single  # type: ignore[misc]
-        rel = r.desc_addr[at] + np.uint64((h - self.mem.lo - start) & _MASK64)
-        if int(rel.max()) > end - start - width:
+        rel = r.desc_addr[at] + np.uint64((-self.mem.lo - start) & _MASK64)
+        if int(_max(rel)) > end - start - h - width:
             return None
-        frm = rel.view(np.int64)
-        hdr = None
-        if self.read_vnet:
-            if int(rel.min()) < h:  # the header must lie inside the region too
-                return None
-            hdr = self._headers_with_metadata(frm + (start - h))
-        return self._land(pool, heads, frm, ln, hdr, start, width)
+        at_hdr = rel.view(np.int64)
+        hdr = self._headers_with_metadata(at_hdr, start) if self.read_vnet else None
+        return self._land(pool, heads, at_hdr, ln, hdr, start + h, width)
 
     #: the last burst may carry offload metadata (False: a fast path saw every header empty, so
     #: the buffers' metadata is cleared and needs no check)
     meta_seen = True
 
-    def _headers_with_metadata(self, hdr: np.ndarray) -> np.ndarray | None:
-        """``hdr`` (arena offsets of a burst's headers) if any header has offload metadata,
-        else None. Only each header's first two bytes (flags, gso_type) are gathered: for plain
-        traffic that is much cheaper than copying every 10-byte header."""
-        self.meta_seen = bool(_or(self.mem.word_window()[hdr]))
-        return hdr if self.meta_seen else None
+    def _headers_with_metadata(self, hdr: np.ndarray, base: int) -> np.ndarray | None:
+        """The arena offsets of a burst's headers (``hdr``, from ``base``) if any header has
+        offload metadata, else None. Only each header's first two bytes (flags, gso_type) are
+        gathered: for plain traffic that is much cheaper than copying every 10-byte header."""
+        self.meta_seen = bool(_or(self.mem.word_window()[base:][hdr]))
+        return hdr + base if self.meta_seen else None
 
     def _chained(self, heads: np.ndarray) -> bool:
         """Whether the burst's first descriptor has a successor: a driver that puts the header
@@ -443,7 +441,7 @@ class DeviceRing:
         if nxt is None:
             return None
         ln = r.desc_word[nxt] & _LEN_FLAGS  # flags must be 0: anything else makes it huge
-        longest = int(ln.max())
+        longest = int(_max(ln))
         if longest > pool.buf_size:
             return None
         width = -(-longest // _WIDTH_STEP) * _WIDTH_STEP
@@ -457,7 +455,7 @@ class DeviceRing:
             hrel = r.desc_addr[heads.astype(np.intp)] + shift
             if int(hrel.max()) > end - start - self.hdr_len:
                 return None
-            hdr = self._headers_with_metadata(hrel.view(np.int64) + start)
+            hdr = self._headers_with_metadata(hrel.view(np.int64), start)
         return self._land(pool, heads, rel.view(np.int64), ln, hdr, start, width)
 
     def _gather(self, head: int, limit: int) -> np.ndarray | int | None:
@@ -544,7 +542,7 @@ class DeviceRing:
         at = heads.astype(np.intp)
         src = batch.astype(np.intp)
         ln = pool.lengths[src]
-        longest = int(ln.max())
+        longest = int(_max(ln))
         h = self.hdr_len
         width = longest + h
         # flags exactly WRITE and every length at least ``width``: one range check on len|flags
@@ -576,7 +574,7 @@ class DeviceRing:
             return False
         src = batch.astype(np.intp)
         ln = pool.lengths[src]
-        longest = int(ln.max())
+        longest = int(_max(ln))
         h = self.hdr_len
         word = r.desc_word[nxt] & _LEN_FLAGS  # flags exactly WRITE, room for the longest frame
         if longest > pool.buf_size or int(word.min()) < _WRITE_ONLY_INT + longest:
