@@ -60,7 +60,11 @@ from spp.engine.virtio.ring import EMPTY, SplitLayout, ring_bytes, ring_read, ri
 log = logging.getLogger(__name__)
 
 RX_SLOT = 2048  # bytes per receive buffer (header + frame; larger frames come merged)
-TX_SLOT = 2048 + 64  # a transmit slot holds a header and the largest pool buffer
+#: where a transmit slot's frame starts (its header just before): a cache line's boundary, so a
+#: 64-byte frame is one line for us to write and the back-end to read, not two; the header's
+#: line, zero unless a frame has offload metadata, is not written per packet at all
+TX_FRAME_AT = 64
+TX_SLOT = TX_FRAME_AT + 2048  # a transmit slot holds the header and the largest pool buffer
 LARGE_TX_SLOT = 68 * 1024  # a header and a 64 KiB aggregate with its headers
 LARGE_TX_SLOTS = 16
 HDR_SLOT = 64  # zero-copy: a slot holds only a packet's header (the frame is in a pool buffer)
@@ -173,7 +177,10 @@ class DriverQueue:
     def reset(self, hdr_len: int = d.NET_HDR_LEN, device_writes: bool = False) -> None:
         r = self.ring
         n = self.size
-        r.desc["addr"][:n] = self.slot_addr.astype(np.uint64)
+        #: where in its slot a descriptor starts (the header; the frame follows it)
+        self.hdr_off = 0 if self.paired or device_writes else TX_FRAME_AT - hdr_len
+        self.desc_addr = (self.slot_addr + self.hdr_off).astype(np.uint64)
+        r.desc["addr"][:n] = self.desc_addr
         r.desc["addr"][n:] = 0
         r.desc["len"] = 0
         r.desc["flags"] = 0
@@ -194,7 +201,7 @@ class DriverQueue:
         self.last_used = 0
         # Transmit headers stay zero unless a packet has offload metadata, so they are written
         # once here rather than per packet; the back-end only reads transmit slots.
-        self.slots[:, : d.NET_HDR_LEN] = 0
+        self.slots[:, self.hdr_off : self.hdr_off + d.NET_HDR_LEN] = 0
         self.free_ids = np.arange(self.size, dtype=np.int64)[::-1].copy()
         self.nfree = self.size
         self.lent = np.zeros(self.size, bool)  # zero-copy: descriptors the back-end holds
@@ -458,7 +465,7 @@ class VirtioUser:
         if self.send_caps:
             self._tx_headers(pool, ids, src, meta)
         if width:
-            q.rows(width, h)[ids] = self._pool_rows(pool)(width)[src]
+            q.rows(width, q.hdr_off + h)[ids] = self._pool_rows(pool)(width)[src]
         q.ring.desc_len[ids] = lens + h  # flags and next stay 0
         q.kick(q.publish(ids))
         return k
@@ -498,11 +505,11 @@ class VirtioUser:
         if meta is None:
             meta = bool(_or(pool.vnet_word[src]))
         if meta:
-            q.rows(VNET_HDR_LEN)[ids] = _metadata(pool, src)
+            q.rows(VNET_HDR_LEN, q.hdr_off)[ids] = _metadata(pool, src)
             self._hdr_dirty[ids] = True
             self._ndirty = int(np.count_nonzero(self._hdr_dirty))
         elif self._ndirty and self._hdr_dirty[ids].any():
-            q.rows(VNET_HDR_LEN)[ids] = self._zero_vnet
+            q.rows(VNET_HDR_LEN, q.hdr_off)[ids] = self._zero_vnet
             self._hdr_dirty[ids] = False
             self._ndirty = int(np.count_nonzero(self._hdr_dirty))
 
@@ -541,7 +548,7 @@ class VirtioUser:
             back = ids[used]
             self.large_free.extend(slots[used].tolist())
             self.large_of[back] = -1
-            self.txq.ring.desc["addr"][back] = self.txq.slot_addr[back].astype(np.uint64)
+            self.txq.ring.desc["addr"][back] = self.txq.desc_addr[back]
 
     def rx_burst(self, pool: BufferPool, max_n: int) -> np.ndarray:
         with self.lock:
