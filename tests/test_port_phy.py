@@ -10,7 +10,9 @@ import errno
 import json
 import random
 import select
+import struct
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,8 +25,9 @@ from spp.engine.offload import XS
 from spp.engine.pool import BufferPool
 from spp.engine.portid import PortId
 from spp.engine.ports import open_port
+from spp.engine.ports import phy as phy_module
 from spp.engine.ports.base import RX, RX_BYTES, RX_DROP, TX, TX_BYTES, TX_DROP, PortContext, PortError
-from spp.engine.ports.phy import PhyPort
+from spp.engine.ports.phy import IDLE, PhyPort
 from spp.engine.shm import PhyInfo
 from tests.netutil import (
     TEST_SRC,
@@ -36,6 +39,7 @@ from tests.netutil import (
     make_frame,
     packet_sockets_on,
     veth_pair_in_netns,
+    wait_until,
 )
 
 needs_root = pytest.mark.skipif(not is_root(), reason="needs root: creates network namespaces and veth pairs")
@@ -104,9 +108,10 @@ def promiscuity(iface: str) -> int:
 
 
 def all_free(pool: BufferPool, *ports: PhyPort) -> bool:
-    """Every buffer is back in the pool, but those that open ``ports`` keep posted for receive."""
+    """Every buffer is back in the pool (an open port keeps none: both its sockets receive into
+    rings, and frames are copied into buffers only when taken)."""
     pool.flush()
-    return pool.shared_free + sum(p.held_buffers() for p in ports) == pool.seg.spec.nb_bufs
+    return pool.shared_free == pool.seg.spec.nb_bufs
 
 
 def mixed_frames(n: int, seed: int, start: int = 0) -> list[bytes]:
@@ -348,7 +353,7 @@ def test_pool_exhaustion_leaves_frames_in_the_ring(veth: VethNs, make_phy) -> No
     time.sleep(0.05)
     held: list[np.ndarray] = []
     first = port.rx_burst(1000)
-    assert len(first) == 64 - port.held_buffers()  # (the ringless socket keeps one posted)
+    assert len(first) == 64
     held.append(first)
     assert len(port.rx_burst(1000)) == 0, "no buffers: nothing delivered, nothing lost"
     got = [pool.read(b) for b in first.tolist()]
@@ -504,7 +509,7 @@ def test_phy_to_phy_relay_batches_keep_order_and_counts(make_segment) -> None:
                 while moved < len(group) and time.monotonic() < deadline:
                     moved += p0.forward_to(p1, 256)
                 assert moved == len(group)
-            assert p0._relay is not None, "the frames went through the relay"
+            assert p0._relayed, "the frames went through the relay"
             got = cap.frames()
             assert [frame_seq(f) for f in got] == list(range(len(want)))
             assert got == want
@@ -587,8 +592,8 @@ def test_rx_jumbo_frames_on_the_ringless_socket_land_in_large_buffers(make_segme
 
 @needs_root
 def test_the_ringless_socket_delivers_tagged_and_jumbo_frames_into_pool_buffers(make_segment) -> None:
-    """Idle (per-frame readiness), frames come through buffers posted in advance: VLAN tags put
-    back, a jumbo frame in a large buffer, wire order kept, the posted buffers given back."""
+    """Idle (per-frame readiness, the V2 ring), frames come into pool buffers: VLAN tags put
+    back, a jumbo frame in a large buffer, wire order kept, every buffer given back."""
     with veth_pair_in_netns(mtu=9000) as v:
         seg = make_segment(phys=[PhyInfo(iface=v.host_if)])
         pool = BufferPool(seg)
@@ -612,4 +617,201 @@ def test_the_ringless_socket_delivers_tagged_and_jumbo_frames_into_pool_buffers(
             port.close()
         assert all_free(pool)
         assert pool.large_free == seg.spec.nb_large
+        pool.close()
+
+
+# -- the ringless socket's TPACKET_V2 ring ------------------------------------------------------
+
+_VNET_SEND_SCRIPT = r"""
+import socket, struct, sys
+iface, hdrs = sys.argv[1], bytes.fromhex(sys.argv[2])
+raw = sys.stdin.buffer.read()
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+s.setsockopt(263, 15, 1)  # PACKET_VNET_HDR: every send starts with a struct virtio_net_hdr
+s.bind((iface, 0))
+off = i = 0
+while off < len(raw):
+    (n,) = struct.unpack_from("<H", raw, off)
+    s.send(hdrs[10 * i : 10 * i + 10] + raw[off + 2 : off + 2 + n])
+    off += 2 + n
+    i += 1
+"""
+
+
+def idle(port: PhyPort) -> None:
+    """Switch ``port`` to its ringless socket (per-frame readiness) and wait until it is done."""
+    port.fileno()
+    port.prepare_sleep(0)
+    port.end_sleep()
+    assert wait_until(lambda: not len(port.rx_burst(32)) and port._mode == IDLE, 5), "never went idle"
+
+
+@needs_root
+def test_idle_ring_runs_keep_order_bytes_stamps_and_tags(make_segment, monkeypatch) -> None:
+    """Frames on the ringless socket's ring, read in bursts of every size (the per-frame path for
+    a handful, vector runs beyond): byte for byte in wire order, VLAN tags put back, jumbo frames
+    (queued whole beside their truncated slot) in large buffers, stamps in order, nothing lost."""
+    monkeypatch.setattr(phy_module, "IDLE_MAX_PER_MS", 1 << 20)  # stay on the ringless socket
+    with veth_pair_in_netns(mtu=9000) as v:
+        seg = make_segment(phys=[PhyInfo(iface=v.host_if)])
+        pool = BufferPool(seg)
+        port = PhyPort(PHY0, PortContext(seg=seg, pool=pool, client_id=1))
+        try:
+            idle(port)
+            frames = mixed_frames(400, seed=9)
+            frames[50] = make_frame(50, 1514, vlan=(0x8100, 7))
+            frames[120] = make_frame(120, 9014)
+            frames[121] = make_frame(121, 4000, vlan=(0x88A8, 3, 0x8100, 4))
+            frames[305] = make_frame(305, 60, vlan=(0x8100, 4095))
+            t0 = time.time_ns()
+            v.send(frames)
+            got, sizes, stamps = receive(port, pool, len(frames), bursts=(1, 3, 32, 200, 5))
+            assert port._mode == IDLE, "the frames came through the ringless socket"
+            assert [frame_seq(f) for f in got] == list(range(len(frames)))
+            assert got == frames
+            assert max(sizes) > 4, "runs were read as vectors too"
+            assert stamps == sorted(stamps) and t0 <= stamps[0]
+            assert int(port.counters[RX_DROP]) == 0
+        finally:
+            port.close()
+        assert all_free(pool)
+        assert pool.large_free == seg.spec.nb_large
+        pool.close()
+
+
+@needs_root
+def test_idle_ring_carries_offload_metadata(make_segment) -> None:
+    """A partial checksum marked in the sender's virtio_net_hdr reaches the pool buffer's header,
+    for a run and a lone frame; for a frame whose tag the kernel took off and we put back, the
+    checksum offset moves 4 bytes on with the frame."""
+    with veth_pair_in_netns(offloads=True) as v:
+        seg = make_segment(phys=[PhyInfo(iface=v.host_if)])
+        pool = BufferPool(seg)
+        port = PhyPort(PHY0, PortContext(seg=seg, pool=pool, client_id=1))
+        try:
+            idle(port)
+            assert port.rx_vnet
+            for count in (12, 1):
+                frames = [make_frame(i, 200, vlan=(0x8100, 9) if i == 3 else ()) for i in range(count)]
+                # NEEDS_CSUM, no GSO, csum_start after a 20-byte IPv4 header, offset 6 (UDP's).
+                hdrs = [struct.pack("<BBHHHH", 1, 0, 0, 0, 38 if i == 3 else 34, 6) for i in range(count)]
+                payload = b"".join(struct.pack("<H", len(f)) + f for f in frames)
+                argv = [sys.executable, "-c", _VNET_SEND_SCRIPT, v.ns_if, b"".join(hdrs).hex()]
+                r = subprocess.run(
+                    ["ip", "netns", "exec", v.ns, *argv],
+                    input=payload,
+                    capture_output=True,
+                    timeout=30,
+                    check=False,
+                )
+                assert r.returncode == 0, r.stderr
+                got: list[tuple[bytes, bytes]] = []
+                deadline = time.monotonic() + 5
+                while len(got) < len(frames) and time.monotonic() < deadline:
+                    bufs = port.rx_burst(32)
+                    for b in bufs.tolist():
+                        if pool.read(b)[6:12] == TEST_SRC:
+                            got.append((pool.read(b), bytes(pool.vnet[b])))
+                    pool.free(bufs)
+                    if not len(bufs):
+                        time.sleep(0.01)
+                assert [f for f, _ in got] == frames
+                assert [h for _, h in got] == hdrs
+            assert port._mode == IDLE
+        finally:
+            port.close()
+            pool.close()
+
+
+@needs_root
+def test_idle_ring_full_and_pool_dry_frames_wait_then_drops_are_counted(veth, make_phy, monkeypatch) -> None:
+    """With the pool dry, frames stay in the ring (nothing delivered, nothing lost); once the ring
+    is full the kernel drops, and those drops are counted in rx_drop; what arrives is the head of
+    what was sent, in order."""
+    monkeypatch.setattr(PhyPort, "IDLE_FRAMES", 64)
+    port, pool = make_phy(nb_bufs=32)
+    idle(port)
+    frames = [make_frame(i, 80) for i in range(300)]
+    veth.send(frames)
+    first = port.rx_burst(1000)
+    first = np.concatenate([first, port.rx_burst(1000)])
+    assert len(first) == 32, "every buffer the pool had"
+    assert len(port.rx_burst(1000)) == 0, "no buffers: nothing delivered"
+    got = [pool.read(b) for b in first.tolist()]
+    pool.free(first)
+    rest, _, _ = receive(port, pool, 32, bursts=(1000,), timeout=1)
+    got += rest
+    port.poll_drops()
+    assert got == frames[:64], "the ring held its 64 slots' worth, in order"
+    assert int(port.counters[RX_DROP]) == len(frames) - 64
+    assert port._mode == IDLE
+
+
+@needs_root
+def test_idle_ring_frames_no_buffer_can_hold_are_dropped_and_counted(make_segment) -> None:
+    """Without large buffers a jumbo frame cannot be delivered: on the ringless socket's ring it
+    is consumed and counted (rx_drop, rx_too_long), alone or inside a run, received or relayed,
+    and the frames around it still come, in order."""
+    with veth_pair_in_netns(mtu=9000) as a, veth_pair_in_netns(mtu=9000) as b:
+        seg = make_segment(nb_large=0, phys=[PhyInfo(iface=a.host_if), PhyInfo(iface=b.host_if)])
+        pool = BufferPool(seg)
+        ctx = PortContext(seg=seg, pool=pool, client_id=1)
+        p0, p1 = PhyPort(PortId("phy", 0), ctx), PhyPort(PortId("phy", 1), ctx)
+        try:
+            idle(p0)
+            lone = [make_frame(0, 100), make_frame(1, 5000), make_frame(2, 100)]
+            run = [make_frame(3 + i, 3000 if i in (4, 20) else 300) for i in range(30)]
+            want = [f for f in lone + run if len(f) <= 2048]
+            a.send(lone)
+            got, _, _ = receive(p0, pool, 2, bursts=(1,))
+            a.send(run)
+            more, _, _ = receive(p0, pool, 28, bursts=(64,))
+            assert got + more == want
+            assert int(p0.counters[RX_DROP]) == 3
+            assert int(p0.xstats[XS["rx_too_long"]]) == 3
+            # The same through the relay (phy to phy from the ringless socket).
+            cap = b.capture(len(want))
+            a.send(lone + run)
+            moved = 0
+            deadline = time.monotonic() + 5
+            while moved < len(want) and time.monotonic() < deadline:
+                moved += p0.forward_to(p1, 128)
+            assert cap.frames() == want
+            assert int(p0.counters[RX_DROP]) == 6
+            assert int(p1.counters[TX]) == len(want)
+        finally:
+            p0.close()
+            p1.close()
+        assert all_free(pool)
+        pool.close()
+
+
+@needs_root
+def test_idle_ring_relays_jumbo_and_tagged_frames_in_runs(make_segment) -> None:
+    """phy:0 -> phy:1 from the ringless socket's ring with jumbo frames (queued whole beside
+    their slot) and tagged ones inside runs: every frame arrives byte for byte, in order."""
+    with veth_pair_in_netns(mtu=9000) as a, veth_pair_in_netns(mtu=9000) as b:
+        seg = make_segment(phys=[PhyInfo(iface=a.host_if), PhyInfo(iface=b.host_if)])
+        pool = BufferPool(seg)
+        ctx = PortContext(seg=seg, pool=pool, client_id=1)
+        p0, p1 = PhyPort(PortId("phy", 0), ctx), PhyPort(PortId("phy", 1), ctx)
+        try:
+            idle(p0)
+            sizes = [9014 if i % 17 == 5 else 1514 if i % 3 else 64 for i in range(120)]
+            want = [make_frame(i, n, vlan=(0x8100, i) if i % 11 == 2 else ()) for i, n in enumerate(sizes)]
+            cap = b.capture(len(want))
+            a.send(want)
+            moved = 0
+            deadline = time.monotonic() + 5
+            while moved < len(want) and time.monotonic() < deadline:
+                moved += p0.forward_to(p1, 128)
+            assert p0._relayed and p0._mode == IDLE
+            assert cap.frames() == want
+            assert int(p0.counters[RX]) == int(p1.counters[TX]) == len(want)
+            assert int(p0.counters[RX_BYTES]) == int(p1.counters[TX_BYTES]) == sum(len(f) for f in want)
+            assert int(p0.counters[RX_DROP]) == int(p1.counters[TX_DROP]) == 0
+        finally:
+            p0.close()
+            p1.close()
+        assert all_free(pool)
         pool.close()

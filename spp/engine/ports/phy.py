@@ -17,13 +17,16 @@ Semantics, matching a DPDK port as SPP uses it:
   lost only if the kernel then runs out of ring, and those losses are counted in ``rx_drop``
   from the socket's PACKET_STATISTICS.
 * Latency: a V3 block is handed over when full or ``retire_ms`` (>= 1 ms) after it opened, so
-  a lone frame would wait a millisecond or two. The port therefore has a second, ringless socket
-  in a PACKET_FANOUT group with the ring's socket, and a one-instruction classic-BPF fanout
-  program picks which of the two gets the interface's frames: the ring under load, the ringless
-  socket (readable per frame, read with ``recvmsg``) when the port is about to sleep or carries
-  only a trickle. Switching is one ``setsockopt``, made on a helper thread (it waits out an RCU
-  grace period: :mod:`.switcher`); frames already handed to the other socket are delivered
-  first, so the order on the wire is kept (:meth:`PhyPort._go_idle`).
+  a lone frame would wait a millisecond or two, and a TCP flow's ACK clock with it. The port
+  therefore has a second socket, with a TPACKET_V2 ring (:mod:`.framering`: fixed slots, each
+  handed over the moment its frame is written, read in runs with vector operations and no
+  syscall), in a PACKET_FANOUT group with the V3 ring's socket; a one-instruction classic-BPF
+  fanout program picks which of the two gets the interface's frames. The V2 ring (called the
+  *ringless* socket below and in the docs, for its per-frame readiness) takes them when the
+  port is about to sleep, carries only a trickle, or a flow up to ``IDLE_MAX_PER_MS``; the V3
+  ring under heavier load. Switching is one ``setsockopt``, made on a helper thread (it waits
+  out an RCU grace period: :mod:`.switcher`); frames already handed to the other socket are
+  delivered first, so the order on the wire is kept (:meth:`PhyPort._go_idle`).
 * Offloads: both sockets use ``PACKET_VNET_HDR``, so the kernel tells us, per frame, what a
   device would still have had to do (a partial checksum, a TSO/GSO aggregate up to 64 KiB) and
   takes the same on transmit; the ``struct virtio_net_hdr`` goes with the buffer
@@ -71,8 +74,8 @@ from spp.engine.ports.base import (
     burst_bytes,
     forward_burst,
 )
+from spp.engine.ports.framering import FrameRing
 from spp.engine.ports.switcher import SWITCHER, PendingSwitch
-from spp.engine.ports.trickle import PostedReceiver, Relay
 from spp.engine.shm import MAX_PHYS
 
 # <linux/if_packet.h>
@@ -91,7 +94,6 @@ TP_STATUS_USER = 1 << 0
 TP_STATUS_VLAN_VALID = 1 << 4
 TP_STATUS_VLAN_TPID_VALID = 1 << 6
 SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
-PACKET_AUXDATA = 8
 PACKET_FANOUT = 18
 PACKET_FANOUT_DATA = 22
 PACKET_FANOUT_CBPF = 6
@@ -119,14 +121,18 @@ SO_TIMESTAMPNS = 35  # SCM_TIMESTAMPNS: the kernel's receive time of each frame,
 # (TO_IDLE: the ring is read) or to the ring (TO_BUSY: the ringless socket is read) is under way
 # on the helper thread (:mod:`.switcher`).
 BUSY, IDLE, DRAIN, TO_IDLE, TO_BUSY = 0, 1, 2, 3, 4
-#: IDLE -> BUSY when the ringless socket delivered this many frames within a millisecond
-IDLE_MAX_PER_MS = 256
-#: frames taken from the ringless socket per call: buffers for them are allocated up front, and
-#: a pass that finds nothing should not have allocated (and freed) a whole burst
+#: IDLE -> BUSY when the ringless socket delivered this many frames within a millisecond. Its V2
+#: ring is read in vector runs with no syscall, so it carries floods too (64 B phy -> phy within
+#: ~10 % of the V3 ring's CPU per frame, bench/RESULTS.md), and every switch to blocks stalls the
+#: port for an RCU grace period and then holds frames for the retire timer, which a TCP flow pays
+#: in rate (its bursts reach 300+ frames per ms): switch only beyond what this host forwards.
+IDLE_MAX_PER_MS = 1024
+#: frames taken from the ringless socket per call into pool buffers (allocated once the ring's
+#: run of ready frames is known)
 IDLE_CHUNK = 32
-#: frames relayed phy to phy per call from the ringless socket (no buffers at stake): a TCP flow
-#: without offloads (up to ~IDLE_MAX_PER_MS frames per ms) stays here, and when the worker falls
-#: behind, full batches take the relay's vector path (``trickle.VECTOR_MIN``)
+#: frames relayed phy to phy per call from the ringless socket's ring (no buffers at stake): a
+#: TCP flow without offloads stays here, and runs of more than a few frames take the vector path
+#: (:meth:`.framering.FrameRing.relay`)
 RELAY_CHUNK = 64
 #: bursts up to this many frames are sent with Python ints rather than vector operations
 FEW = 4
@@ -171,6 +177,9 @@ class PhyPort(Port):
     RETIRE_MS = 1
     TX_SNDBUF = 4 << 20
     IDLE_RCVBUF = 8 << 20
+    #: slots of 2 KiB in the ringless socket's TPACKET_V2 ring (8 MiB): a burst can arrive before
+    #: the port switches back to blocks (an RCU grace period, 15-30 ms)
+    IDLE_FRAMES = 4096
     DROP_POLL_S = 0.5  # how stale the kernel drop count may get while no block is released
 
     def __init__(
@@ -225,10 +234,10 @@ class PhyPort(Port):
         self._rx: socket.socket | None = None
         self._idle: socket.socket | None = None  # the ringless socket (None: fanout unavailable)
         self._ready: select.epoll | None = None
-        self._trickle_rx: PostedReceiver | None = None
+        self._frames: FrameRing | None = None  # the ringless socket's TPACKET_V2 ring
         self._switch: PendingSwitch | None = None  # a fanout switch under way
         self._switch_fd = -1  # written by the helper when it is done (in the ``_ready`` set)
-        self._relay: Relay | None = None  # phy to phy from the ringless socket (made on first use)
+        self._relayed = False  # whether frames went phy to phy from the ringless socket
         self._mode = BUSY
         self._placed = 0  # frames the kernel put in the ring (PACKET_STATISTICS), ...
         self._taken = 0  # ... and those we took out of it: the difference is in an open block
@@ -298,13 +307,7 @@ class PhyPort(Port):
         self._owed_since = 0.0
         self._idle = self._open_idle(s)
         self._ready: select.epoll | None = None
-        self._trickle_rx: PostedReceiver | None = None
         if self._idle is not None:
-            # Posted buffers are out of everyone else's reach: a small pool posts fewer.
-            posted = max(1, min(IDLE_CHUNK, self.ctx.seg.spec.nb_bufs // 256))
-            self._trickle_rx = PostedReceiver(
-                self.pool, posted, vnet=self.rx_vnet, large=self.large_size > self.buf_size
-            )
             self._ready = select.epoll()
             self._ready.register(s.fileno(), select.EPOLLIN)
             self._ready.register(self._idle.fileno(), select.EPOLLIN)
@@ -326,17 +329,19 @@ class PhyPort(Port):
         except OSError:
             return None
         q = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        frames: FrameRing | None = None
         try:
             # Bound but not yet in the group, the socket would get a copy of every frame: keep it
             # deaf with a reject-all filter until it has joined.
             q.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, _TO_RING)
-            q.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
-            # Stamped by the kernel on arrival, as the ring's frames are: stamps stay in wire
-            # order when the port moves between the two sockets.
+            # Stamped by the kernel on arrival (netstamp on), as the V3 ring's frames are: stamps
+            # stay in wire order when the port moves between the two rings.
             q.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             if self.rx_vnet:
                 q.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)  # as the ring's socket
-            # A burst can arrive before we switch back to the ring: room for a few thousand frames.
+            limit = self.large_size
+            frames = FrameRing(q, self.IDLE_FRAMES, vnet=self.rx_vnet, limit=limit, capacity=RELAY_CHUNK)
+            # Frames longer than a slot are queued whole as well: room for a few dozen aggregates.
             try:
                 q.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, self.IDLE_RCVBUF)
             except PermissionError:
@@ -346,11 +351,15 @@ class PhyPort(Port):
             q.setsockopt(SOL_PACKET, PACKET_FANOUT, group | joined << 16)
             q.setsockopt(socket.SOL_SOCKET, SO_DETACH_FILTER, 0)
             q.setblocking(False)
-            while True:  # anything that slipped in before the filter took effect
+            frames.discard_ready()  # anything that slipped in before the filter took effect
+            while True:
                 q.recv(1)
         except BlockingIOError:
+            self._frames = frames
             return q
-        except OSError:
+        except (OSError, ValueError):
+            if frames is not None:
+                frames.close()
             q.close()
             return None
 
@@ -828,11 +837,11 @@ class PhyPort(Port):
         return bool(self._mv32[(self._blk * self.block_size + BLK_STATUS) >> 2] & TP_STATUS_USER)
 
     def _recv_idle(self, max_n: int) -> np.ndarray:
-        """Up to ``max_n`` frames from the ringless socket (a trickle; :mod:`.trickle`)."""
-        if self._idle is None or self._trickle_rx is None or max_n <= 0:
+        """Up to ``max_n`` frames from the ringless socket's ring (:mod:`.framering`)."""
+        if self._frames is None or max_n <= 0:
             return EMPTY
         drops = [0, 0]
-        bufs = self._trickle_rx.recv(self._idle.fileno(), max_n, drops)
+        bufs = self._frames.recv(self.pool, max_n, drops)
         if drops[0] or drops[1]:
             self.counters[RX_DROP] += drops[0] + drops[1]
             self.xstats[XS["rx_runt"]] += drops[0]
@@ -866,12 +875,8 @@ class PhyPort(Port):
 
     def _peek_idle(self) -> bool:
         """Whether the ringless socket holds a frame."""
-        assert self._idle is not None
-        try:
-            self._idle.recv(1, socket.MSG_PEEK)
-            return True
-        except OSError:
-            return False
+        assert self._frames is not None
+        return self._frames.ready()
 
     def _rx_ring(self, max_n: int) -> np.ndarray:
         """Up to ``max_n`` frames out of the ring's blocks."""
@@ -986,37 +991,35 @@ class PhyPort(Port):
             self._go_idle()
         return moved
 
-    def held_buffers(self) -> int:
-        """Pool buffers the open port keeps posted for its ringless socket (a NIC's receive
-        descriptors); they go back on :meth:`close`."""
-        return self._trickle_rx.held() if self._trickle_rx is not None else 0
-
     def _relay_to(self, dst: PhyPort, max_n: int) -> int:
-        """The ringless socket's frames straight to ``dst``'s socket (:class:`.trickle.Relay`);
-        counted as :meth:`forward_to` counts."""
-        assert self._idle is not None and dst._tx is not None and dst._cut_batch is not None
-        relay = self._relay
-        if relay is None:
-            relay = self._relay = Relay(RELAY_CHUNK, VNET if self.rx_vnet else 0, self.large_size)
+        """The ringless socket's frames straight to ``dst``'s socket, ``sendmmsg`` iovecs pointing
+        into its ring (:meth:`.framering.FrameRing.relay`); counted as :meth:`forward_to` counts."""
+        frames = self._frames
+        assert frames is not None and dst._tx is not None and dst._cut_batch is not None
         drops = [0, 0]
-        addrs, lens = relay.receive(self._idle.fileno(), min(max_n, RELAY_CHUNK), drops)
+        addrs, lens, k = frames.relay(min(max_n, RELAY_CHUNK), drops)
         if drops[0] or drops[1]:
             self.counters[RX_DROP] += drops[0] + drops[1]
             self.xstats[XS["rx_runt"]] += drops[0]
             self.xstats[XS["rx_too_long"]] += drops[1]
+        if not k:
+            return 0
+        self._relayed = True
         n = len(addrs)
         if not n:
+            frames.release(k)
             return 0
         self._count_idle(n)
-        hdr = relay.hdr
+        hdr = frames.hdr
         ctr, dst_ctr = self._ctr, dst._ctr
         batch = dst._cut_batch
-        if isinstance(lens, np.ndarray):  # a batch of plain frames (Relay._plain): vector stores
+        if isinstance(lens, np.ndarray):  # a run of plain frames: vector stores
             nbytes = int(lens.sum()) - hdr * n
             done, err = batch.send(dst._tx.fileno(), addrs, lens)
         else:
             nbytes = sum(lens) - hdr * n
             done, err = batch.send_listed(dst._tx.fileno(), addrs, lens)
+        frames.release(k)  # the kernel copied what it took; the rest is counted below
         ctr[RX] += n
         ctr[RX_BYTES] += nbytes
         if err:
@@ -1221,9 +1224,9 @@ class PhyPort(Port):
             self._windows.clear()
             self._reset_block()
             self._mv32.release()
-            if self._trickle_rx is not None:
-                self._trickle_rx.close()
-                self._trickle_rx = None
+            if self._frames is not None:
+                self._frames.close()
+                self._frames = None
             # A stray view would keep the mapping alive until it goes; the socket closes anyway.
             with contextlib.suppress(BufferError):
                 self._mm.close()
