@@ -58,11 +58,13 @@ def console_session(prefix: str, key: str, typed: bytes) -> str:
     seen = b""
     try:
         deadline = time.monotonic() + 60
-        sent = False
+        sent_at = 0.0
         while time.monotonic() < deadline and b"spp-42" not in seen.replace(typed, b""):
-            if not sent and b"Ctrl-]" in seen:
+            # Typed again after 10 s unanswered, as a user would: a TCG guest on a loaded machine
+            # can miss a line typed while its shell is not yet reading the console.
+            if b"Ctrl-]" in seen and time.monotonic() - sent_at > 10:
                 os.write(main_fd, typed)
-                sent = True
+                sent_at = time.monotonic()
             ready, _, _ = select.select([main_fd], [], [], 1)
             if ready:
                 seen += os.read(main_fd, 4096)
