@@ -37,6 +37,34 @@ ETH_P_8021AD = 0x88A8
 
 # <bits/socket.h>
 MSG_DONTWAIT = 0x40
+MSG_TRUNC = 0x20
+SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
+SO_ATTACH_FILTER, SO_DETACH_FILTER = 26, 27
+
+# <linux/if_packet.h>: AF_PACKET socket options and ring headers (the phy port's two sockets)
+SOL_PACKET = 263
+PACKET_ADD_MEMBERSHIP = 1
+PACKET_MR_PROMISC = 1
+PACKET_RX_RING = 5
+PACKET_STATISTICS = 6
+PACKET_COPY_THRESH = 7
+PACKET_VERSION = 10
+PACKET_VNET_HDR = 15
+PACKET_FANOUT = 18
+PACKET_QDISC_BYPASS = 20
+PACKET_FANOUT_DATA = 22
+PACKET_IGNORE_OUTGOING = 23
+PACKET_FANOUT_CBPF = 6
+PACKET_FANOUT_FLAG_UNIQUEID = 0x2000
+PACKET_FANOUT_FLAG_IGNORE_OUTGOING = 0x4000
+TPACKET_V2 = 1
+TPACKET_V3 = 2
+TP_STATUS_KERNEL = 0
+TP_STATUS_USER = 1 << 0
+TP_STATUS_COPY = 1 << 1
+TP_STATUS_VLAN_VALID = 1 << 4
+TP_STATUS_BLK_TMO = 1 << 5  # a V3 block retired by its timer, not because it was full
+TP_STATUS_VLAN_TPID_VALID = 1 << 6
 UIO_MAXIOV = 1024  # the kernel clamps a sendmmsg vector to this many messages
 
 _IFREQ = struct.Struct("16s24x")  # struct ifreq: name, then a 24-byte union

@@ -37,24 +37,28 @@ import struct
 
 import numpy as np
 
-from spp.engine.linux import ETH_HLEN, ETH_P_8021Q, VLAN_HLEN
+from spp.engine.linux import (
+    ETH_HLEN,
+    ETH_P_8021Q,
+    MSG_DONTWAIT,
+    MSG_TRUNC,
+    PACKET_COPY_THRESH,
+    PACKET_RX_RING,
+    PACKET_VERSION,
+    SOL_PACKET,
+    TP_STATUS_COPY,
+    TP_STATUS_KERNEL,
+    TP_STATUS_USER,
+    TP_STATUS_VLAN_TPID_VALID,
+    TP_STATUS_VLAN_VALID,
+    TPACKET_V2,
+    VLAN_HLEN,
+)
 from spp.engine.offload import GSO_NONE, NEEDS_CSUM
 from spp.engine.pool import BufferPool
 
 __all__ = ["FrameRing", "shift_vnet"]
 
-SOL_PACKET = 263
-PACKET_RX_RING = 5
-PACKET_COPY_THRESH = 7
-PACKET_VERSION = 10
-TPACKET_V2 = 1
-TP_STATUS_KERNEL = 0
-TP_STATUS_USER = 1 << 0
-TP_STATUS_COPY = 1 << 1
-TP_STATUS_VLAN_VALID = 1 << 4
-TP_STATUS_VLAN_TPID_VALID = 1 << 6
-MSG_DONTWAIT = 0x40
-MSG_TRUNC = 0x20
 VNET = 10  # sizeof(struct virtio_net_hdr)
 # struct tpacket2_hdr as u32 columns: 0 status, 1 len, 2 snaplen, 3 mac|net<<16, 4 sec, 5 nsec,
 # 6 vlan_tci|vlan_tpid<<16, 7 padding.

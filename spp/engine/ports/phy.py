@@ -55,7 +55,35 @@ from dataclasses import dataclass
 import numpy as np
 
 from spp.engine import linux, offload
-from spp.engine.linux import ETH_HLEN, ETH_P_8021Q, VLAN_HLEN, SendBatch
+from spp.engine.linux import (
+    ETH_HLEN,
+    ETH_P_8021Q,
+    PACKET_ADD_MEMBERSHIP,
+    PACKET_FANOUT,
+    PACKET_FANOUT_CBPF,
+    PACKET_FANOUT_FLAG_IGNORE_OUTGOING,
+    PACKET_FANOUT_FLAG_UNIQUEID,
+    PACKET_IGNORE_OUTGOING,
+    PACKET_MR_PROMISC,
+    PACKET_QDISC_BYPASS,
+    PACKET_RX_RING,
+    PACKET_STATISTICS,
+    PACKET_VERSION,
+    PACKET_VNET_HDR,
+    SO_ATTACH_FILTER,
+    SO_DETACH_FILTER,
+    SO_RCVBUFFORCE,
+    SO_SNDBUFFORCE,
+    SOL_PACKET,
+    TP_STATUS_BLK_TMO,
+    TP_STATUS_KERNEL,
+    TP_STATUS_USER,
+    TP_STATUS_VLAN_TPID_VALID,
+    TP_STATUS_VLAN_VALID,
+    TPACKET_V3,
+    VLAN_HLEN,
+    SendBatch,
+)
 from spp.engine.offload import GSO_NONE, NEEDS_CSUM, XS, invalid_one
 from spp.engine.portid import PortId
 from spp.engine.ports.base import (
@@ -78,29 +106,6 @@ from spp.engine.ports.framering import FrameRing
 from spp.engine.ports.switcher import SWITCHER, PendingSwitch
 from spp.engine.shm import MAX_PHYS
 
-# <linux/if_packet.h>
-SOL_PACKET = 263
-PACKET_ADD_MEMBERSHIP = 1
-PACKET_MR_PROMISC = 1
-PACKET_RX_RING = 5
-PACKET_STATISTICS = 6
-PACKET_VERSION = 10
-PACKET_VNET_HDR = 15
-PACKET_QDISC_BYPASS = 20
-PACKET_IGNORE_OUTGOING = 23
-TPACKET_V3 = 2
-TP_STATUS_KERNEL = 0
-TP_STATUS_USER = 1 << 0
-TP_STATUS_VLAN_VALID = 1 << 4
-TP_STATUS_VLAN_TPID_VALID = 1 << 6
-SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
-PACKET_FANOUT = 18
-PACKET_FANOUT_DATA = 22
-PACKET_FANOUT_CBPF = 6
-PACKET_FANOUT_FLAG_UNIQUEID = 0x2000
-PACKET_FANOUT_FLAG_IGNORE_OUTGOING = 0x4000
-SO_ATTACH_FILTER, SO_DETACH_FILTER = 26, 27
-TP_STATUS_BLK_TMO = 1 << 5  # a block retired by its timer, not because it was full
 VNET = 10  # sizeof(struct virtio_net_hdr), which the kernel puts right before each frame
 _VNET_COLS = np.arange(VNET, dtype=np.int64)
 

@@ -24,14 +24,16 @@ import queue
 import threading
 from collections.abc import Callable
 
+from spp.engine.linux import (
+    PACKET_FANOUT_DATA,
+    SOL_PACKET,
+)
 from spp.engine.worker import name_os_thread
 
 __all__ = ["SWITCHER", "Switcher", "set_fanout_data"]
 
 log = logging.getLogger(__name__)
 
-SOL_PACKET = 263
-PACKET_FANOUT_DATA = 22
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _setsockopt = _libc.setsockopt
