@@ -8,15 +8,23 @@ import logging
 import os
 import signal
 import sys
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 from spp.engine import linux
 from spp.engine.pool import BufferPool
-from spp.engine.shm import Segment
+from spp.engine.shm import Segment, SegmentError
 from spp.engine.worker import SPIN_SECONDS
 from spp.processes.channel import ControlChannel, ControlUnreachable
 from spp.processes.commands import Reply, failed
-from spp.processes.options import MAX_BUSY_POLL_US, busy_poll_us
+from spp.processes.options import (
+    MAX_BUSY_POLL_US,
+    OptionError,
+    busy_poll_us,
+    parse_eal,
+    parse_server,
+    port_options,
+    split_eal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -133,3 +141,60 @@ def add_busy_poll_option(parser: argparse.ArgumentParser, who: str) -> None:
             f"sleeping worker, which then uses a core while it flows (0..{MAX_BUSY_POLL_US})"
         ),
     )
+
+
+class _Runs(Protocol):
+    def run(self) -> int: ...
+
+
+class SecondaryFactory(Protocol):
+    """What :func:`run_secondary` builds: a secondary class (Nfv, Vf, Mirror) by its signature."""
+
+    def __call__(
+        self,
+        seg: Segment,
+        client_id: int,
+        host: str,
+        port: int,
+        lcores: list[int],
+        vhost_client: bool,
+        burst: int,
+        options: dict[str, str],
+        *,
+        spin: float,
+    ) -> _Runs: ...
+
+
+def run_secondary(make: SecondaryFactory, parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    """``main()`` of spp-nfv, spp-vf and spp-mirror: parse SPP's command line (EAL options, ``--``,
+    the application's), attach to the primary's segment and serve spp-ctl until told to exit.
+    A command line that cannot be used is an error naming the option, exit status 1."""
+    eal_args, app_args = split_eal(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(app_args)
+    prog = parser.prog
+    setup_logging(f"{prog.replace('-', '_')}:{args.client_id}", args.log_level)
+    try:
+        eal = parse_eal(eal_args)
+        host, port = parse_server(args.server, 6666)
+        if not 0 < args.client_id < 128:
+            raise OptionError(f"client id {args.client_id} out of range 1..127")
+        if args.burst < 1:
+            raise OptionError(f"--burst {args.burst}: must be at least 1")
+        options = port_options(eal.vdevs, args.vhost_dir)
+        seg = Segment.attach(eal.file_prefix)
+        proc = make(
+            seg,
+            args.client_id,
+            host,
+            port,
+            eal.lcores,
+            args.vhost_client,
+            args.burst,
+            options,
+            spin=args.busy_poll_us / 1_000_000,
+        )
+    except (OptionError, SegmentError) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1
+    log.info("client id %d, lcores %s, spp-ctl %s:%d", args.client_id, eal.lcores, host, port)
+    return proc.run()

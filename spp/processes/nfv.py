@@ -15,11 +15,10 @@ from typing import Any
 from spp.engine.patchpanel import PatchPanel
 from spp.engine.portid import PortId
 from spp.engine.ports import PortContext
-from spp.engine.shm import Segment, SegmentError
+from spp.engine.shm import Segment
 from spp.engine.worker import DEFAULT_BURST, SPIN_SECONDS, Worker
-from spp.processes.base import SppProcess, add_busy_poll_option, setup_logging
+from spp.processes.base import SppProcess, add_busy_poll_option, run_secondary
 from spp.processes.commands import PANEL_COMMANDS, Reply, failed, run_panel_command
-from spp.processes.options import OptionError, parse_eal, parse_server, port_options, split_eal
 
 log = logging.getLogger(__name__)
 
@@ -112,32 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    eal_args, app_args = split_eal(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(app_args)
-    setup_logging(f"spp_nfv:{args.client_id}", args.log_level)
-    try:
-        eal = parse_eal(eal_args)
-        host, port = parse_server(args.server, 6666)
-        if not 0 < args.client_id < 128:
-            raise OptionError(f"client id {args.client_id} out of range 1..127")
-        options = port_options(eal.vdevs, args.vhost_dir)
-        seg = Segment.attach(eal.file_prefix)
-        nfv = Nfv(
-            seg,
-            args.client_id,
-            host,
-            port,
-            eal.lcores,
-            args.vhost_client,
-            args.burst,
-            options,
-            spin=args.busy_poll_us / 1_000_000,
-        )
-    except (OptionError, SegmentError) as e:
-        print(f"spp-nfv: error: {e}", file=sys.stderr)
-        return 1
-    log.info("client id %d, lcores %s, spp-ctl %s:%d", args.client_id, eal.lcores, host, port)
-    return nfv.run()
+    return run_secondary(Nfv, build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -37,11 +37,10 @@ from typing import Any
 from spp.engine.classifier import UNTAGGED, Entry, parse_mac
 from spp.engine.components import RX_DIR, TX_DIR, ComponentManager, ConfigError
 from spp.engine.portid import PortId, PortUidError, parse_port_uid
-from spp.engine.shm import Segment, SegmentError
+from spp.engine.shm import Segment
 from spp.engine.vlan import ADD, DEL, PCP_MAX, VID_MAX, VlanOp
 from spp.engine.worker import SPIN_SECONDS
-from spp.processes.base import SppProcess, add_busy_poll_option, setup_logging
-from spp.processes.options import OptionError, parse_eal, parse_server, port_options, split_eal
+from spp.processes.base import SppProcess, add_busy_poll_option, run_secondary
 from spp.processes.worker_reply import client_id_reply, error, spaced_json, success
 
 log = logging.getLogger(__name__)
@@ -347,33 +346,6 @@ def build_parser(prog: str, description: str | None = None) -> argparse.Argument
 
 
 def run_main(cls: type[WorkerSecondary], prog: str, argv: list[str] | None) -> int:
-    """``main()`` of spp-vf and spp-mirror: parse SPP's command line, attach, serve spp-ctl."""
-    eal_args, app_args = split_eal(sys.argv[1:] if argv is None else argv)
+    """``main()`` of spp-vf and spp-mirror (:func:`~spp.processes.base.run_secondary`)."""
     summary = (sys.modules[cls.__module__].__doc__ or "").split("\n\n")[0]
-    args = build_parser(prog, summary).parse_args(app_args)
-    setup_logging(f"spp_{cls.process_type}:{args.client_id}", args.log_level)
-    try:
-        eal = parse_eal(eal_args)
-        host, port = parse_server(args.server, 6666)
-        if not 0 < args.client_id < 128:
-            raise OptionError(f"client id {args.client_id} out of range 1..127")
-        if args.burst < 1:
-            raise OptionError(f"--burst {args.burst}: must be at least 1")
-        options = port_options(eal.vdevs, args.vhost_dir)
-        seg = Segment.attach(eal.file_prefix)
-        proc = cls(
-            seg,
-            args.client_id,
-            host,
-            port,
-            eal.lcores,
-            args.vhost_client,
-            args.burst,
-            options,
-            spin=args.busy_poll_us / 1_000_000,
-        )
-    except (OptionError, SegmentError) as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 1
-    log.info("client id %d, lcores %s, spp-ctl %s:%d", args.client_id, eal.lcores, host, port)
-    return proc.run()
+    return run_secondary(cls, build_parser(prog, summary), argv)
