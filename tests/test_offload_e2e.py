@@ -163,7 +163,10 @@ def test_tcp_through_mirror_with_both_copies_intact():
         sniffer = StreamSniffer(c.ns, c.ns_if, A_IP, B_IP, nbytes)
         r = tcp_transfer(a.ns, b.ns, B_IP, nbytes)
         assert r.received == {"bytes": nbytes, "sha256": r.sent["sha256"]}
-        assert sniffer.result() == {"bytes": nbytes, "sha256": r.sent["sha256"]}
+        copy = sniffer.result()
+        assert copy.pop("sniffer_drops") == 0, f"the listener itself lost frames: {copy}"
+        seen = {"mirror": mirror.component("mir"), "phys": [bed.phy_stats(n) for n in range(3)]}
+        assert copy == {"bytes": nbytes, "sha256": r.sent["sha256"]}, seen
 
 
 # -- TAP -----------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from spp.integrations.testbed import Secondary, Testbed, wait_for
 from spp.integrations.vm import manager
 from spp.integrations.vm.image import READY_MARK
 from spp.integrations.vm.qemu import QEMU, Nic, VmSpec, default_mac, resolve_accel
-from tests.netutil import VethNs, is_root, veth_pair_in_netns
+from tests.netutil import VethNs, is_root, veth_pair_in_netns, wait_until
 from tests.test_offload_e2e import tcp_checksum_report, wait_stable
 from tests.traffic import _TCP_RECV, _last_json, _ready, _spawn
 from tests.vmutil import type_on_console
@@ -415,8 +415,11 @@ def assert_other_patch_undisturbed(rig: Rig, during) -> None:
         )
         samples = [other_patch_counters(rig)]
         for step in during():
+            # A step can take less than the ping interval: wait (a little) for the next ping.
+            last = samples[-1]
+            moved = wait_until(lambda last=last: all(map(int.__gt__, other_patch_counters(rig), last)), 5)
             after = other_patch_counters(rig)
-            assert after[0] > samples[-1][0] and after[1] > samples[-1][1], (step, samples, after)
+            assert moved, (step, samples, after)
             samples.append(after)
     finally:
         pinger.proc.send_signal(signal.SIGINT)  # ping prints its summary and exits

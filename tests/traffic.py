@@ -188,7 +188,9 @@ import hashlib, json, socket, struct, sys
 iface, src, dst = sys.argv[1:4]
 port, total, timeout = int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
-s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 << 20)
+# A whole 20 MB stream in wire-size frames (kernel truesize ~2x) must fit while this Python loop
+# lags on a loaded machine: SO_RCVBUFFORCE (root) lifts net.core.rmem_max.
+s.setsockopt(socket.SOL_SOCKET, 33, 256 << 20)
 s.bind((iface, 0))
 s.settimeout(timeout)
 print("listening", flush=True)
@@ -225,7 +227,9 @@ try:
         got += new
 except TimeoutError:
     pass
-print(json.dumps({"bytes": got, "sha256": hashlib.sha256(data).hexdigest()}), flush=True)
+packets, drops = struct.unpack("II", s.getsockopt(263, 6, 8))  # PACKET_STATISTICS
+out = {"bytes": got, "sha256": hashlib.sha256(data).hexdigest(), "sniffer_drops": drops}
+print(json.dumps(out), flush=True)
 """
 
 
@@ -239,6 +243,8 @@ class StreamSniffer:
         _ready(self.proc)
 
     def result(self, timeout: float = 60) -> dict[str, object]:
+        """``{"bytes", "sha256"}`` of the stream rebuilt, and ``"sniffer_drops"``: frames the
+        listener's own socket lost (the observer's, not the panel's)."""
         return _last_json(self.proc, timeout)
 
 
