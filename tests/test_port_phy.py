@@ -107,11 +107,18 @@ def promiscuity(iface: str) -> int:
     return int(json.loads(out.stdout)[0]["promiscuity"])
 
 
-def all_free(pool: BufferPool, *ports: PhyPort) -> bool:
+def all_free(pool: BufferPool) -> bool:
     """Every buffer is back in the pool (an open port keeps none: both its sockets receive into
     rings, and frames are copied into buffers only when taken)."""
     pool.flush()
     return pool.shared_free == pool.seg.spec.nb_bufs
+
+
+def assert_all_back(pool: BufferPool) -> None:
+    """Every small and large buffer is back (the port is closed), then the handle goes."""
+    assert all_free(pool)
+    assert pool.large_free == pool.seg.spec.nb_large
+    pool.close()
 
 
 def mixed_frames(n: int, seed: int, start: int = 0) -> list[bytes]:
@@ -181,7 +188,7 @@ def test_rx_mixed_sizes_byte_identical_in_order(veth: VethNs, make_phy) -> None:
     assert all(t0 - 10**9 <= s <= t1 for s in stamps), "stamps are ns since the epoch, taken on arrival"
     assert int(port.counters[RX_DROP]) == 0
     assert max(sizes) <= 1000
-    assert all_free(pool, port)
+    assert all_free(pool)
 
 
 @needs_root
@@ -204,7 +211,7 @@ def test_rx_bursts_larger_and_smaller_than_a_block(veth: VethNs, make_phy) -> No
     got, sizes, _ = receive(port, pool, len(more), bursts=(3,))
     assert got == more
     assert max(sizes) == 3
-    assert all_free(pool, port)
+    assert all_free(pool)
 
 
 IMIX = (64, 594, 1514, 64, 64, 594, 64)
@@ -280,7 +287,7 @@ def test_rx_vlan_tag_is_kept(veth: VethNs, make_phy) -> None:
     veth.send(frames)
     got, _, _ = receive(port, pool, len(frames), bursts=(3,))
     assert got == frames
-    assert all_free(pool, port)
+    assert all_free(pool)
 
 
 @needs_root
@@ -381,7 +388,7 @@ def test_tx_delivers_byte_identical_frames_in_order(veth: VethNs, make_phy) -> N
         sent += n
     out = cap.frames()
     assert out == frames
-    assert all_free(pool, port), "transmitted buffers go back to the pool"
+    assert all_free(pool), "transmitted buffers go back to the pool"
     assert int(port.counters[TX_DROP]) == 0
 
 
@@ -411,7 +418,7 @@ def test_tx_consumes_and_counts_frames_the_link_cannot_carry(veth: VethNs, make_
     assert int(port.xstats[XS["tx_refused"]]) == len(bad)
     pool.free(bufs[len(good) :])
     assert cap.frames() == good
-    assert all_free(pool, port)
+    assert all_free(pool)
 
 
 @needs_root
@@ -443,7 +450,7 @@ def test_tx_into_a_dead_link_accepts_nothing_and_recovers(veth: VethNs, make_phy
     cap = veth.capture(len(frames))
     assert port.tx_burst(bufs) == len(frames), "no error left over from the failures"
     assert cap.frames() == frames
-    assert all_free(pool, port)
+    assert all_free(pool)
 
 
 @needs_root
@@ -615,9 +622,7 @@ def test_the_ringless_socket_delivers_tagged_and_jumbo_frames_into_pool_buffers(
             assert int(port.counters[RX_DROP]) == 0
         finally:
             port.close()
-        assert all_free(pool)
-        assert pool.large_free == seg.spec.nb_large
-        pool.close()
+        assert_all_back(pool)
 
 
 # -- the ringless socket's TPACKET_V2 ring ------------------------------------------------------
@@ -674,9 +679,7 @@ def test_idle_ring_runs_keep_order_bytes_stamps_and_tags(make_segment, monkeypat
             assert int(port.counters[RX_DROP]) == 0
         finally:
             port.close()
-        assert all_free(pool)
-        assert pool.large_free == seg.spec.nb_large
-        pool.close()
+        assert_all_back(pool)
 
 
 @needs_root

@@ -8,7 +8,8 @@ import logging
 import os
 import signal
 import sys
-from typing import Any, NoReturn, Protocol
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 from spp.engine import linux
 from spp.engine.pool import BufferPool
@@ -143,31 +144,13 @@ def add_busy_poll_option(parser: argparse.ArgumentParser, who: str) -> None:
     )
 
 
-class _Runs(Protocol):
-    def run(self) -> int: ...
-
-
-class SecondaryFactory(Protocol):
-    """What :func:`run_secondary` builds: a secondary class (Nfv, Vf, Mirror) by its signature."""
-
-    def __call__(
-        self,
-        seg: Segment,
-        client_id: int,
-        host: str,
-        port: int,
-        lcores: list[int],
-        vhost_client: bool,
-        burst: int,
-        options: dict[str, str],
-        *,
-        spin: float,
-    ) -> _Runs: ...
-
-
-def run_secondary(make: SecondaryFactory, parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+def run_secondary(
+    make: Callable[..., SppProcess], parser: argparse.ArgumentParser, argv: list[str] | None
+) -> int:
     """``main()`` of spp-nfv, spp-vf and spp-mirror: parse SPP's command line (EAL options, ``--``,
     the application's), attach to the primary's segment and serve spp-ctl until told to exit.
+    ``make`` is the secondary's class, called as ``make(seg, client_id, host, port, lcores,
+    vhost_client, burst, options, spin=...)``.
     A command line that cannot be used is an error naming the option, exit status 1."""
     eal_args, app_args = split_eal(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(app_args)

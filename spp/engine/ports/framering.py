@@ -357,20 +357,8 @@ class FrameRing:
                 b = small[used]
                 used += 1
                 at = i * fs + mac
-                if not tagged:
-                    o = b * bs
-                    data_mv[o : o + ln] = ring_mv[at : at + ln]
-                    if hdr:
-                        vnet_mv[b * VNET : b * VNET + VNET] = ring_mv[at - VNET : at]
-                    else:
-                        pool.vnet_word[b] = 0
-                    lengths[b] = ln
-                    stamps[b] = sec * 1_000_000_000 + nsec
-                    out.append(b)
-                    done += 1
-                    continue
-                frame = data[b]
-                if tagged:
+                if tagged:  # the tag the kernel moved into metadata goes back after the MACs
+                    frame = data[b]
                     frame[:12] = u8[at : at + 12]
                     frame[12:16] = np.frombuffer(
                         struct.pack(">HH", tpid if status & TP_STATUS_VLAN_TPID_VALID else ETH_P_8021Q, tci),
@@ -378,13 +366,15 @@ class FrameRing:
                     )
                     frame[16:olen] = u8[at + 12 : at + ln]
                 else:
-                    frame[:ln] = u8[at : at + ln]
-                if hdr:
-                    pool.vnet[b] = u8[at - VNET : at]
-                    if tagged:
-                        shift_vnet(pool.vnet[b], VLAN_HLEN)
-                else:
+                    o = b * bs
+                    data_mv[o : o + ln] = ring_mv[at : at + ln]
+                if not hdr:
                     pool.vnet_word[b] = 0
+                elif tagged:
+                    pool.vnet[b] = u8[at - VNET : at]
+                    shift_vnet(pool.vnet[b], VLAN_HLEN)
+                else:
+                    vnet_mv[b * VNET : b * VNET + VNET] = ring_mv[at - VNET : at]
                 lengths[b] = olen
                 stamps[b] = sec * 1_000_000_000 + nsec
                 out.append(b)
