@@ -282,3 +282,30 @@ def test_component_conf_replaces_the_generated_components(tmp_path):
     assert (
         len(build_configuration(parse_mappings("0#p#30#" + hex((1 << 64) - 2)))["vf"][0]["components"]) == 62
     )
+
+
+def test_local_etcd_stopped_the_moment_it_says_ready_leaves_nothing():
+    """A SIGTERM right after the ready line (before the event loop has taken over the signals)
+    is a clean stop too: exit 0, the private etcd and its data directory gone."""
+    from pathlib import Path
+
+    for _ in range(3):
+        p = subprocess.Popen(
+            [sys.executable, "-m", "spp.integrations.agent", "etcd"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            line = p.stdout.readline()
+            p.send_signal(signal.SIGTERM)
+            assert line.startswith("etcd listening on 127.0.0.1:"), line + p.stderr.read()
+            data_dir = line.split("(data in ")[1].split(")")[0]
+            assert p.wait(30) == 0, p.stderr.read()
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        assert not Path(data_dir).exists()
+        etcds = subprocess.run(["pgrep", "-f", f"data-dir {data_dir}/"], capture_output=True, text=True)
+        assert etcds.stdout == "", "the private etcd outlived its command"

@@ -164,6 +164,17 @@ async def _serve_until_signal(work: Any) -> None:
     await work(stop)
 
 
+def _stop_on_sigterm_from_now() -> None:
+    """From here on SIGTERM stops us as Ctrl-C does (KeyboardInterrupt), until the event loop
+    installs its own handler: a SIGTERM during start-up would otherwise kill the process with
+    the default action and leave its private etcd running."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def _started(local: LocalEtcd) -> bool:
     """Start a private etcd; when it cannot start, say why and clean up (the caller exits 1)."""
     try:
@@ -177,22 +188,25 @@ def _started(local: LocalEtcd) -> bool:
 
 def run_agent(args: argparse.Namespace) -> int:
     faulthandler.register(signal.SIGUSR1)  # kill -USR1 prints every thread's stack to stderr
+    _stop_on_sigterm_from_now()
     local: LocalEtcd | None = None
-    if args.local_etcd:
-        local = LocalEtcd()
-        if not _started(local):
-            return 1
-        args.etcd = local.endpoint
-        print(
-            f"spp-agent: started a local etcd at {local.endpoint} (data in {local.data_dir}); "
-            "it stops with the agent",
-            file=sys.stderr,
-            flush=True,
-        )
     try:
+        if args.local_etcd:
+            local = LocalEtcd()
+            if not _started(local):
+                return 1
+            args.etcd = local.endpoint
+            print(
+                f"spp-agent: started a local etcd at {local.endpoint} (data in {local.data_dir}); "
+                "it stops with the agent",
+                file=sys.stderr,
+                flush=True,
+            )
         agent = Agent(args.host, Etcd(parse_endpoints(args.etcd)), args.api)
         log.info("spp-agent for host %s: etcd %s, spp-ctl %s", args.host, args.etcd, args.api)
         asyncio.run(_serve_until_signal(agent.run))
+    except KeyboardInterrupt:
+        pass  # stopped before (or while) the event loop took over the signals: a clean stop
     finally:
         if local is not None:
             local.close()
@@ -200,21 +214,25 @@ def run_agent(args: argparse.Namespace) -> int:
 
 
 def run_local_etcd(args: argparse.Namespace) -> int:
+    _stop_on_sigterm_from_now()
     local = LocalEtcd(client_port=args.port, data_dir=args.data_dir)
-    if not _started(local):
-        return 1
-    print(
-        f"etcd listening on {local.endpoint} (data in {local.data_dir}); Ctrl-C or SIGTERM stops it",
-        flush=True,
-    )
 
     async def wait(stop: asyncio.Event) -> None:
         while not stop.is_set() and local.proc is not None and local.proc.poll() is None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.5)
 
+    code: int | None = 0
     try:
+        if not _started(local):
+            return 1
+        print(
+            f"etcd listening on {local.endpoint} (data in {local.data_dir}); Ctrl-C or SIGTERM stops it",
+            flush=True,
+        )
         asyncio.run(_serve_until_signal(wait))
+    except KeyboardInterrupt:
+        pass  # stopped before (or while) the event loop took over the signals: a clean stop
     finally:
         code = local.proc.poll() if local.proc else 0
         local.close()
