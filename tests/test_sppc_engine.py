@@ -129,7 +129,13 @@ def pass_traffic(
             words = ["-l", "0,1", "-m", "256", "-d", "vhost:2,vhost:3", "--forward-mode", "io",
                      "-a", "--stats-period", "1", "--nb-cores", "1", "--total-num-mbufs", "4096"]  # fmt: skip
         fwd = run_detached(containers, forwarder, [*words, "--name", f"sppc-t-fwd-{tag}", *common], engine)
-        wait_for(lambda: n.port_stats()["vhost:2"].get("connected"), 60, f"{forwarder} on vhost:2")
+        # Connected is not enough: frames sent before the app's driver has set its rings up are
+        # the nfv's tx_drop (counted, but nothing would come back). Both of its ports must run.
+        wait_for(
+            lambda: all(n.port_stats()[p].get("running") for p in ("vhost:2", "vhost:3")),
+            60,
+            f"{forwarder}'s queues on vhost:2 and vhost:3",
+        )
 
         pg = build(
             "spp-pktgen",
