@@ -15,7 +15,13 @@ import pytest
 from spp.integrations.testbed import wait_for
 from spp.integrations.vm import manager
 from spp.integrations.vm.cli import parse_ids
-from spp.integrations.vm.image import READY_MARK, find_installed_kernel, resolve_modules
+from spp.integrations.vm.image import (
+    BOOT_MARK,
+    READY_MARK,
+    find_installed_kernel,
+    guest_ready,
+    resolve_modules,
+)
 from spp.integrations.vm.qemu import VmSpecError
 from tests.vmutil import type_on_console
 
@@ -266,6 +272,9 @@ def test_guest_boots_under_tcg_and_answers_on_the_serial_console(image: Path, vm
     # --no-reboot: a reboot in the guest ends QEMU; stop then only removes what it left
     type_on_console(vm_state / "4" / "serial.sock", "reboot -f")
     wait_for(lambda: manager.read_pid(vm_state / "4") is None, 60, "QEMU to exit on the guest's reboot")
+    log = (vm_state / "4" / "serial.log").read_bytes()
+    assert b"reboot: Restarting system" in log, log[-500:]
+    assert not guest_ready(log), "not ready from the moment the kernel restarts"
     assert json.loads(spp_vm("status", "4", "--json", state=vm_state).stdout)["state"] == "stopped"
     assert "was not running; state removed" in spp_vm("stop", "4", state=vm_state).stdout
     assert not (vm_state / "4").exists()
@@ -291,3 +300,18 @@ def test_vm_command_in_spps_shell(tmp_path: Path) -> None:
         assert f"/tmp/spp-{bed.prefix}/vm/1/serial.sock" in r.stdout  # the instance's state dir
         r = subprocess.run([*spp, "-e", "vm stop 9"], capture_output=True, text=True, env=env, timeout=60)
         assert r.returncode == 1 and "no VM 9" in r.stdout + r.stderr
+
+
+def test_guest_ready_reads_the_last_boot_of_the_serial_log() -> None:
+    """Ready only after the last boot's ready mark; not from the kernel's restart message on, even
+    before the next boot has printed its boot mark."""
+    boot, ready = f"{BOOT_MARK}\n".encode(), f"{READY_MARK}\n".encode()
+    restart = b"[   12.3] reboot: Restarting system\n"
+    assert not guest_ready(b"")
+    assert not guest_ready(boot)
+    assert guest_ready(boot + ready)
+    assert not guest_ready(boot + ready + restart)
+    assert not guest_ready(boot + ready + restart + boot)
+    assert guest_ready(boot + ready + restart + boot + ready)
+    assert not guest_ready(boot + ready + b"reboot: Power down\n")
+    assert guest_ready(ready), "an older image's log, without boot marks"

@@ -235,10 +235,18 @@ class Image:
         return self.directory / "initrd.img"
 
 
+#: what the guest kernel prints as it restarts, powers off or halts (``pr_emerg`` with the
+#: "reboot: " prefix, so on the serial console whatever the log level): from then until the next
+#: boot's ready mark the guest is not ready, even before that boot has printed its boot mark
+SHUTDOWN_MARKS = (b"reboot: Restarting system", b"reboot: Power down", b"reboot: System halted")
+
+
 def guest_ready(log: bytes) -> bool:
     """Whether the serial log says the guest is ready now: a ready mark after the last boot mark
-    (so not while it reboots; a log without boot marks, from an older image, needs one ready mark)."""
-    return log.rfind(READY_MARK.encode()) > log.rfind(BOOT_MARK.encode())
+    and the last restart or power-off message (so not from the moment it reboots; a log without
+    boot marks, from an older image, needs one ready mark)."""
+    gone = max(log.rfind(BOOT_MARK.encode()), *(log.rfind(m) for m in SHUTDOWN_MARKS))
+    return log.rfind(READY_MARK.encode()) > gone
 
 
 def build_initramfs(kernel: Kernel, busybox: Path = BUSYBOX) -> tuple[bytes, list[str]]:
