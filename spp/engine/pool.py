@@ -33,6 +33,31 @@ BULK = 512
 EMPTY = np.empty(0, np.uint32)
 
 
+class _SharedLock:
+    """The shared stacks to one thread of one process: a thread lock (flock does not exclude
+    threads sharing the descriptor), then ``flock`` on the handle's own descriptor."""
+
+    __slots__ = ("_fd", "_tlock")
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._tlock = threading.Lock()
+
+    def __enter__(self) -> None:
+        self._tlock.acquire()
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._tlock.release()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._tlock.release()
+
+
 class BufferPool:
     """A per-thread handle on the shared pool. Not thread-safe: give each thread its own."""
 
@@ -62,36 +87,38 @@ class BufferPool:
             self._lock_fd = os.open(f"/proc/self/fd/{seg.fd}", os.O_RDWR)
         except OSError:  # no /proc: the name still leads to the file
             self._lock_fd = os.open(seg.path, os.O_RDWR)
-        self._tlock = threading.Lock()
+        self._shared = _SharedLock(self._lock_fd)
         self._cache = np.empty(CACHE_SIZE + 2 * BULK, np.uint32)
         self._cached = 0
 
     # -- shared stack --------------------------------------------------------------------------
 
+    def _pop(self, which: int, stack: np.ndarray, n: int) -> np.ndarray:
+        """Up to ``n`` buffers off shared stack ``which`` (0: ordinary, 1: large), as a view of
+        ``stack`` to be copied before the lock is released. Called with ``self._shared`` held."""
+        avail = self._ctl.item(which)
+        k = min(n, avail)
+        self._ctl[which] = avail - k
+        return stack[avail - k : avail]
+
+    def _push(self, which: int, stack: np.ndarray, bufs: np.ndarray) -> None:
+        """``bufs`` onto shared stack ``which``. Called with ``self._shared`` held."""
+        top = self._ctl.item(which)
+        stack[top : top + len(bufs)] = bufs
+        self._ctl[which] = top + len(bufs)
+
     def _take_shared(self, n: int) -> int:
-        with self._tlock:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-            try:
-                avail = self._ctl.item(0)
-                k = min(n, avail, len(self._cache) - self._cached)
-                if k:
-                    c = self._cached
-                    self._cache[c : c + k] = self._stack[avail - k : avail]
-                    self._ctl[0] = avail - k
-                    self._cached = c + k
-                return k
-            finally:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        c = self._cached
+        with self._shared:
+            got = self._pop(0, self._stack, min(n, len(self._cache) - c))
+            k = len(got)
+            self._cache[c : c + k] = got
+        self._cached = c + k
+        return k
 
     def _give_shared(self, bufs: np.ndarray) -> None:
-        with self._tlock:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-            try:
-                top = self._ctl.item(0)
-                self._stack[top : top + len(bufs)] = bufs
-                self._ctl[0] = top + len(bufs)
-            finally:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        with self._shared:
+            self._push(0, self._stack, bufs)
 
     # -- the burst API -------------------------------------------------------------------------
 
@@ -118,15 +145,8 @@ class BufferPool:
         """A burst larger than the whole cache (a long virtqueue's): what the cache holds, the
         rest straight from the shared stack."""
         c = self._cached
-        with self._tlock:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-            try:
-                avail = self._ctl.item(0)
-                k = min(n - c, avail)
-                bufs = np.concatenate((self._cache[:c], self._stack[avail - k : avail]))
-                self._ctl[0] = avail - k
-            finally:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        with self._shared:
+            bufs = np.concatenate((self._cache[:c], self._pop(0, self._stack, n - c)))
         self._cached = 0
         if plain and len(bufs):
             self.vnet_word[bufs] = 0
@@ -136,15 +156,8 @@ class BufferPool:
         """Up to ``n`` large buffers (``large_size`` bytes each), metadata cleared."""
         if n <= 0:
             return EMPTY
-        with self._tlock:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-            try:
-                avail = self._ctl.item(1)
-                k = min(n, avail)
-                bufs = self._large_stack[avail - k : avail].copy()
-                self._ctl[1] = avail - k
-            finally:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        with self._shared:
+            bufs = self._pop(1, self._large_stack, n).copy()
         if len(bufs):
             self.vnet_word[bufs] = 0
         return bufs
@@ -157,14 +170,8 @@ class BufferPool:
         return np.where(bufs >= self.large_base, self.large_size, self.buf_size)
 
     def _give_large(self, bufs: np.ndarray) -> None:
-        with self._tlock:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-            try:
-                top = self._ctl.item(1)
-                self._large_stack[top : top + len(bufs)] = bufs
-                self._ctl[1] = top + len(bufs)
-            finally:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        with self._shared:
+            self._push(1, self._large_stack, bufs)
 
     def free(self, bufs: np.ndarray) -> None:
         """Return buffers (ordinary or large) to the pool."""
