@@ -56,10 +56,10 @@ from spp.engine.linux import (
 )
 from spp.engine.offload import GSO_NONE, NEEDS_CSUM
 from spp.engine.pool import BufferPool
+from spp.engine.shm import VNET_HDR_LEN
 
 __all__ = ["FrameRing", "shift_vnet"]
 
-VNET = 10  # sizeof(struct virtio_net_hdr)
 # struct tpacket2_hdr as u32 columns: 0 status, 1 len, 2 snaplen, 3 mac|net<<16, 4 sec, 5 nsec,
 # 6 vlan_tci|vlan_tpid<<16, 7 padding.
 C_STATUS, C_LEN, C_SNAP, C_MAC, C_SEC, C_NSEC, C_VLAN = 0, 1, 2, 3, 4, 5, 6
@@ -108,7 +108,7 @@ class FrameRing:
         self.fd = sock.fileno()
         self.nframes = nframes
         self.frame_size = fs = frame_size
-        self.hdr = VNET if vnet else 0
+        self.hdr = VNET_HDR_LEN if vnet else 0
         self.limit = limit
         self._mm = mm = mmap.mmap(self.fd, nframes * fs, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self._u8 = np.frombuffer(mm, np.uint8)
@@ -313,7 +313,7 @@ class FrameRing:
                 ts += cols[:m, C_NSEC]
                 pool.stamps[bi] = ts
                 if self.hdr:
-                    pool.vnet[bi] = rows[:, m0 - VNET : m0]
+                    pool.vnet[bi] = rows[:, m0 - VNET_HDR_LEN : m0]
                 else:
                     pool.vnet_word[bi] = 0
                 self.release(m)
@@ -371,10 +371,11 @@ class FrameRing:
                 if not hdr:
                     pool.vnet_word[b] = 0
                 elif tagged:
-                    pool.vnet[b] = u8[at - VNET : at]
+                    pool.vnet[b] = u8[at - VNET_HDR_LEN : at]
                     shift_vnet(pool.vnet[b], VLAN_HLEN)
                 else:
-                    vnet_mv[b * VNET : b * VNET + VNET] = ring_mv[at - VNET : at]
+                    v = b * VNET_HDR_LEN
+                    vnet_mv[v : v + VNET_HDR_LEN] = ring_mv[at - VNET_HDR_LEN : at]
                 lengths[b] = olen
                 stamps[b] = sec * 1_000_000_000 + nsec
                 out.append(b)

@@ -104,10 +104,9 @@ from spp.engine.ports.base import (
 )
 from spp.engine.ports.framering import FrameRing
 from spp.engine.ports.switcher import SWITCHER, PendingSwitch
-from spp.engine.shm import MAX_PHYS
+from spp.engine.shm import MAX_PHYS, VNET_HDR_LEN
 
-VNET = 10  # sizeof(struct virtio_net_hdr), which the kernel puts right before each frame
-_VNET_COLS = np.arange(VNET, dtype=np.int64)
+_VNET_COLS = np.arange(VNET_HDR_LEN, dtype=np.int64)
 
 # struct tpacket_block_desc: version, offset_to_priv, then tpacket_hdr_v1 from byte 8.
 BLK_STATUS, BLK_NUM_PKTS, BLK_FIRST, BLK_LEN = 8, 12, 16, 20
@@ -577,7 +576,7 @@ class PhyPort(Port):
         their first two bytes decides); a reinserted VLAN tag moves the offsets 4 bytes on."""
         if not n:
             return
-        at = self._src - VNET
+        at = self._src - VNET_HDR_LEN
         if int(at[0]) & 1 or not _or(self._u16[at >> 1]):
             if int(at[0]) & 1:  # (never seen: the kernel aligns frames so that this is even)
                 self._vh = self._u8[at[:, None] + _VNET_COLS]
@@ -939,7 +938,7 @@ class PhyPort(Port):
             return forward_burst(self, dst, max_n)
         assert dst._tx is not None and dst._cut_batch is not None
         same_hdr = self.rx_vnet == dst.tx_vnet
-        hdr = VNET if self.rx_vnet else 0
+        hdr = VNET_HDR_LEN if self.rx_vnet else 0
         moved = 0
         while moved < max_n:
             if not self._held and not self._take_block():
@@ -1152,7 +1151,7 @@ class PhyPort(Port):
                 return -1
             addrs.append(data + bs * b)
             lens.append(ln)
-            hdrs.append(vnet + VNET * b)
+            hdrs.append(vnet + VNET_HDR_LEN * b)
         batch = self._batch
         done, err = batch.send_listed(self._tx.fileno(), addrs, lens, hdrs)
         if err:

@@ -37,6 +37,7 @@ from spp.engine.linux import ETH_HLEN
 from spp.engine.offload import XS
 from spp.engine.portid import PortId
 from spp.engine.ports.base import RX_DROP, TX_DROP, Port, PortContext, PortError
+from spp.engine.shm import VNET_HDR_LEN
 from spp.instance import tap_ifname
 
 # <linux/if_tun.h>
@@ -47,7 +48,6 @@ IFF_VNET_HDR = 0x4000
 TUNSETOFFLOAD = 0x400454D0
 TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN = 0x01, 0x02, 0x04, 0x08
 TUN_F_USO4, TUN_F_USO6 = 0x20, 0x40
-VNET = 10
 TUN_DEVICE = "/dev/net/tun"
 
 EMPTY = np.empty(0, np.uint32)
@@ -135,10 +135,10 @@ class TapPort(Port):
         try:
             for b in bufs.tolist():
                 o = b * bs
-                v = b * VNET
-                n = readv(fd, [vmv[v : v + VNET], mv[o : o + bs], *tail])
-                append(n - VNET)
-                if n - VNET > bs and tail:
+                v = b * VNET_HDR_LEN
+                n = readv(fd, [vmv[v : v + VNET_HDR_LEN], mv[o : o + bs], *tail])
+                append(n - VNET_HDR_LEN)
+                if n - VNET_HDR_LEN > bs and tail:
                     long_at.append(len(lens) - 1)
                     self._adopt_spare(b)
                     tail = self._spare_tail()
@@ -205,9 +205,9 @@ class TapPort(Port):
                 dropped += 1  # a runt is no Ethernet frame; the TAP would refuse it anyway
             else:
                 o = b * bs
-                v = b * VNET
+                v = b * VNET_HDR_LEN
                 try:
-                    writev(fd, [vmv[v : v + VNET], mv[o : o + ln]])
+                    writev(fd, [vmv[v : v + VNET_HDR_LEN], mv[o : o + ln]])
                 except BlockingIOError:
                     break
                 except OSError as e:
