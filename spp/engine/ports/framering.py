@@ -253,7 +253,7 @@ class FrameRing:
             return None
         assert vh is not None
         if status & TP_STATUS_VLAN_VALID:
-            _insert_tag(src, ln, tpid if status & TP_STATUS_VLAN_TPID_VALID else ETH_P_8021Q, tci)
+            _copy_tagged(src, src, ln, _tag(status, tpid, tci))  # in place: the spill has room
             if hdr:
                 shift_vnet(vh, VLAN_HLEN)
             ln += VLAN_HLEN
@@ -357,14 +357,8 @@ class FrameRing:
                 b = small[used]
                 used += 1
                 at = i * fs + mac
-                if tagged:  # the tag the kernel moved into metadata goes back after the MACs
-                    frame = data[b]
-                    frame[:12] = u8[at : at + 12]
-                    frame[12:16] = np.frombuffer(
-                        struct.pack(">HH", tpid if status & TP_STATUS_VLAN_TPID_VALID else ETH_P_8021Q, tci),
-                        np.uint8,
-                    )
-                    frame[16:olen] = u8[at + 12 : at + ln]
+                if tagged:
+                    _copy_tagged(data[b], u8[at : at + ln], ln, _tag(status, tpid, tci))
                 else:
                     o = b * bs
                     data_mv[o : o + ln] = ring_mv[at : at + ln]
@@ -425,10 +419,7 @@ class FrameRing:
             src = self._u8[at : at + ln]
             vh = self._u8[at - hdr : at]
         if tagged:
-            flat[o : o + 12] = src[:12]
-            t = tpid if status & TP_STATUS_VLAN_TPID_VALID else ETH_P_8021Q
-            flat[o + 12 : o + 16] = np.frombuffer(struct.pack(">HH", t, tci), np.uint8)
-            flat[o + 16 : o + ln + skip] = src[12:]
+            _copy_tagged(flat[o : o + ln + skip], src, ln, _tag(status, tpid, tci))
         else:
             flat[o : o + ln] = src
         if hdr:
@@ -451,10 +442,19 @@ class FrameRing:
             self._mm.close()
 
 
-def _insert_tag(frame: np.ndarray, ln: int, tpid: int, tci: int) -> None:
-    """Put back an 802.1Q/802.1ad tag the kernel moved into metadata (``frame`` has room)."""
-    frame[ETH_HLEN + VLAN_HLEN - 2 : ln + VLAN_HLEN] = frame[12:ln].copy()
-    frame[12 : 12 + VLAN_HLEN] = np.frombuffer(struct.pack(">HH", tpid, tci), np.uint8)
+def _tag(status: int, tpid: int, tci: int) -> np.ndarray:
+    """The 4 bytes of the 802.1Q/802.1ad tag the kernel moved from a frame into its slot's
+    metadata (the TPID is there only when the kernel says so: 802.1Q otherwise)."""
+    t = tpid if status & TP_STATUS_VLAN_TPID_VALID else ETH_P_8021Q
+    return np.frombuffer(struct.pack(">HH", t, tci), np.uint8)
+
+
+def _copy_tagged(dst: np.ndarray, src: np.ndarray, ln: int, tag: np.ndarray) -> None:
+    """The ``ln``-byte frame ``src`` into ``dst`` (``ln + 4`` bytes of room) with ``tag`` back
+    after the MACs. ``dst`` may be ``src`` itself: the type field and payload move first."""
+    dst[ETH_HLEN + VLAN_HLEN - 2 : ln + VLAN_HLEN] = src[12:ln].copy()
+    dst[:12] = src[:12]
+    dst[12 : 12 + VLAN_HLEN] = tag
 
 
 def shift_vnet(hdr: np.ndarray, by: int) -> None:
