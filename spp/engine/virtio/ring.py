@@ -361,11 +361,10 @@ class DeviceRing:
         # The headers' offsets from the region's start, unsigned: an address below it wraps to
         # a huge value, so one maximum checks both ends of header and frame. Each frame lies
         # ``h`` bytes further, so the copy reads from a window ``h`` bytes on, not new offsets.
-        start, end = self.mem.single  # type: ignore[misc]
-        rel = r.desc_addr[at] + np.uint64((-self.mem.lo - start) & _MASK64)
-        if int(_max(rel)) > end - start - h - width:
+        start = self.mem.single[0]  # type: ignore[index]
+        at_hdr = self._in_region(at, h + width)
+        if at_hdr is None:
             return None
-        at_hdr = rel.view(np.int64)
         hdr = self._headers_with_metadata(at_hdr, start) if self.read_vnet else None
         return self._land(pool, heads, at_hdr, ln, hdr, start + h, width)
 
@@ -379,6 +378,16 @@ class DeviceRing:
         gathered: for plain traffic that is much cheaper than copying every 10-byte header."""
         self.meta_seen = bool(_or(self.mem.word_window()[base:][hdr]))
         return hdr + base if self.meta_seen else None
+
+    def _in_region(self, at: np.ndarray, room: int) -> np.ndarray | None:
+        """Descriptors ``at``'s buffer addresses as offsets from the one-region table's start
+        (int64), or None unless ``room`` bytes are mapped from each. Computed unsigned: an
+        address below the region wraps to a huge value, so one maximum checks both ends."""
+        start, end = self.mem.single  # type: ignore[misc]
+        rel = self.ring.desc_addr[at] + np.uint64((-self.mem.lo - start) & _MASK64)
+        if int(_max(rel)) > end - start - room:
+            return None
+        return rel.view(np.int64)
 
     def _chained(self, heads: np.ndarray) -> bool:
         """Whether the burst's first descriptor has a successor: a driver that puts the header
@@ -445,18 +454,17 @@ class DeviceRing:
         if longest > pool.buf_size:
             return None
         width = -(-longest // _WIDTH_STEP) * _WIDTH_STEP
-        start, end = self.mem.single  # type: ignore[misc]
-        shift = np.uint64((-self.mem.lo - start) & _MASK64)
-        rel = r.desc_addr[nxt] + shift
-        if int(rel.max()) > end - start - width:
+        start = self.mem.single[0]  # type: ignore[index]
+        frm = self._in_region(nxt, width)
+        if frm is None:
             return None
         hdr = None
         if self.read_vnet:
-            hrel = r.desc_addr[heads.astype(np.intp)] + shift
-            if int(hrel.max()) > end - start - self.hdr_len:
+            at_hdr = self._in_region(heads.astype(np.intp), self.hdr_len)
+            if at_hdr is None:
                 return None
-            hdr = self._headers_with_metadata(hrel.view(np.int64), start)
-        return self._land(pool, heads, rel.view(np.int64), ln, hdr, start, width)
+            hdr = self._headers_with_metadata(at_hdr, start)
+        return self._land(pool, heads, frm, ln, hdr, start, width)
 
     def _gather(self, head: int, limit: int) -> np.ndarray | int | None:
         """One packet from a chain of any shape (the per-packet path), header included; None for
@@ -551,11 +559,10 @@ class DeviceRing:
             return False
         if int(word.max()) > _WRITE_ONLY_INT + 0xFFFFFFFF:
             return False
-        start, end = self.mem.single  # type: ignore[misc]
-        rel = r.desc_addr[at] + np.uint64((-self.mem.lo - start) & _MASK64)
-        if int(rel.max()) > end - start - width:
+        start = self.mem.single[0]  # type: ignore[index]
+        to = self._in_region(at, width)
+        if to is None:
             return False
-        to = rel.view(np.int64)
         mem = self.mem
         mem.void_window(h)[start:][to] = self.hdr_void
         if meta:
@@ -581,19 +588,17 @@ class DeviceRing:
             return False
         if int(word.max()) > _WRITE_ONLY_INT + 0xFFFFFFFF:
             return False
-        start, end = self.mem.single  # type: ignore[misc]
-        shift = np.uint64((-self.mem.lo - start) & _MASK64)
-        hto = r.desc_addr[heads.astype(np.intp)] + shift
-        to = r.desc_addr[nxt] + shift
-        if int(hto.max()) > end - start - h or int(to.max()) > end - start - longest:
+        start = self.mem.single[0]  # type: ignore[index]
+        hto = self._in_region(heads.astype(np.intp), h)
+        to = self._in_region(nxt, longest)
+        if hto is None or to is None:
             return False
         mem = self.mem
-        hto = hto.view(np.int64)
         mem.void_window(h)[start:][hto] = self.hdr_void
         if meta:
             mem.void_window(VNET_HDR_LEN)[start:][hto] = _metadata(pool, src).view(_VNET_VOID).reshape(-1)
         if longest:
-            mem.void_window(longest)[start:][to.view(np.int64)] = self._rows(pool)(longest)[src]
+            mem.void_window(longest)[start:][to] = self._rows(pool)(longest)[src]
         self._complete(heads, ln + h)
         return True
 
