@@ -818,3 +818,47 @@ def test_idle_ring_relays_jumbo_and_tagged_frames_in_runs(make_segment) -> None:
             p1.close()
         assert all_free(pool)
         pool.close()
+
+
+@needs_root
+def test_idle_ring_relays_a_lone_frame_with_one_send_and_a_refused_one_costs_only_itself(
+    make_segment, monkeypatch
+) -> None:
+    """A frame alone in the ringless socket's ring (the idle panel's ping) goes phy:0 -> phy:1
+    by the lone-frame path, byte for byte and counted as a run is; one longer than phy:1's MTU is
+    refused there, counted (``tx_refused``, ``tx_drop``), and the next lone frame still goes."""
+    from spp.engine.ports.framering import FrameRing
+
+    def no_run(*_a: object, **_k: object) -> object:
+        raise AssertionError("a lone frame took the run path")
+
+    with veth_pair_in_netns() as a, veth_pair_in_netns(mtu=1000) as b:
+        seg = make_segment(phys=[PhyInfo(iface=a.host_if), PhyInfo(iface=b.host_if)])
+        pool = BufferPool(seg)
+        ctx = PortContext(seg=seg, pool=pool, client_id=1)
+        p0, p1 = PhyPort(PortId("phy", 0), ctx), PhyPort(PortId("phy", 1), ctx)
+        try:
+            idle(p0)
+            monkeypatch.setattr(FrameRing, "relay", no_run)
+            sizes = [60, 1014, 1400, 200, 1014]  # the 1400-byte frame is over phy:1's MTU
+            frames = [make_frame(i, n) for i, n in enumerate(sizes)]
+            want = [f for f in frames if len(f) <= 1014]
+            cap = b.capture(len(want))
+            for f in frames:
+                a.send([f])
+                assert wait_until(p0._frames.ready, 5)
+                assert p0.forward_to(p1, 32) == 1
+            assert cap.frames() == want
+            assert p0._relayed and p0._mode == IDLE
+            assert int(p0.counters[RX]) == len(frames)
+            assert int(p0.counters[RX_BYTES]) == sum(sizes)
+            assert int(p1.counters[TX]) == len(want)
+            assert int(p1.counters[TX_BYTES]) == sum(len(f) for f in want)
+            assert int(p1.counters[TX_DROP]) == 1
+            assert int(p1.xstats[XS["tx_refused"]]) == 1
+            assert int(p0.counters[RX_DROP]) == 0
+        finally:
+            p0.close()
+            p1.close()
+        assert all_free(pool)
+        pool.close()

@@ -121,6 +121,8 @@ class FrameRing:
         self._base = base
         self._mv32 = memoryview(mm).cast("I")
         self._mv8 = memoryview(mm)
+        #: the ring's bytes, for :meth:`lone`'s offsets
+        self.view = self._mv8
         #: the pool's buffer and header bytes as flat memoryviews, made on first use
         self._views: tuple[BufferPool, memoryview, memoryview] | None = None
         self._words = fs >> 2
@@ -178,6 +180,31 @@ class FrameRing:
         return n
 
     # -- phy to phy: frames sent straight out of the ring ----------------------------------------
+
+    def lone(self) -> tuple[int, int] | None:
+        """The head frame as ``(offset, length)`` of header + frame in :attr:`view`, when it is
+        the only one ready and can go out as it is (whole, no tag to put back, no queued copy,
+        not a runt, not too long); None otherwise (nothing ready, a run, or a frame that needs
+        :meth:`relay`).
+
+        The idle panel's case: a ping meets a worker that has not touched this path for
+        milliseconds, so every line of code and data it touches is a cache miss. A few ints
+        read here and one ``send`` of a slice cost far less than :meth:`relay`'s general path and
+        ``sendmmsg`` through ctypes (the request leg of a ping through an nfv: ~100 -> ~50 µs
+        measured in the sending call alone).
+        """
+        h, mv32, w = self.head, self._mv32, self._words
+        at = h * w
+        status = mv32[at]
+        if not status & TP_STATUS_USER or status & _SPECIAL:
+            return None
+        nxt = at + w if h + 1 < self.nframes else 0
+        if mv32[nxt] & TP_STATUS_USER:
+            return None
+        ln = mv32[at + C_LEN]
+        if mv32[at + C_SNAP] != ln or not ETH_HLEN <= ln <= self.limit:
+            return None
+        return h * self.frame_size + (mv32[at + C_MAC] & 0xFFFF) - self.hdr, ln + self.hdr
 
     def relay(self, max_n: int, drops: list[int]) -> Run:
         """The ready run from the head (at most ``max_n`` frames) as ``(addresses, lengths, k)``:
