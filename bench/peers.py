@@ -11,6 +11,9 @@ ends (``outer``) stay in the root namespace and are what each forwarder joins:
 * ``nfv-poll``, ``nfv-rings-poll``: the same, every nfv started with ``--busy-poll-us 20000``
   (keeps polling 20 ms after the last packet: awake across a ping every 10 ms, asleep when no
   traffic flows);
+* ``py-relay``: ``bench/tools/py_relay.py``, the simplest Python relay there is (plain sockets,
+  busy-polling ``recv_into`` and one ``send`` per frame, nothing else): the floor under any
+  Python forwarder here, for latency (it busy-polls even when idle, so its idle CPU is a core);
 * ``nfv-rings``: phy -> ring -> nfv -> ring -> phy: nfv 1 moves ``phy:0 -> ring:0``,
   ``ring:1 -> phy:1`` and back (``phy:1 -> ring:2``, ``ring:3 -> phy:0``), nfv 2 moves
   ``ring:0 -> ring:1`` and ``ring:2 -> ring:3``: every packet crosses two processes twice.
@@ -24,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -116,6 +120,17 @@ def forwarder(side: str, a: Host, b: Host, tmp: Path, hugedir: Path | None, tag:
             pmd.argv[at : at + 2] = ["--no-huge", "-m", "1024"]
         with pmd:
             yield [pmd.pid]
+    elif side == "py-relay":
+        relay = Path(__file__).parent / "tools" / "py_relay.py"
+        proc = subprocess.Popen([sys.executable, str(relay), a.outer, b.outer])
+        try:
+            time.sleep(0.3)
+            if proc.poll() is not None:
+                raise RuntimeError(f"py_relay.py exited with {proc.returncode}")
+            yield [proc.pid]
+        finally:
+            proc.kill()
+            proc.wait()
     elif side in ("nfv", "nfv-rings", "nfv-poll", "nfv-rings-poll"):
         bed = Testbed(ifaces=[a.outer, b.outer], nb_rings=4, prefix=f"spb{tag}", log_dir=tmp)
         with bed:
