@@ -19,6 +19,7 @@ plain frames.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import threading
@@ -90,6 +91,15 @@ class BufferPool:
         self._shared = _SharedLock(self._lock_fd)
         self._cache = np.empty(CACHE_SIZE + 2 * BULK, np.uint32)
         self._cached = 0
+        # The same memory as Python-indexable views, for a lone frame's path (:meth:`alloc_one`,
+        # :meth:`free_one`, drivers' per-frame fast paths): on an idle panel every step runs
+        # cold, and one numpy scalar access then costs several µs, a memoryview index a fraction.
+        self._cache_mv = memoryview(self._cache)
+        #: buffer bytes, lengths (u32), stamps (u64) and ``virtio_net_hdr`` bytes, flat
+        self.data_mv = memoryview(self.data).cast("B")
+        self.len_mv = memoryview(self.lengths).cast("B").cast("I")
+        self.stamp_mv = memoryview(self.stamps).cast("B").cast("Q")
+        self.vnet_mv = memoryview(self.vnet).cast("B")
 
     # -- shared stack --------------------------------------------------------------------------
 
@@ -140,6 +150,23 @@ class BufferPool:
         if plain:
             self.vnet_word[bufs] = 0
         return bufs
+
+    def alloc_one(self) -> int:
+        """One free buffer as a Python int, its metadata *not* cleared (the caller writes it);
+        -1 if the pool is exhausted. :meth:`alloc` for a lone frame, without numpy."""
+        if not self._cached and not self._take_shared(BULK):
+            return -1
+        self._cached -= 1
+        return self._cache_mv[self._cached]
+
+    def free_one(self, buf: int) -> None:
+        """:meth:`free` for one buffer given as a Python int."""
+        c = self._cached
+        if buf >= self.large_base or c >= len(self._cache):
+            self.free(np.array((buf,), np.uint32))
+            return
+        self._cache_mv[c] = buf
+        self._cached = c + 1
 
     def _alloc_past_cache(self, n: int, plain: bool) -> np.ndarray:
         """A burst larger than the whole cache (a long virtqueue's): what the cache holds, the
@@ -212,6 +239,9 @@ class BufferPool:
     def close(self) -> None:
         self.flush()
         os.close(self._lock_fd)
+        for view in (self._cache_mv, self.data_mv, self.len_mv, self.stamp_mv, self.vnet_mv):
+            with contextlib.suppress(BufferError):
+                view.release()
 
     @property
     def shared_free(self) -> int:

@@ -36,6 +36,9 @@ class Ring:
         self._head_addr = self._ctl.ctypes.data + 8 * HEAD
         self._asleep_addr = self._ctl.ctypes.data + 8 * ASLEEP
         self._bell = doorbell.Bell(self._ctl) if doorbell.AVAILABLE else None
+        # Python-int views for one index at a time (:meth:`put_one`, :meth:`take_one`)
+        self._ctl_mv = memoryview(self._ctl).cast("B").cast("Q")
+        self._slots_mv = memoryview(self._slots).cast("B").cast("I")
 
     def __len__(self) -> int:
         return self._ctl.item(HEAD) - self._ctl.item(TAIL)
@@ -83,6 +86,34 @@ class Ring:
             out = np.concatenate((self._slots[start:], self._slots[: end - self.size]))
         ctl[TAIL] = tail + n
         return out
+
+    def put_one(self, buf: int) -> bool:
+        """:meth:`enqueue` for one index as a Python int (a lone packet: no numpy at all)."""
+        ctl = self._ctl_mv
+        head = ctl[HEAD]
+        if head - ctl[TAIL] >= self.size:
+            return False
+        self._slots_mv[head & self._mask] = buf
+        bell = self._bell
+        if bell is None:
+            ctl[HEAD] = head + 1
+        else:
+            doorbell.fetch_add(self._head_addr, 1)
+            if ctl[ASLEEP]:
+                bell.ring()
+        return True
+
+    def take_one(self) -> int:
+        """The index at the tail when it is the only one in the ring; else -1 (empty) or -2
+        (more: :meth:`dequeue` them), as :meth:`Port.rx_one` answers."""
+        ctl = self._ctl_mv
+        tail = ctl[TAIL]
+        waiting = ctl[HEAD] - tail
+        if waiting != 1:
+            return -1 if not waiting else -2
+        buf = self._slots_mv[tail & self._mask]
+        ctl[TAIL] = tail + 1
+        return buf
 
     # -- the consumer's side of the doorbell -----------------------------------------------------
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from spp.engine import doorbell
 from spp.engine.pool import BufferPool
 from spp.engine.ports.base import (
+    NOTHING,
     PENDING,
     POLL,
     RX,
@@ -183,7 +184,9 @@ class Worker(threading.Thread):
         spin = self.spin
         sizes: list[int] = []
         free = self.pool.free
+        free_one = self.pool.free_one
         lengths = self.pool.lengths
+        len_mv = self.pool.len_mv
         while not self._quit:
             gen, pending = self._pending
             if gen != gen_seen:
@@ -208,8 +211,28 @@ class Worker(threading.Thread):
                     moved += route.run(burst)
                     continue
                 # Route, inlined: the patch panel's whole per-burst cost is these lines.
+                src = route.src
+                one = src.rx_one()
+                if one >= 0:
+                    # A lone packet (the idle panel's ping): Python ints only, no numpy, whose
+                    # first call after a pause costs tens of µs on a VM (Port.rx_one).
+                    moved += 1
+                    nbytes = len_mv[one]  # before tx: a sent buffer is not ours
+                    src_ctr = src.ctr
+                    src_ctr[RX] += 1
+                    src_ctr[RX_BYTES] += nbytes
+                    dst_ctr = route.dst.ctr
+                    if route.dst.tx_one(one):
+                        dst_ctr[TX] += 1
+                        dst_ctr[TX_BYTES] += nbytes
+                    else:
+                        free_one(one)
+                        dst_ctr[TX_DROP] += 1
+                    continue
+                if one == NOTHING:
+                    continue
                 want = sizes[i]
-                bufs = route.src.rx_burst(want)
+                bufs = src.rx_burst(want)
                 n = len(bufs)
                 # A source that keeps filling its bursts gets larger ones (the cost of a burst
                 # is mostly fixed); one that does not falls back to the configured size.
@@ -221,15 +244,15 @@ class Worker(threading.Thread):
                 if n == 0:
                     continue
                 moved += n
-                nbytes = burst_bytes(lengths.take(bufs))  # before tx: sent buffers are not ours
-                src_ctr = route.src.counters
+                nbytes = int(burst_bytes(lengths.take(bufs)))  # before tx: sent buffers are not ours
+                src_ctr = src.ctr
                 src_ctr[RX] += n
                 src_ctr[RX_BYTES] += nbytes
                 sent = route.dst.tx_burst(bufs)
-                dst_ctr = route.dst.counters
+                dst_ctr = route.dst.ctr
                 dst_ctr[TX] += sent
                 if sent < n:
-                    nbytes -= burst_bytes(lengths.take(bufs[sent:]))
+                    nbytes -= int(burst_bytes(lengths.take(bufs[sent:])))
                     free(bufs[sent:])
                     dst_ctr[TX_DROP] += n - sent
                 dst_ctr[TX_BYTES] += nbytes

@@ -10,6 +10,7 @@ per burst whatever the burst size.
 from __future__ import annotations
 
 import abc
+import functools
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -21,11 +22,13 @@ from spp.engine.portid import PortId
 from spp.engine.shm import NB_COUNTERS, RX, RX_BYTES, RX_DROP, TX, TX_BYTES, TX_DROP, Segment
 
 __all__ = [
+    "NOTHING",
     "PENDING",
     "POLL",
     "RX",
     "RX_BYTES",
     "RX_DROP",
+    "SOME",
     "TX",
     "TX_BYTES",
     "TX_DROP",
@@ -36,6 +39,10 @@ __all__ = [
     "Step",
     "burst_bytes",
 ]
+
+# What :meth:`Port.rx_one` answers when it has no lone packet to hand over.
+NOTHING = -1  # nothing waits: rx_burst would return nothing either
+SOME = -2  # packets wait that rx_burst must take (a run, or one the fast path leaves alone)
 
 # What a port answers when its worker is about to sleep (:meth:`Port.prepare_sleep`).
 WAKES = 0  # it will make the worker's poll() return when packets arrive
@@ -83,6 +90,28 @@ class Port(abc.ABC):
     @abc.abstractmethod
     def tx_burst(self, bufs: np.ndarray) -> int:
         """Transmit ``bufs`` in order; return how many were accepted (always a prefix)."""
+
+    # -- one packet at a time: the idle panel's path --------------------------------------------
+    #
+    # A lone packet through an idle panel meets a worker whose every step runs cold: on a VM, the
+    # first numpy call after a few milliseconds elsewhere costs 20-40 µs (a one-element array
+    # included), a memoryview index a fraction of that. Drivers that can hand over and take a
+    # lone packet as a Python int override these two; the worker tries rx_one before rx_burst.
+
+    def rx_one(self) -> int:
+        """A lone packet's buffer (the caller owns it), or :data:`NOTHING` (nothing waits) or
+        :data:`SOME` (packets wait: call :meth:`rx_burst`). By default always SOME."""
+        return SOME
+
+    def tx_one(self, buf: int) -> int:
+        """:meth:`tx_burst` for one buffer given as an int: 1 if the port took it, 0 if not (the
+        caller frees it and counts the drop)."""
+        return self.tx_burst(np.array((buf,), np.uint32))
+
+    @functools.cached_property
+    def ctr(self) -> memoryview:
+        """:attr:`counters` as Python ints (a memoryview of the same row): see :meth:`rx_one`."""
+        return memoryview(self.counters).cast("B").cast("Q")
 
     def route_to(self, dst: Port) -> Step | None:
         """A faster step than the generic receive/transmit for packets going to ``dst``, or None.

@@ -60,6 +60,7 @@ from spp.engine.linux import (
     ETH_HLEN,
     ETH_P_8021Q,
     FRAME_ERRORS,
+    MSG_DONTWAIT,
     PACKET_ADD_MEMBERSHIP,
     PACKET_FANOUT,
     PACKET_FANOUT_CBPF,
@@ -89,10 +90,12 @@ from spp.engine.linux import (
 from spp.engine.offload import GSO_NONE, NEEDS_CSUM, XS, invalid_one
 from spp.engine.portid import PortId
 from spp.engine.ports.base import (
+    NOTHING,
     PENDING,
     RX,
     RX_BYTES,
     RX_DROP,
+    SOME,
     TX,
     TX_BYTES,
     TX_DROP,
@@ -220,9 +223,6 @@ class PhyPort(Port):
                 self.mac = linux.get_mac(self.iface)
         # Phy counters are shared, per process row, like SPP's port_stats: the primary reports them.
         self.counters = ctx.seg.phy_stats[ctx.client_id, n]
-        # The same row as Python ints: on the idle path, where every step runs cold, four numpy
-        # scalar updates cost ~35 µs after 10 ms asleep, the memoryview's half that.
-        self._ctr = memoryview(self.counters).cast("B").cast("Q")
         self.buf_size = ctx.seg.spec.buf_size
         self._data_addr = ctx.seg.buf_data_addr
         self._vnet_addr = ctx.seg.buf_vnet_addr
@@ -764,6 +764,31 @@ class PhyPort(Port):
         more = self._rx_ring(max_n - len(bufs))
         return more if not len(bufs) else np.concatenate((bufs, more))
 
+    def rx_one(self) -> int:
+        """A lone frame from the ringless socket's ring, when the port is idle and the ring owes
+        nothing from before the switch (:meth:`.framering.FrameRing.recv_one`)."""
+        frames = self._frames
+        if self._mode != IDLE or frames is None or self._held or self._block_ready() or self._owed():
+            return SOME
+        one = frames.recv_one(self.pool)
+        if one >= 0:
+            self._count_idle(1)
+            return one
+        if frames.ready():
+            return SOME
+        if time.monotonic() - self._last_drop_poll > self.DROP_POLL_S:
+            self.poll_drops()
+        return NOTHING
+
+    def tx_one(self, buf: int) -> int:
+        if self._tx is None:
+            self._open_tx()
+        if self.tx_vnet:
+            sent = self._tx_one(buf)
+            if sent >= 0:
+                return sent
+        return self.tx_burst(np.array((buf,), np.uint32))
+
     # -- receive: switching between the ring and the ringless socket ---------------------------
 
     def _go_idle(self) -> None:
@@ -1020,7 +1045,7 @@ class PhyPort(Port):
             return 0
         self._count_idle(n)
         hdr = frames.hdr
-        ctr, dst_ctr = self._ctr, dst._ctr
+        ctr, dst_ctr = self.ctr, dst.ctr
         batch = dst._cut_batch
         if isinstance(lens, np.ndarray):  # a run of plain frames: vector stores
             nbytes = int(lens.sum()) - hdr * n
@@ -1059,7 +1084,7 @@ class PhyPort(Port):
             err = e.errno or errno.EAGAIN
         frames.release(1)
         nbytes = length - frames.hdr
-        ctr, dst_ctr = self._ctr, dst._ctr
+        ctr, dst_ctr = self.ctr, dst.ctr
         ctr[RX] += 1
         ctr[RX_BYTES] += nbytes
         if err:
@@ -1128,7 +1153,11 @@ class PhyPort(Port):
         pool = self.pool
         if not self.tx_vnet:
             return self._tx_finished(bufs)
-        if n <= FEW:
+        if n == 1:
+            sent = self._tx_one(bufs.item(0))
+            if sent >= 0:
+                return sent
+        elif n <= FEW:
             sent = self._tx_few(bufs)
             if sent >= 0:
                 return sent
@@ -1168,6 +1197,30 @@ class PhyPort(Port):
         sent_mask[refused] = False
         sent_pos = send_pos[sent_mask] if bad is not None else np.flatnonzero(sent_mask)
         return self._sent_first(bufs, sent_pos)
+
+    def _tx_one(self, b: int) -> int:
+        """tx_burst for a lone frame (the idle panel's case, where every step runs cold): one
+        ``sendmsg`` of its header and bytes, Python ints throughout; -1 if its metadata must be
+        refused (the vector path sorts it out and counts it)."""
+        assert self._tx is not None
+        pool = self.pool
+        ln = pool.len_mv[b]
+        v = b * VNET_HDR_LEN
+        vnet = pool.vnet_mv
+        if (vnet[v] or vnet[v + 1]) and invalid_one(*_VNET_FIELDS.unpack_from(vnet, v), ln):
+            return -1
+        o = b * self.buf_size
+        try:
+            self._tx.sendmsg((vnet[v : v + VNET_HDR_LEN], pool.data_mv[o : o + ln]), (), MSG_DONTWAIT)
+        except OSError as e:
+            err = e.errno or errno.EAGAIN
+            if err in FRAME_ERRORS:
+                self.xstats[XS["tx_refused"]] += 1
+            else:
+                self.tx_error = err
+            return 0
+        pool.free_one(b)
+        return 1
 
     def _tx_few(self, bufs: np.ndarray) -> int:
         """tx_burst for a handful of frames (a trickle: latency), with Python ints instead of

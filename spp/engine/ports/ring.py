@@ -31,6 +31,12 @@ class RingPort(Port):
     def tx_burst(self, bufs: np.ndarray) -> int:
         return self.ring.enqueue(bufs)
 
+    def rx_one(self) -> int:
+        return self.ring.take_one()
+
+    def tx_one(self, buf: int) -> int:
+        return 1 if self.ring.put_one(buf) else 0
+
     def prepare_sleep(self, waiter: int) -> int:
         if self.ring.arm(waiter):
             return WAKES
