@@ -180,3 +180,56 @@ def test_freeing_a_big_batch_into_a_nearly_empty_cache_duplicates_nothing(segmen
     stack = segment.free_stack[: int(segment.pool_ctl[0])]
     assert len(np.unique(stack)) == len(stack) == segment.spec.nb_bufs
     p.close()
+
+
+def test_pool_one_buffer_at_a_time_matches_the_burst_api(make_segment):
+    """alloc_one/free_one (a lone packet's path, Python ints): distinct buffers, -1 when the pool
+    is dry, a freed one comes back, a large buffer goes back to the large stack, and a cache
+    filled one at a time overflows into the shared stack without losing or doubling any."""
+    seg = make_segment(nb_bufs=4096)
+    p = BufferPool(seg)
+    got = [p.alloc_one() for _ in range(4096)]
+    assert min(got) >= 0 and len(set(got)) == 4096
+    assert p.alloc_one() == -1 and len(p.alloc(1)) == 0
+    p.free_one(got[7])
+    assert p.alloc_one() == got[7]
+    large = p.alloc_large(1)
+    before = p.large_free
+    p.free_one(int(large[0]))
+    assert p.large_free == before + 1
+    for b in got:
+        p.free_one(b)
+    p.flush()
+    stack = seg.free_stack[: int(seg.pool_ctl[0])]
+    assert len(stack) == len(np.unique(stack)) == 4096
+    p.close()
+
+
+def test_ring_one_index_at_a_time_interleaves_with_bursts(segment):
+    """put_one/take_one (a lone packet's path) keep the FIFO with enqueue/dequeue across the wrap
+    point, answer -1 (empty) and -2 (more than one: dequeue them), and refuse when full."""
+    r = Ring(segment, 0)
+    size = r.size
+    assert r.take_one() == -1
+    r.enqueue(np.arange(size - 3, dtype=np.uint32))
+    r.dequeue(size - 3)  # head and tail now 3 short of the wrap
+    sent = []
+    for i in range(10):
+        if i % 3:
+            assert r.put_one(100 + i)
+            sent.append(100 + i)
+        else:
+            assert r.enqueue(np.array([100 + i, 200 + i], np.uint32)) == 2
+            sent += [100 + i, 200 + i]
+    got: list[int] = []
+    while len(r):
+        one = r.take_one()
+        if one == -2:
+            got += r.dequeue(len(r) - 1).tolist()
+        else:
+            got.append(one)
+    assert got == sent
+    assert r.take_one() == -1
+    assert r.enqueue(np.arange(size, dtype=np.uint32)) == size
+    assert not r.put_one(5) and r.take_one() == -2
+    r.dequeue(size)

@@ -862,3 +862,48 @@ def test_idle_ring_relays_a_lone_frame_with_one_send_and_a_refused_one_costs_onl
             p1.close()
         assert all_free(pool)
         pool.close()
+
+
+@needs_root
+def test_rx_one_and_tx_one_move_a_lone_frame_as_an_int(make_segment) -> None:
+    """The idle panel's pool path: rx_one hands over a lone frame from the ringless socket's ring
+    as a buffer index (bytes, length, kernel stamp and a "nothing to do" header), answers SOME
+    while a run waits and NOTHING when none does; tx_one sends one buffer byte for byte, and one
+    over the link's MTU is refused and counted, costing only itself."""
+    from spp.engine.ports.base import NOTHING, SOME
+
+    with veth_pair_in_netns() as a, veth_pair_in_netns(mtu=1000) as b:
+        seg = make_segment(phys=[PhyInfo(iface=a.host_if), PhyInfo(iface=b.host_if)])
+        pool = BufferPool(seg)
+        ctx = PortContext(seg=seg, pool=pool, client_id=1)
+        p0, p1 = PhyPort(PortId("phy", 0), ctx), PhyPort(PortId("phy", 1), ctx)
+        try:
+            idle(p0)
+            assert p0.rx_one() == NOTHING
+            frames = [make_frame(i, n) for i, n in enumerate((60, 1014, 1400, 300))]
+            cap = b.capture(3)
+            t0 = time.time_ns()
+            for f in frames:
+                a.send([f])
+                assert wait_until(p0._frames.ready, 5)
+                one = p0.rx_one()
+                assert one >= 0
+                assert pool.read(one) == f and int(pool.lengths[one]) == len(f)
+                assert t0 - 10**9 < int(pool.stamps[one]) < time.time_ns() + 10**9
+                assert int(pool.vnet_word[one]) == 0
+                assert p1.tx_one(one) == (0 if len(f) > 1014 else 1)
+                if len(f) > 1014:
+                    pool.free_one(one)
+            assert cap.frames() == [f for f in frames if len(f) <= 1014]
+            assert int(p1.xstats[XS["tx_refused"]]) == 1
+            a.send(frames[:2])
+            assert wait_until(lambda: p0._frames._run(4) == 2, 5)
+            assert p0.rx_one() == SOME
+            got = receive(p0, pool, 2)[0]
+            assert got == frames[:2]
+            assert p0.rx_one() == NOTHING
+        finally:
+            p0.close()
+            p1.close()
+        assert all_free(pool)
+        pool.close()

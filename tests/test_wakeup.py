@@ -328,3 +328,63 @@ def test_an_idle_phy_to_phy_worker_relays_lone_frames_unchanged(make_segment) ->
             p0.close()
             p1.close()
             pool.close()
+
+
+def _lone_producer(prefix: str, ring_id: int, todo: mp.Queue, done: mp.Queue) -> None:
+    """Another process: put frames into the ring one index at a time (Ring.put_one)."""
+    seg = Segment.attach(prefix)
+    pool, ring = BufferPool(seg), Ring(seg, ring_id)
+    while (n := todo.get()) is not None:
+        for _ in range(n):
+            b = pool.alloc_one()
+            pool.lengths[b] = 60 + b % 1000
+            assert ring.put_one(b)
+        done.put(n)
+    ring.close()
+    pool.close()
+
+
+def test_a_lone_packet_wakes_the_idle_worker_and_is_counted_and_dropped_as_a_burst_is(segment, ring_worker):
+    """A producer that puts single indices (put_one) rings the doorbell of a sleeping worker; the
+    worker moves each lone packet with rx_one/tx_one and counts packets and bytes on both ports
+    exactly; when ring:1 is full, the packet is freed and counted as ring:1's tx_drop."""
+    worker, out = ring_worker
+    src = Ring(segment, 0)
+    ctx = mp.get_context("fork")
+    todo, done = ctx.Queue(), ctx.Queue()
+    proc = ctx.Process(target=_lone_producer, args=(segment.spec.prefix, 0, todo, done))
+    proc.start()
+    drain = BufferPool(segment)
+    src_port, dst_port = worker._pending[1][0].src, worker._pending[1][0].dst
+    nbytes = 0
+    try:
+        for round_ in range(20):
+            if round_ % 2 == 0:
+                assert wait_until(lambda: asleep(src), 5), "the idle worker never went to sleep"
+            todo.put(1)
+            done.get(timeout=5)
+            assert wait_until(lambda: len(out) == 1, 5), f"round {round_}: the lone packet stayed"
+            b = out.take_one()
+            nbytes += int(drain.lengths[b])
+            drain.free_one(b)
+        assert int(src_port.counters[RX]) == int(dst_port.counters[TX]) == 20
+        assert int(src_port.counters[RX_BYTES]) == int(dst_port.counters[TX_BYTES]) == nbytes
+        # ring:1 full: the next lone packet is dropped, counted and its buffer freed
+        filler = drain.alloc(out.size)
+        assert out.enqueue(filler) == out.size
+        free_before = segment.pool_ctl[0] + drain._cached
+        todo.put(1)
+        done.get(timeout=5)
+        assert wait_until(lambda: int(dst_port.counters[TX_DROP]) == 1, 5)
+        assert len(src) == 0 and int(src_port.counters[RX]) == 21 and int(dst_port.counters[TX]) == 20
+        drain.free(out.dequeue(out.size))
+        assert wait_until(lambda: asleep(src), 5)  # idle again: its pool handle is ours to flush
+        worker.pool.flush()
+        drain.flush()
+        # ring:1's filler back, and the dropped packet's buffer (from the producer's cache)
+        assert segment.pool_ctl[0] == free_before + out.size + 1, "the dropped buffer was freed"
+    finally:
+        todo.put(None)
+        proc.join(10)
+        drain.close()
+    assert proc.exitcode == 0
