@@ -137,6 +137,27 @@ def test_a_patch_made_over_rest_appears_without_reload(page: Any, bed: Testbed) 
     assert page.evaluate("window.__loadedOnce") is True
 
 
+def test_a_half_filled_patch_form_survives_a_topology_change(page: Any, bed: Testbed) -> None:
+    """The cards are rebuilt when the topology changes (here: another user stops nfv 2 over
+    REST); what was chosen in a card's form, and the field with the focus, stay as they were."""
+    form = page.locator('.proc[data-process="nfv:1"] form')
+    form.locator('select[name="src"]').select_option("ring:2")
+    form.locator('select[name="dst"]').select_option("nullpmd:0")
+    form.locator('select[name="dst"]').focus()
+    bed.ok("PUT", "/v1/nfvs/2/forward", {"action": "stop"})
+    card = '.proc[data-process="nfv:2"] h3'
+    try:
+        wait_for(lambda: "nfv:2 (idling)" in page.inner_text(card), 15, "the page to show nfv 2 stopped")
+        form = page.locator('.proc[data-process="nfv:1"] form')
+        assert form.locator('select[name="src"]').input_value() == "ring:2"
+        assert form.locator('select[name="dst"]').input_value() == "nullpmd:0"
+        assert page.evaluate("document.activeElement.name") == "dst"
+        assert page.evaluate("document.activeElement.closest('form').dataset.process") == "nfv:1"
+    finally:
+        bed.ok("PUT", "/v1/nfvs/2/forward", {"action": "start"})
+    wait_for(lambda: "nfv:2 (running)" in page.inner_text(card), 15, "the page to show nfv 2 running")
+
+
 def test_unpatch_and_stop_from_the_page(page: Any, bed: Testbed) -> None:
     page.locator('button[aria-label="unpatch ring:2 to ring:0 on nfv:1"]').click()
     wait_for(

@@ -77,9 +77,32 @@ function select(name, options, label) {
   return s;
 }
 
+// What the user had chosen in each card's patch form, and which of its fields had the focus:
+// the cards are rebuilt on every topology change (another user's patch, a status change), and
+// a half-filled form must survive that.
+function formChoices(root) {
+  const kept = new Map();
+  for (const form of root.querySelectorAll("form[data-process]")) {
+    const focused = form.contains(document.activeElement) ? document.activeElement.name : null;
+    kept.set(form.dataset.process, { src: form.elements.src.value, dst: form.elements.dst.value, focused });
+  }
+  return kept;
+}
+
+function restoreChoices(form, kept) {
+  if (!kept) return;
+  for (const name of ["src", "dst"]) {
+    const field = form.elements[name];
+    if ([...field.options].some((o) => o.value === kept[name])) field.value = kept[name];
+  }
+  if (kept.focused && form.elements[kept.focused]) form.elements[kept.focused].focus();
+}
+
 function renderProcesses(procs) {
   const root = document.getElementById("processes");
+  const kept = formChoices(root);
   root.replaceChildren();
+  const toRestore = [];
   for (const p of procs) {
     const div = document.createElement("div");
     div.className = "proc";
@@ -110,6 +133,7 @@ function renderProcesses(procs) {
       }
       div.appendChild(ul);
       const form = document.createElement("form");
+      form.dataset.process = p.name;
       form.setAttribute("aria-label", `new patch on ${p.name}`);
       const src = select("src", p.ports, `source port on ${p.name}`);
       const dst = select("dst", p.ports, `destination port on ${p.name}`);
@@ -125,6 +149,7 @@ function renderProcesses(procs) {
           () => api("PUT", base(p) + "/patches", { src: src.value, dst: dst.value }));
       });
       div.appendChild(form);
+      toRestore.push([form, kept.get(p.name)]);
     } else if (p.ports && p.ports.length) {
       const ports = document.createElement("p");
       ports.textContent = "ports: " + p.ports.join(", ");
@@ -132,6 +157,8 @@ function renderProcesses(procs) {
     }
     root.appendChild(div);
   }
+  // after the cards are in the document: focus() does nothing on a detached element
+  for (const [form, choice] of toRestore) restoreChoices(form, choice);
 }
 
 // SPP's API has no single unpatch: reset the process's patches and put the others back.
