@@ -180,6 +180,9 @@ class AgentHost:
                 time.sleep(1)
                 self.agent.kill()
                 self.agent.wait(5)
+                # shown with the failing test: where it hung
+                print(f"spp-agent did not stop on signal {sig}; its log ends:", file=sys.stderr)
+                print(self.agent_log()[-20000:], file=sys.stderr)
         code, self.agent = self.agent.returncode, None
         return code
 
