@@ -6,6 +6,7 @@ byte and in order, and what ``tx_burst`` sends must arrive there unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import random
@@ -72,6 +73,26 @@ def make_phy(make_segment, veth: VethNs) -> Iterator[Callable[..., tuple[PhyPort
     yield make
     for port, pool in made:
         port.close()
+        pool.close()
+
+
+@contextlib.contextmanager
+def phy_pair(
+    make_segment: Callable[..., object], mtu: tuple[int | None, int | None] = (None, None), **seg_kw: int
+) -> Iterator[tuple[VethNs, VethNs, PhyPort, PhyPort, BufferPool]]:
+    """phy:0 and phy:1 of one process on two veth pairs (``mtu`` for each), their far ends in
+    namespaces; closed afterwards, and then every buffer must be back in the pool."""
+    with veth_pair_in_netns(mtu=mtu[0]) as a, veth_pair_in_netns(mtu=mtu[1]) as b:
+        seg = make_segment(phys=[PhyInfo(iface=a.host_if), PhyInfo(iface=b.host_if)], **seg_kw)
+        pool = BufferPool(seg)
+        ctx = PortContext(seg=seg, pool=pool, client_id=1)
+        p0, p1 = PhyPort(PortId("phy", 0), ctx), PhyPort(PortId("phy", 1), ctx)
+        try:
+            yield a, b, p0, p1, pool
+        finally:
+            p0.close()
+            p1.close()
+        assert all_free(pool)
         pool.close()
 
 
@@ -755,69 +776,49 @@ def test_idle_ring_frames_no_buffer_can_hold_are_dropped_and_counted(make_segmen
     """Without large buffers a jumbo frame cannot be delivered: on the ringless socket's ring it
     is consumed and counted (rx_drop, rx_too_long), alone or inside a run, received or relayed,
     and the frames around it still come, in order."""
-    with veth_pair_in_netns(mtu=9000) as a, veth_pair_in_netns(mtu=9000) as b:
-        seg = make_segment(nb_large=0, phys=[PhyInfo(iface=a.host_if), PhyInfo(iface=b.host_if)])
-        pool = BufferPool(seg)
-        ctx = PortContext(seg=seg, pool=pool, client_id=1)
-        p0, p1 = PhyPort(PortId("phy", 0), ctx), PhyPort(PortId("phy", 1), ctx)
-        try:
-            idle(p0)
-            lone = [make_frame(0, 100), make_frame(1, 5000), make_frame(2, 100)]
-            run = [make_frame(3 + i, 3000 if i in (4, 20) else 300) for i in range(30)]
-            want = [f for f in lone + run if len(f) <= 2048]
-            a.send(lone)
-            got, _, _ = receive(p0, pool, 2, bursts=(1,))
-            a.send(run)
-            more, _, _ = receive(p0, pool, 28, bursts=(64,))
-            assert got + more == want
-            assert int(p0.counters[RX_DROP]) == 3
-            assert int(p0.xstats[XS["rx_too_long"]]) == 3
-            # The same through the relay (phy to phy from the ringless socket).
-            cap = b.capture(len(want))
-            a.send(lone + run)
-            moved = 0
-            deadline = time.monotonic() + 5
-            while moved < len(want) and time.monotonic() < deadline:
-                moved += p0.forward_to(p1, 128)
-            assert cap.frames() == want
-            assert int(p0.counters[RX_DROP]) == 6
-            assert int(p1.counters[TX]) == len(want)
-        finally:
-            p0.close()
-            p1.close()
-        assert all_free(pool)
-        pool.close()
+    with phy_pair(make_segment, (9000, 9000), nb_large=0) as (a, b, p0, p1, pool):
+        idle(p0)
+        lone = [make_frame(0, 100), make_frame(1, 5000), make_frame(2, 100)]
+        run = [make_frame(3 + i, 3000 if i in (4, 20) else 300) for i in range(30)]
+        want = [f for f in lone + run if len(f) <= 2048]
+        a.send(lone)
+        got, _, _ = receive(p0, pool, 2, bursts=(1,))
+        a.send(run)
+        more, _, _ = receive(p0, pool, 28, bursts=(64,))
+        assert got + more == want
+        assert int(p0.counters[RX_DROP]) == 3
+        assert int(p0.xstats[XS["rx_too_long"]]) == 3
+        # The same through the relay (phy to phy from the ringless socket).
+        cap = b.capture(len(want))
+        a.send(lone + run)
+        moved = 0
+        deadline = time.monotonic() + 5
+        while moved < len(want) and time.monotonic() < deadline:
+            moved += p0.forward_to(p1, 128)
+        assert cap.frames() == want
+        assert int(p0.counters[RX_DROP]) == 6
+        assert int(p1.counters[TX]) == len(want)
 
 
 @needs_root
 def test_idle_ring_relays_jumbo_and_tagged_frames_in_runs(make_segment) -> None:
     """phy:0 -> phy:1 from the ringless socket's ring with jumbo frames (queued whole beside
     their slot) and tagged ones inside runs: every frame arrives byte for byte, in order."""
-    with veth_pair_in_netns(mtu=9000) as a, veth_pair_in_netns(mtu=9000) as b:
-        seg = make_segment(phys=[PhyInfo(iface=a.host_if), PhyInfo(iface=b.host_if)])
-        pool = BufferPool(seg)
-        ctx = PortContext(seg=seg, pool=pool, client_id=1)
-        p0, p1 = PhyPort(PortId("phy", 0), ctx), PhyPort(PortId("phy", 1), ctx)
-        try:
-            idle(p0)
-            sizes = [9014 if i % 17 == 5 else 1514 if i % 3 else 64 for i in range(120)]
-            want = [make_frame(i, n, vlan=(0x8100, i) if i % 11 == 2 else ()) for i, n in enumerate(sizes)]
-            cap = b.capture(len(want))
-            a.send(want)
-            moved = 0
-            deadline = time.monotonic() + 5
-            while moved < len(want) and time.monotonic() < deadline:
-                moved += p0.forward_to(p1, 128)
-            assert p0._relayed and p0._mode == IDLE
-            assert cap.frames() == want
-            assert int(p0.counters[RX]) == int(p1.counters[TX]) == len(want)
-            assert int(p0.counters[RX_BYTES]) == int(p1.counters[TX_BYTES]) == sum(len(f) for f in want)
-            assert int(p0.counters[RX_DROP]) == int(p1.counters[TX_DROP]) == 0
-        finally:
-            p0.close()
-            p1.close()
-        assert all_free(pool)
-        pool.close()
+    with phy_pair(make_segment, (9000, 9000)) as (a, b, p0, p1, _pool):
+        idle(p0)
+        sizes = [9014 if i % 17 == 5 else 1514 if i % 3 else 64 for i in range(120)]
+        want = [make_frame(i, n, vlan=(0x8100, i) if i % 11 == 2 else ()) for i, n in enumerate(sizes)]
+        cap = b.capture(len(want))
+        a.send(want)
+        moved = 0
+        deadline = time.monotonic() + 5
+        while moved < len(want) and time.monotonic() < deadline:
+            moved += p0.forward_to(p1, 128)
+        assert p0._relayed and p0._mode == IDLE
+        assert cap.frames() == want
+        assert int(p0.counters[RX]) == int(p1.counters[TX]) == len(want)
+        assert int(p0.counters[RX_BYTES]) == int(p1.counters[TX_BYTES]) == sum(len(f) for f in want)
+        assert int(p0.counters[RX_DROP]) == int(p1.counters[TX_DROP]) == 0
 
 
 @needs_root
@@ -832,36 +833,26 @@ def test_idle_ring_relays_a_lone_frame_with_one_send_and_a_refused_one_costs_onl
     def no_run(*_a: object, **_k: object) -> object:
         raise AssertionError("a lone frame took the run path")
 
-    with veth_pair_in_netns() as a, veth_pair_in_netns(mtu=1000) as b:
-        seg = make_segment(phys=[PhyInfo(iface=a.host_if), PhyInfo(iface=b.host_if)])
-        pool = BufferPool(seg)
-        ctx = PortContext(seg=seg, pool=pool, client_id=1)
-        p0, p1 = PhyPort(PortId("phy", 0), ctx), PhyPort(PortId("phy", 1), ctx)
-        try:
-            idle(p0)
-            monkeypatch.setattr(FrameRing, "relay", no_run)
-            sizes = [60, 1014, 1400, 200, 1014]  # the 1400-byte frame is over phy:1's MTU
-            frames = [make_frame(i, n) for i, n in enumerate(sizes)]
-            want = [f for f in frames if len(f) <= 1014]
-            cap = b.capture(len(want))
-            for f in frames:
-                a.send([f])
-                assert wait_until(p0._frames.ready, 5)
-                assert p0.forward_to(p1, 32) == 1
-            assert cap.frames() == want
-            assert p0._relayed and p0._mode == IDLE
-            assert int(p0.counters[RX]) == len(frames)
-            assert int(p0.counters[RX_BYTES]) == sum(sizes)
-            assert int(p1.counters[TX]) == len(want)
-            assert int(p1.counters[TX_BYTES]) == sum(len(f) for f in want)
-            assert int(p1.counters[TX_DROP]) == 1
-            assert int(p1.xstats[XS["tx_refused"]]) == 1
-            assert int(p0.counters[RX_DROP]) == 0
-        finally:
-            p0.close()
-            p1.close()
-        assert all_free(pool)
-        pool.close()
+    with phy_pair(make_segment, (None, 1000)) as (a, b, p0, p1, _pool):
+        idle(p0)
+        monkeypatch.setattr(FrameRing, "relay", no_run)
+        sizes = [60, 1014, 1400, 200, 1014]  # the 1400-byte frame is over phy:1's MTU
+        frames = [make_frame(i, n) for i, n in enumerate(sizes)]
+        want = [f for f in frames if len(f) <= 1014]
+        cap = b.capture(len(want))
+        for f in frames:
+            a.send([f])
+            assert wait_until(p0._frames.ready, 5)
+            assert p0.forward_to(p1, 32) == 1
+        assert cap.frames() == want
+        assert p0._relayed and p0._mode == IDLE
+        assert int(p0.counters[RX]) == len(frames)
+        assert int(p0.counters[RX_BYTES]) == sum(sizes)
+        assert int(p1.counters[TX]) == len(want)
+        assert int(p1.counters[TX_BYTES]) == sum(len(f) for f in want)
+        assert int(p1.counters[TX_DROP]) == 1
+        assert int(p1.xstats[XS["tx_refused"]]) == 1
+        assert int(p0.counters[RX_DROP]) == 0
 
 
 @needs_root
@@ -872,38 +863,28 @@ def test_rx_one_and_tx_one_move_a_lone_frame_as_an_int(make_segment) -> None:
     over the link's MTU is refused and counted, costing only itself."""
     from spp.engine.ports.base import NOTHING, SOME
 
-    with veth_pair_in_netns() as a, veth_pair_in_netns(mtu=1000) as b:
-        seg = make_segment(phys=[PhyInfo(iface=a.host_if), PhyInfo(iface=b.host_if)])
-        pool = BufferPool(seg)
-        ctx = PortContext(seg=seg, pool=pool, client_id=1)
-        p0, p1 = PhyPort(PortId("phy", 0), ctx), PhyPort(PortId("phy", 1), ctx)
-        try:
-            idle(p0)
-            assert p0.rx_one() == NOTHING
-            frames = [make_frame(i, n) for i, n in enumerate((60, 1014, 1400, 300))]
-            cap = b.capture(3)
-            t0 = time.time_ns()
-            for f in frames:
-                a.send([f])
-                assert wait_until(p0._frames.ready, 5)
-                one = p0.rx_one()
-                assert one >= 0
-                assert pool.read(one) == f and int(pool.lengths[one]) == len(f)
-                assert t0 - 10**9 < int(pool.stamps[one]) < time.time_ns() + 10**9
-                assert int(pool.vnet_word[one]) == 0
-                assert p1.tx_one(one) == (0 if len(f) > 1014 else 1)
-                if len(f) > 1014:
-                    pool.free_one(one)
-            assert cap.frames() == [f for f in frames if len(f) <= 1014]
-            assert int(p1.xstats[XS["tx_refused"]]) == 1
-            a.send(frames[:2])
-            assert wait_until(lambda: p0._frames._run(4) == 2, 5)
-            assert p0.rx_one() == SOME
-            got = receive(p0, pool, 2)[0]
-            assert got == frames[:2]
-            assert p0.rx_one() == NOTHING
-        finally:
-            p0.close()
-            p1.close()
-        assert all_free(pool)
-        pool.close()
+    with phy_pair(make_segment, (None, 1000)) as (a, b, p0, p1, pool):
+        idle(p0)
+        assert p0.rx_one() == NOTHING
+        frames = [make_frame(i, n) for i, n in enumerate((60, 1014, 1400, 300))]
+        cap = b.capture(3)
+        t0 = time.time_ns()
+        for f in frames:
+            a.send([f])
+            assert wait_until(p0._frames.ready, 5)
+            one = p0.rx_one()
+            assert one >= 0
+            assert pool.read(one) == f and int(pool.lengths[one]) == len(f)
+            assert t0 - 10**9 < int(pool.stamps[one]) < time.time_ns() + 10**9
+            assert int(pool.vnet_word[one]) == 0
+            assert p1.tx_one(one) == (0 if len(f) > 1014 else 1)
+            if len(f) > 1014:
+                pool.free_one(one)
+        assert cap.frames() == [f for f in frames if len(f) <= 1014]
+        assert int(p1.xstats[XS["tx_refused"]]) == 1
+        a.send(frames[:2])
+        assert wait_until(lambda: p0._frames._run(4) == 2, 5)
+        assert p0.rx_one() == SOME
+        got = receive(p0, pool, 2)[0]
+        assert got == frames[:2]
+        assert p0.rx_one() == NOTHING

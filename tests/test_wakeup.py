@@ -4,11 +4,12 @@ a packet that arrives proves that something woke the worker; CPU time comes from
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -35,16 +36,47 @@ def thread_cpu_seconds(thread: threading.Thread) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _producer(prefix: str, ring_id: int, todo: mp.Queue, done: mp.Queue) -> None:
-    """Another process: enqueue the number of frames asked for, each time it is asked."""
+def _producer(prefix: str, ring_id: int, todo: mp.Queue, done: mp.Queue, one_at_a_time: bool = False) -> None:
+    """Another process: enqueue the number of frames asked for, each time it is asked, as one
+    burst or one index at a time (Ring.put_one, a lone packet's path)."""
     seg = Segment.attach(prefix)
     pool, ring = BufferPool(seg), Ring(seg, ring_id)
     while (n := todo.get()) is not None:
-        bufs = pool.alloc(n)
-        assert ring.enqueue(bufs) == n
+        if one_at_a_time:
+            for _ in range(n):
+                b = pool.alloc_one()
+                pool.lengths[b] = 60 + b % 1000
+                assert ring.put_one(b)
+        else:
+            assert ring.enqueue(pool.alloc(n)) == n
         done.put(n)
     ring.close()
     pool.close()
+
+
+@contextlib.contextmanager
+def producer(segment: Segment, one_at_a_time: bool = False) -> Iterator[Callable[[Ring, int, int], None]]:
+    """A :func:`_producer` process on ring:0; yields ``send(src, round_, n)``, which has it
+    enqueue ``n`` frames and waits until it did. Half the rounds (the even ones) first wait until
+    the worker has announced its sleep; the others send while it may be anywhere between its
+    last pass and poll(): the racy window."""
+    ctx = mp.get_context("fork")
+    todo, done = ctx.Queue(), ctx.Queue()
+    proc = ctx.Process(target=_producer, args=(segment.spec.prefix, 0, todo, done, one_at_a_time))
+    proc.start()
+
+    def send(src: Ring, round_: int, n: int) -> None:
+        if round_ % 2 == 0:
+            assert wait_until(lambda: asleep(src), 5), "the idle worker never went to sleep"
+        todo.put(n)
+        done.get(timeout=5)
+
+    try:
+        yield send
+    finally:
+        todo.put(None)
+        proc.join(10)
+    assert proc.exitcode == 0
 
 
 @pytest.fixture
@@ -71,27 +103,12 @@ def asleep(ring: Ring) -> bool:
 def test_a_ring_producer_in_another_process_wakes_the_idle_worker(segment, ring_worker):
     _worker, out = ring_worker
     src = Ring(segment, 0)
-    ctx = mp.get_context("fork")
-    todo, done = ctx.Queue(), ctx.Queue()
-    proc = ctx.Process(target=_producer, args=(segment.spec.prefix, 0, todo, done))
-    proc.start()
-    drain = BufferPool(segment)
-    try:
+    with producer(segment) as send, contextlib.closing(BufferPool(segment)) as drain:
         for round_ in range(40):
-            # Half the rounds wait until the worker has announced its sleep; the others send
-            # while it may be anywhere between its last pass and poll(): the racy window.
-            if round_ % 2 == 0:
-                assert wait_until(lambda: asleep(src), 5), "the idle worker never went to sleep"
-            todo.put(3)
-            done.get(timeout=5)
+            send(src, round_, 3)
             assert wait_until(lambda: len(out) >= 3, 5), f"round {round_}: frames left in ring:0"
             drain.free(out.dequeue(3))
         assert len(src) == 0
-    finally:
-        todo.put(None)
-        proc.join(10)
-        drain.close()
-    assert proc.exitcode == 0
 
 
 def test_a_ring_whose_producer_cannot_ring_is_polled_instead(segment):
@@ -330,39 +347,17 @@ def test_an_idle_phy_to_phy_worker_relays_lone_frames_unchanged(make_segment) ->
             pool.close()
 
 
-def _lone_producer(prefix: str, ring_id: int, todo: mp.Queue, done: mp.Queue) -> None:
-    """Another process: put frames into the ring one index at a time (Ring.put_one)."""
-    seg = Segment.attach(prefix)
-    pool, ring = BufferPool(seg), Ring(seg, ring_id)
-    while (n := todo.get()) is not None:
-        for _ in range(n):
-            b = pool.alloc_one()
-            pool.lengths[b] = 60 + b % 1000
-            assert ring.put_one(b)
-        done.put(n)
-    ring.close()
-    pool.close()
-
-
 def test_a_lone_packet_wakes_the_idle_worker_and_is_counted_and_dropped_as_a_burst_is(segment, ring_worker):
     """A producer that puts single indices (put_one) rings the doorbell of a sleeping worker; the
     worker moves each lone packet with rx_one/tx_one and counts packets and bytes on both ports
     exactly; when ring:1 is full, the packet is freed and counted as ring:1's tx_drop."""
     worker, out = ring_worker
     src = Ring(segment, 0)
-    ctx = mp.get_context("fork")
-    todo, done = ctx.Queue(), ctx.Queue()
-    proc = ctx.Process(target=_lone_producer, args=(segment.spec.prefix, 0, todo, done))
-    proc.start()
-    drain = BufferPool(segment)
     src_port, dst_port = worker._pending[1][0].src, worker._pending[1][0].dst
     nbytes = 0
-    try:
+    with producer(segment, one_at_a_time=True) as send, contextlib.closing(BufferPool(segment)) as drain:
         for round_ in range(20):
-            if round_ % 2 == 0:
-                assert wait_until(lambda: asleep(src), 5), "the idle worker never went to sleep"
-            todo.put(1)
-            done.get(timeout=5)
+            send(src, round_, 1)
             assert wait_until(lambda: len(out) == 1, 5), f"round {round_}: the lone packet stayed"
             b = out.take_one()
             nbytes += int(drain.lengths[b])
@@ -373,8 +368,7 @@ def test_a_lone_packet_wakes_the_idle_worker_and_is_counted_and_dropped_as_a_bur
         filler = drain.alloc(out.size)
         assert out.enqueue(filler) == out.size
         free_before = segment.pool_ctl[0] + drain._cached
-        todo.put(1)
-        done.get(timeout=5)
+        send(src, 1, 1)
         assert wait_until(lambda: int(dst_port.counters[TX_DROP]) == 1, 5)
         assert len(src) == 0 and int(src_port.counters[RX]) == 21 and int(dst_port.counters[TX]) == 20
         drain.free(out.dequeue(out.size))
@@ -383,8 +377,3 @@ def test_a_lone_packet_wakes_the_idle_worker_and_is_counted_and_dropped_as_a_bur
         drain.flush()
         # ring:1's filler back, and the dropped packet's buffer (from the producer's cache)
         assert segment.pool_ctl[0] == free_before + out.size + 1, "the dropped buffer was freed"
-    finally:
-        todo.put(None)
-        proc.join(10)
-        drain.close()
-    assert proc.exitcode == 0
