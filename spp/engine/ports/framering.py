@@ -120,11 +120,8 @@ class FrameRing:
         self._slot_addr = base + fs * np.arange(nframes, dtype=np.uint64)
         self._base = base
         self._mv32 = memoryview(mm).cast("I")
-        self._mv8 = memoryview(mm)
-        #: the ring's bytes, for :meth:`lone`'s offsets
-        self.view = self._mv8
-        #: the pool's buffer and header bytes as flat memoryviews, made on first use
-        self._views: tuple[BufferPool, memoryview, memoryview] | None = None
+        #: the ring's bytes (:meth:`lone`'s offsets are into it)
+        self.view = memoryview(mm)
         self._words = fs >> 2
         self.head = 0
         # Frames the relay sends from our own memory (a tag put back, a queued copy): room for
@@ -226,9 +223,18 @@ class FrameRing:
         b = pool.alloc_one()
         if b < 0:
             return -1
-        mv32, ring = self._mv32, self._mv8
-        ln = mv32[at + C_LEN]
+        mv32 = self._mv32
         src = self.head * self.frame_size + (mv32[at + C_MAC] & 0xFFFF)
+        stamp = mv32[at + C_SEC] * 1_000_000_000 + mv32[at + C_NSEC]
+        self._put_plain(pool, b, src, mv32[at + C_LEN], stamp)
+        self.release(1)
+        return b
+
+    def _put_plain(self, pool: BufferPool, b: int, src: int, ln: int, stamp: int) -> None:
+        """The untagged ``ln``-byte frame at ``src`` in the ring into buffer ``b``, with its
+        header (or "nothing to do"), length and stamp: memoryview slices and Python ints, since a
+        cold numpy call costs several µs and these are the per-frame paths."""
+        ring = self.view
         o = b * pool.buf_size
         pool.data_mv[o : o + ln] = ring[src : src + ln]
         v = b * VNET_HDR_LEN
@@ -237,9 +243,7 @@ class FrameRing:
         else:
             pool.vnet_mv[v : v + 2] = b"\0\0"
         pool.len_mv[b] = ln
-        pool.stamp_mv[b] = mv32[at + C_SEC] * 1_000_000_000 + mv32[at + C_NSEC]
-        self.release(1)
-        return b
+        pool.stamp_mv[b] = stamp
 
     def relay(self, max_n: int, drops: list[int]) -> Run:
         """The ready run from the head (at most ``max_n`` frames) as ``(addresses, lengths, k)``:
@@ -391,11 +395,6 @@ class FrameRing:
         mm, fs, u8, hdr = self._mm, self.frame_size, self._u8, self.hdr
         bs = pool.buf_size
         data, lengths, stamps = pool.data, pool.lengths, pool.stamps
-        # Plain frames are copied with memoryview slices: a cold numpy call costs several µs.
-        views = self._views
-        if views is None or views[0] is not pool:
-            views = self._views = (pool, memoryview(pool.data.reshape(-1)), memoryview(pool.vnet.reshape(-1)))
-        ring_mv, data_mv, vnet_mv = self._mv8, views[1], views[2]
         done = 0
         for i in range(h, h + k):
             status, ln, snap, mac, _net, sec, nsec, tci, tpid = _HDR.unpack_from(mm, i * fs)
@@ -419,21 +418,17 @@ class FrameRing:
                 b = small[used]
                 used += 1
                 at = i * fs + mac
-                if tagged:
+                if not tagged:
+                    self._put_plain(pool, b, at, ln, sec * 1_000_000_000 + nsec)
+                else:
                     _copy_tagged(data[b], u8[at : at + ln], ln, _tag(status, tpid, tci))
-                else:
-                    o = b * bs
-                    data_mv[o : o + ln] = ring_mv[at : at + ln]
-                if not hdr:
-                    pool.vnet_word[b] = 0
-                elif tagged:
-                    pool.vnet[b] = u8[at - VNET_HDR_LEN : at]
-                    shift_vnet(pool.vnet[b], VLAN_HLEN)
-                else:
-                    v = b * VNET_HDR_LEN
-                    vnet_mv[v : v + VNET_HDR_LEN] = ring_mv[at - VNET_HDR_LEN : at]
-                lengths[b] = olen
-                stamps[b] = sec * 1_000_000_000 + nsec
+                    if not hdr:
+                        pool.vnet_word[b] = 0
+                    else:
+                        pool.vnet[b] = u8[at - VNET_HDR_LEN : at]
+                        shift_vnet(pool.vnet[b], VLAN_HLEN)
+                    lengths[b] = olen
+                    stamps[b] = sec * 1_000_000_000 + nsec
                 out.append(b)
             done += 1
         if used < len(small):
@@ -498,8 +493,7 @@ class FrameRing:
         for name in ("_cols", "_status", "_slots", "_u8"):
             self.__dict__.pop(name, None)
         self._mv32.release()
-        self._mv8.release()
-        self._views = None
+        self.view.release()
         with contextlib.suppress(BufferError):  # a stray view keeps the mapping until it goes
             self._mm.close()
 
