@@ -768,7 +768,7 @@ class PhyPort(Port):
         """A lone frame from the ringless socket's ring, when the port is idle and the ring owes
         nothing from before the switch (:meth:`.framering.FrameRing.recv_one`)."""
         frames = self._frames
-        if self._mode != IDLE or frames is None or self._held or self._block_ready() or self._owed():
+        if frames is None or not self._ringless_next():
             return SOME
         one = frames.recv_one(self.pool)
         if one >= 0:
@@ -781,9 +781,8 @@ class PhyPort(Port):
         return NOTHING
 
     def tx_one(self, buf: int) -> int:
-        if self._tx is None:
-            self._open_tx()
-        if self.tx_vnet:
+        # (the first frame, or one tx_burst must finish or refuse, goes the burst way)
+        if self._tx is not None and self.tx_vnet:
             sent = self._tx_one(buf)
             if sent >= 0:
                 return sent
@@ -954,13 +953,7 @@ class PhyPort(Port):
         if self._mode != BUSY or self._trickle:
             # A trickle: what matters is latency. While the ringless socket has the frames and the
             # ring owes none from before the switch, relay them without the pool.
-            if (
-                self._mode == IDLE
-                and self.rx_vnet == dst.tx_vnet
-                and not self._held
-                and not self._block_ready()
-                and not self._owed()
-            ):
+            if self.rx_vnet == dst.tx_vnet and self._ringless_next():
                 return self._relay_to(dst, max_n)
             return forward_burst(self, dst, max_n)
         assert dst._tx is not None and dst._cut_batch is not None
@@ -1079,24 +1072,36 @@ class PhyPort(Port):
         self._count_idle(1)
         try:
             dst._tx.send(frames.view[at : at + length])
-            err = 0
+            sent = True
         except OSError as e:
-            err = e.errno or errno.EAGAIN
+            dst._send_failed(e)
+            sent = False
         frames.release(1)
         nbytes = length - frames.hdr
         ctr, dst_ctr = self.ctr, dst.ctr
         ctr[RX] += 1
         ctr[RX_BYTES] += nbytes
-        if err:
-            if err in FRAME_ERRORS:
-                dst.xstats[XS["tx_refused"]] += 1
-            else:
-                dst.tx_error = err
+        if not sent:
             dst_ctr[TX_DROP] += 1
             return 1
         dst_ctr[TX] += 1
         dst_ctr[TX_BYTES] += nbytes
         return 1
+
+    def _ringless_next(self) -> bool:
+        """Whether the next frames in wire order are the ringless socket's: the port is idle and
+        the ring holds none from before the switch (none held, none handed over, none owed)."""
+        return self._mode == IDLE and not self._held and not self._block_ready() and not self._owed()
+
+    def _send_failed(self, e: OSError) -> None:
+        """Note why a lone frame's ``send`` on this port failed: refused for itself
+        (``tx_refused``), or the device full or down (``tx_error``), as :class:`SendBatch` sorts
+        its errors; the caller counts the drop."""
+        err = e.errno or errno.EAGAIN
+        if err in FRAME_ERRORS:
+            self.xstats[XS["tx_refused"]] += 1
+        else:
+            self.tx_error = err
 
     def _count_idle(self, n: int) -> None:
         """Frames came from the ringless socket: more than a trickle switches back to blocks."""
@@ -1213,11 +1218,7 @@ class PhyPort(Port):
         try:
             self._tx.sendmsg((vnet[v : v + VNET_HDR_LEN], pool.data_mv[o : o + ln]), (), MSG_DONTWAIT)
         except OSError as e:
-            err = e.errno or errno.EAGAIN
-            if err in FRAME_ERRORS:
-                self.xstats[XS["tx_refused"]] += 1
-            else:
-                self.tx_error = err
+            self._send_failed(e)
             return 0
         pool.free_one(b)
         return 1
