@@ -62,14 +62,19 @@ class Ring:
             k = self.size - start
             self._slots[start:] = bufs[:k]
             self._slots[: n - k] = bufs[k:n]
+        self._publish(head, n)
+        return n
+
+    def _publish(self, head: int, n: int) -> None:
+        """Make ``n`` slots written from ``head`` on visible, then wake the consumer if it
+        announced its sleep (the doorbell's producer side)."""
         bell = self._bell
         if bell is None:
-            ctl[HEAD] = head + n
+            self._ctl_mv[HEAD] = head + n
         else:
             doorbell.fetch_add(self._head_addr, n)  # publish, with the barrier before the next load
-            if ctl.item(ASLEEP):
+            if self._ctl_mv[ASLEEP]:
                 bell.ring()
-        return n
 
     def dequeue(self, max_n: int) -> np.ndarray:
         """Take up to ``max_n`` indices from the ring."""
@@ -94,13 +99,7 @@ class Ring:
         if head - ctl[TAIL] >= self.size:
             return False
         self._slots_mv[head & self._mask] = buf
-        bell = self._bell
-        if bell is None:
-            ctl[HEAD] = head + 1
-        else:
-            doorbell.fetch_add(self._head_addr, 1)
-            if ctl[ASLEEP]:
-                bell.ring()
+        self._publish(head, 1)
         return True
 
     def take_one(self) -> int:
