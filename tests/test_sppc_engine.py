@@ -149,6 +149,8 @@ def pass_traffic(
         assert r.returncode == 0, r.stderr[-2000:] + logs(fwd)[-2000:]
         result = json.loads(r.stdout)
         stats = n.port_stats()
+        # whole, for a failure below (an assertion message is cut short)
+        print(f"pktgen: {json.dumps(result)}\nnfv ports: {json.dumps(stats)}", file=sys.stderr)
         # Every frame is accounted for, hop by hop: what pktgen sent reached the nfv; what the nfv
         # could not hand to a container (its ring full on a loaded machine) is counted as tx_drop;
         # what pktgen received is exactly what the nfv delivered back.
