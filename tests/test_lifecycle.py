@@ -3,6 +3,7 @@ without a forwarder lcore. Real spp-ctl, primary and secondaries, driven over RE
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import signal
@@ -246,10 +247,17 @@ def test_secondaries_outlive_a_primary_that_exits(bed):
 def test_a_segment_whose_processes_all_died_is_reclaimed(bed):
     bed.launch_nfv(1)
     nfv_pid = next(pid for cid, pid in live_rows(bed) if cid == 1)
-    kill_primary(bed)
-    os.kill(nfv_pid, signal.SIGKILL)
-    wait_for(lambda: not pid_alive(nfv_pid), 10, "the nfv to die")
-    assert segment_path(bed.prefix).exists()  # nobody was left to remove it
+    # Another test's primary starting meanwhile would reclaim the segment as soon as both are
+    # dead; a lock held on it reads as a live user and keeps it until this test looks.
+    shield = os.open(segment_path(bed.prefix), os.O_RDONLY)
+    try:
+        fcntl.flock(shield, fcntl.LOCK_SH)
+        kill_primary(bed)
+        os.kill(nfv_pid, signal.SIGKILL)
+        wait_for(lambda: not pid_alive(nfv_pid), 10, "the nfv to die")
+        assert segment_path(bed.prefix).exists()  # nobody was left to remove it
+    finally:
+        os.close(shield)
     # Any primary starting, whatever its prefix, reclaims it.
     with Testbed(nb_rings=1):
         assert not segment_path(bed.prefix).exists()
