@@ -136,6 +136,10 @@ def pass_traffic(
             60,
             f"{forwarder}'s queues on vhost:2 and vhost:3",
         )
+        if forwarder == "testpmd":
+            # Its queues run from port start; forwarding begins after both ports have started.
+            # With --stats-period its stats loop, which prints this, runs only once it has.
+            wait_for(lambda: "Port statistics" in logs(fwd), 60, "testpmd to start forwarding")
 
         pg = build(
             "spp-pktgen",
