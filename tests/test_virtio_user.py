@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import socket
+import threading
 import time
 from pathlib import Path
 
@@ -18,6 +20,8 @@ from spp.engine.ports import PortContext, open_port
 from spp.engine.ports.base import WAKES, Port
 from spp.engine.ports.vhost import VhostPort
 from spp.engine.ports.virtio_user import VirtioUserPort
+from spp.engine.virtio import defs as vd
+from spp.engine.virtio.message import PeerGone, recv_message, send_reply, u64
 from spp.integrations.testbed import Testbed, wait_for
 from spp.processes.options import OptionError, port_options
 from tests.test_engine_ports import mixed_frames, read_pcap, write_pcap
@@ -497,10 +501,75 @@ def test_zero_copy_driver_refuses_a_descriptor_returned_twice(sock_ctx):
             assert drv.errors == n and "used descriptor" in drv.last_error
             wait_running(vhost, vuser)  # a new connection, the ring posted afresh
         assert exchange(vhost, vuser, FRAMES[:10]) == FRAMES[:10]
+        assert drv.quarantined == 0  # our back-end confirmed it stopped: everything came back
     finally:
         vuser.close()
         vhost.close()
     assert pool.available == before
+
+
+def break_receive_ring(drv) -> None:
+    """Play a back-end that returns receive descriptor 0 twice (the driver must give up)."""
+    q = drv.rxq
+    with drv.lock:
+        for k in range(2):
+            at = (q.last_used + k) & q.mask
+            q.ring.used_ids[at] = 0
+            q.ring.used_lens[at] = drv.hdr_len + 60
+        q.num_buffers[0] = 1
+        q.ring.used_idx[0] = (q.last_used + 2) & 0xFFFF
+
+
+class SilentBackend(threading.Thread):
+    """A vhost-user back-end that takes the driver's memory table and rings (offering no
+    protocol features, so nothing is acknowledged), then never answers GET_VRING_BASE: a
+    back-end that may go on writing into the pool buffers it holds."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(daemon=True)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(path)
+        self.listener.listen(4)
+        self.requests: list[int] = []
+
+    def run(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
+            try:
+                while True:
+                    msg = recv_message(conn)
+                    msg.close_fds()
+                    self.requests.append(msg.request)
+                    if msg.request == vd.GET_FEATURES:
+                        send_reply(conn, vd.GET_FEATURES, u64(1 << vd.F_VERSION_1))
+            except (PeerGone, OSError):
+                pass
+
+
+def test_zero_copy_driver_keeps_out_of_the_pool_what_a_silent_back_end_holds(sock_ctx):
+    """When the rings break, the zero-copy driver asks the back-end to stop them before it takes
+    its pool buffers back. One that does not answer may still write into them: they stay out of
+    the pool, counted in the port's info, and nothing else is disturbed."""
+    pool = sock_ctx.pool
+    before = pool.available
+    sock_ctx.options["virtio_user:15:zero_copy"] = "1"
+    backend = SilentBackend(f"{sock_ctx.options['vhost-dir']}/sock15")
+    backend.start()
+    vuser = open_port(PortId("virtio_user", 15), sock_ctx)
+    try:
+        wait_running(vuser)
+        drv = vuser.driver
+        assert pool.available == before - drv.size  # a pool buffer behind every receive slot
+        break_receive_ring(drv)
+        assert len(vuser.rx_burst(64)) == 0
+        assert "used descriptor" in drv.last_error
+        wait_for(lambda: vuser.info()["quarantined"] == drv.size, 10, "the buffers to be quarantined")
+        assert vd.GET_VRING_BASE in backend.requests  # it was asked to stop first
+        assert pool.available == before - drv.size  # none came back to be handed out again
+    finally:
+        vuser.close()
+        backend.listener.close()
+    assert pool.available == before - drv.size  # not even on close
 
 
 def test_zero_copy_driver_posts_receive_buffers_once_the_pool_has_them(sock_ctx):

@@ -34,6 +34,7 @@ import itertools
 import logging
 import mmap
 import os
+import select
 import socket
 import stat
 import struct
@@ -350,8 +351,13 @@ class VirtioUser:
         self.errors = 0
         self.connections = 0
         self.last_error = ""
+        #: pool buffers kept out of the pool for good: a back-end that broke the rings and then
+        #: did not confirm it had stopped may still write into them
+        self.quarantined = 0
         self.rx_interrupts = True
         self._stop_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._drop_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)  # the worker: drop it
+        self._shared = False  # the back-end has been given our memory table on this connection
         self._conn: socket.socket | None = None
         self._listener: socket.socket | None = None
         self._inode: int | None = None
@@ -561,16 +567,15 @@ class VirtioUser:
                 return EMPTY
 
     def _failed(self, e: Exception) -> None:
-        """The back-end corrupted the rings (lock held): stop, and start afresh on a new
-        connection, which the control thread makes once this one is shut down."""
+        """The back-end corrupted the rings (lock held): stop posting, and have the control
+        thread drop the connection (after stopping the back-end's rings, :meth:`_stop_rings`)
+        and start afresh on a new one."""
         self.errors += 1
         self.last_error = str(e)
         log.error("%s: stopping: %s", self.name, e)
         self.running = False
-        conn = self._conn
-        if conn is not None:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            os.eventfd_write(self._drop_fd, 1)
 
     def _pool_rows(self, pool: BufferPool) -> RowViews:
         views = self._pool_views
@@ -777,45 +782,85 @@ class VirtioUser:
             if conn is None:
                 continue
             self._conn = conn
+            self._shared = False
+            stopped = True  # the back-end can no longer touch the pool buffers we lent it
             try:
                 self._handshake(conn)
                 self.connected = True
                 self.connections += 1
                 log.info("%s: connected, features %#x", self.name, self.features)
-                while unixsock.wait_readable(conn.fileno(), self._stop_fd, None):
+                if self._wait(conn):
                     msg = recv_message(conn)  # the back-end sends nothing unasked: EOF or garbage
                     msg.close_fds()
                     raise ProtocolError(f"unexpected message {msg.request} from the back-end")
-                self._stop_rings(conn)  # we are closing
+                stopped = self._stop_rings(conn)  # we are closing, or the worker gave up on it
             except PeerGone:
                 log.info("%s: back-end went away", self.name)
             except (ProtocolError, OSError, struct.error) as e:
                 self.errors += 1
                 self.last_error = str(e)
                 log.error("%s: connection dropped: %s", self.name, e)
+                stopped = self._stop_rings(conn)
             finally:
                 with self.lock:
                     self.running = False
-                    self._release()
+                    if stopped:
+                        self._release()
+                    else:
+                        self._quarantine()
                 self.connected = False
                 self._conn = None
                 conn.close()
             if self._listener is None:
                 unixsock.wait_readable(self._stop_fd, self._stop_fd, RECONNECT_SECONDS)
 
-    def _stop_rings(self, conn: socket.socket) -> None:
-        """Zero-copy, closing while the back-end is still there: stop both rings (GET_VRING_BASE
-        answers once the back-end has stopped using them), so no write of the back-end can land
-        in a pool buffer after we gave it back. A back-end that does not answer in time is
-        dropped all the same."""
-        if not self.zc:
-            return
+    def _wait(self, conn: socket.socket) -> bool:
+        """Wait on the connection: True when the back-end sent something (it sends nothing
+        unasked), False when we close or the worker found the rings broken."""
+        p = select.poll()
+        for fd in (conn.fileno(), self._stop_fd, self._drop_fd):
+            p.register(fd, select.POLLIN)
+        fds = {fd for fd, _ in p.poll()}
+        if self._drop_fd in fds:
+            with contextlib.suppress(BlockingIOError):
+                os.eventfd_read(self._drop_fd)
+        return fds == {conn.fileno()}
+
+    def _stop_rings(self, conn: socket.socket) -> bool:
+        """Zero-copy, leaving a back-end that may still be there (we close, it broke the rings
+        or the protocol): stop both rings, so that no write of the back-end can land in a pool
+        buffer after we gave it back. GET_VRING_BASE answers once the back-end has stopped
+        using a ring. Returns whether the pool buffers lent to it are safe to take back: both
+        rings stopped, the peer gone, or our memory never shared with it. A back-end that is
+        there but does not answer in time is dropped all the same, and the buffers with it."""
+        if not self.zc or not self._shared:
+            return True
         with self.lock:
             self.running = False  # the worker posts nothing more
-        conn.settimeout(2)
-        with contextlib.suppress(PeerGone, ProtocolError, OSError, struct.error):
+        try:
+            conn.settimeout(2)
             for index in (0, 1):
                 self._call(conn, d.GET_VRING_BASE, struct.pack("<II", index, 0))
+        except (PeerGone, BrokenPipeError, ConnectionResetError):
+            return True  # its end is closed: so is its use of our memory
+        except (ProtocolError, OSError, struct.error) as e:  # TimeoutError included
+            log.error("%s: the back-end did not confirm it stopped its rings: %s", self.name, e)
+            return False
+        return True
+
+    def _quarantine(self) -> None:
+        """Zero-copy (lock held): the pool buffers lent to a back-end that may still write into
+        them are forgotten rather than reused, and counted (``quarantined`` in the port's info):
+        a few lost buffers are better than another packet's bytes overwritten."""
+        if self._ctl_pool is None:
+            return
+        held = np.concatenate((self.held_rx, self.held_tx[self.txq.lent]))
+        n = int((held != NONE).sum())
+        if n:
+            self.quarantined += n
+            log.error("%s: %d pool buffers lent to the back-end are kept out of the pool", self.name, n)
+        self.held_rx[:] = NONE
+        self.held_tx[:] = NONE
 
     def _release(self) -> None:
         """Zero-copy (lock held, rings stopped): the pool buffers behind our descriptors, the
@@ -897,6 +942,7 @@ class VirtioUser:
             regions.append((self._pool_gpa, self._pool_len, self._pool_uaddr, self._pool_file_off))
             fds.append(self._pool_fd)
         table = struct.pack("<II", len(regions), 0) + b"".join(struct.pack("<QQQQ", *r) for r in regions)
+        self._shared = True  # (from the send on: the back-end may map it before any reply)
         self._call(conn, d.SET_MEM_TABLE, table, fds, ack=True)
         for index, q in enumerate((self.rxq, self.txq)):
             self._call(conn, d.SET_VRING_NUM, struct.pack("<II", index, q.ring.size), ack=True)
@@ -939,6 +985,7 @@ class VirtioUser:
         self.rxq.close()
         self.txq.close()
         os.close(self._stop_fd)
+        os.close(self._drop_fd)
         if self._ctl_pool is not None:
             self._ctl_pool.close()
         self.area.close()
@@ -950,4 +997,5 @@ class VirtioUser:
             "connected": self.connected,
             "running": self.running,
             "errors": self.errors,
+            "quarantined": self.quarantined,
         }
