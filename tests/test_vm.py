@@ -6,8 +6,10 @@ import json
 import os
 import re
 import shlex
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from spp.integrations.vm.image import (
     BOOT_MARK,
     READY_MARK,
     find_installed_kernel,
+    guest_panicked,
     guest_ready,
     resolve_modules,
 )
@@ -135,6 +138,18 @@ def test_dry_run_under_tcg_with_client_sockets_and_image(tmp_path: Path) -> None
         "--image", str(tmp_path / "img"), "--no-reboot", state=tmp_path / "s",
     )  # fmt: skip
     assert no_reboot == [*argv, "-no-reboot"]
+    # a panic is reported to QEMU (pvpanic, after the NICs) and, by default, ends it
+    assert argv[-4:] == ["-device", "pvpanic-pci", "-action", "panic=shutdown"]
+    devices = [v for k, v in opts if k == "-device"]
+    assert devices[-1] == "pvpanic-pci" and devices[0].startswith("virtio-net-pci")
+    for choice, action in (("pause", "panic=pause"), ("reboot", "panic=none")):
+        other = dry_run_argv(
+            "7", "-d", "3", "--accel", "tcg", "--image", str(tmp_path / "img"), "--on-panic", choice,
+            state=tmp_path / "s",
+        )  # fmt: skip
+        assert other[-2:] == ["-action", action]
+    r = spp_vm("start", "7", "--on-panic", "ignore", "--dry-run", state=tmp_path / "s", check=False)
+    assert r.returncode == 2 and "invalid choice: 'ignore'" in r.stderr
 
 
 def test_nic_options_reach_every_nic_and_nothing_else_does(tmp_path: Path) -> None:
@@ -146,7 +161,7 @@ def test_nic_options_reach_every_nic_and_nothing_else_does(tmp_path: Path) -> No
     assert devices == [
         f"virtio-net-pci,netdev=net_vu3_{n},mac=00:AD:BE:B4:03:0{n},vectors=0,guest_tso4=off,csum=off"
         for n in (1, 2)
-    ]
+    ] + ["pvpanic-pci"]
     for bad in ("guest_tso4=off,addr=5", "x", "a=b c", "=off"):
         r = spp_vm("start", "3", "-d", "1", "--nic-opt", bad, "--dry-run", state=tmp_path, check=False)
         assert r.returncode == 1 and f"invalid NIC option '{bad}'" in r.stderr, r.stderr
@@ -241,6 +256,7 @@ def image(vm_image: Path) -> Path:
     assert 0 < (vm_image / "initrd.img").stat().st_size < 8_000_000
     meta = json.loads((vm_image / "image.json").read_text())
     assert "virtio_net.ko" in meta["modules"]
+    assert meta["modules"][0] == "pvpanic.ko" and meta["modules"][1] == "pvpanic-pci.ko"  # loaded first
     return vm_image
 
 
@@ -314,4 +330,55 @@ def test_guest_ready_reads_the_last_boot_of_the_serial_log() -> None:
     assert not guest_ready(boot + ready + restart + boot)
     assert guest_ready(boot + ready + restart + boot + ready)
     assert not guest_ready(boot + ready + b"reboot: Power down\n")
+    assert not guest_ready(boot + ready + b"Kernel panic - not syncing: Attempted to kill init!\n")
     assert guest_ready(ready), "an older image's log, without boot marks"
+
+
+def monitor(state: Path, command: str) -> str:
+    """One command on the VM's QEMU monitor (HMP), its answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(str(state / "monitor.sock"))
+        s.settimeout(10)
+        s.sendall(command.encode() + b"\n")
+        out = b""
+        while out.count(b"(qemu)") < 2:  # the greeting's prompt, then the one after the answer
+            out += s.recv(4096)
+    return out.decode(errors="replace")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("vm_id", "choice"), [(5, "pause"), (6, "stop")])
+def test_a_panicking_guest_does_not_boot_again(image: Path, vm_state: Path, vm_id: int, choice: str) -> None:
+    """Reboots allowed, a panic still does not reset the guest (which, panicking at every boot,
+    would loop for ever): by default QEMU ends; with --on-panic pause the VM stays, stopped."""
+    spp_vm(
+        "start", str(vm_id), "--image", str(image), "--accel", "tcg", "--on-panic", choice, "--wait",
+        state=vm_state,
+    )  # fmt: skip
+    state = vm_state / str(vm_id)
+    pid = manager.read_pid(state)
+    type_on_console(state / "serial.sock", "echo c > /proc/sysrq-trigger")
+    wait_for(lambda: guest_panicked((state / "serial.log").read_bytes()), 60, "the guest to panic")
+    st = json.loads(spp_vm("status", str(vm_id), "--json", state=vm_state).stdout)
+    assert st["panicked"] and not st["guest_ready"] and st["on_panic"] == choice
+    if choice == "pause":
+        wait_for(lambda: "guest-panicked" in monitor(state, "info status"), 30, "QEMU to see the panic")
+        assert manager.read_pid(state) == pid and st["state"] == "running"
+        assert "the guest panicked" in spp_vm("status", str(vm_id), state=vm_state).stdout
+        spp_vm("stop", str(vm_id), state=vm_state)
+        return
+    wait_for(lambda: manager.read_pid(state) is None, 60, "QEMU to end on the panic")
+    st = json.loads(spp_vm("status", str(vm_id), "--json", state=vm_state).stdout)
+    assert st["state"] == "stopped" and st["panicked"]
+    time.sleep(2)  # (a reset would have printed its boot mark by now)
+    log = (state / "serial.log").read_bytes()
+    assert log.count(BOOT_MARK.encode()) == 1, log[-800:]
+    assert "was not running" in spp_vm("stop", str(vm_id), state=vm_state).stdout
+
+
+def test_guest_panicked_reads_the_last_boot() -> None:
+    boot, panic = f"{BOOT_MARK}\n".encode(), b"[    9.1] Kernel panic - not syncing: sysrq triggered crash\n"
+    assert not guest_panicked(b"")
+    assert not guest_panicked(boot)
+    assert guest_panicked(boot + panic)
+    assert not guest_panicked(boot + panic + boot), "it rebooted (on_panic reboot): a new boot"

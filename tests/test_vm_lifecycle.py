@@ -186,6 +186,7 @@ def test_bad_lifecycle_files_and_words_are_named(tmp_path: Path) -> None:
         ("vm: {id: 1, pin: [a]}\n", "vm.pin"),
         ("app: {stop: x}\n", "app.start"),
         ("vm: {reboot: maybe}\n", "vm.reboot"),
+        ("vm: {on_panic: ignore}\n", "vm.on_panic: expected one of stop, pause, reboot, not 'ignore'"),
         ("- 1\n", "mapping"),
     ]:
         cfg.write_text(text)

@@ -30,6 +30,7 @@ from spp.integrations.vm.image import ImageError, build_image, default_image_dir
 from spp.integrations.vm.lifecycle import LifecycleError
 from spp.integrations.vm.manager import VmError, default_state_root
 from spp.integrations.vm.qemu import (
+    PANIC_ACTIONS,
     QEMU,
     Nic,
     VmSpec,
@@ -99,7 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--no-reboot",
         action="store_true",
-        help="a reboot (or panic) in the guest ends QEMU instead of resetting the VM",
+        help="a reboot in the guest ends QEMU instead of resetting the VM",
+    )
+    s.add_argument(
+        "--on-panic",
+        choices=tuple(PANIC_ACTIONS),
+        default="stop",
+        help="what a panic in the guest does: stop ends QEMU (default), pause keeps the VM stopped "
+        "for inspection, reboot resets it (a guest that panics at every boot then loops)",
     )
     s.add_argument("--qemu", default=QEMU, help="QEMU binary (default %(default)s)")
     s.add_argument("--dry-run", action="store_true", help="print the QEMU command and start nothing")
@@ -172,11 +180,14 @@ def make_spec(args: argparse.Namespace, root: Path) -> VmSpec:
         name=args.name,
         nic_options=args.nic_opt,
         reboot=not args.no_reboot,
+        on_panic=args.on_panic,
     )
 
 
 def _print_status(st: dict[str, Any]) -> None:
-    print(f"vm {st['id']} ({st['name']}): {st['state']}" + (f", pid {st['pid']}" if st["pid"] else ""))
+    panicked = ", the guest panicked (see its serial log)" if st.get("panicked") else ""
+    pid = f", pid {st['pid']}" if st["pid"] else ""
+    print(f"vm {st['id']} ({st['name']}): {st['state']}{pid}{panicked}")
     print(
         f"  accel {st['accel']}, {st['mem_mb']} MiB, vhost {st['vhost_mode']}, "
         f"guest ready: {st['guest_ready']}"

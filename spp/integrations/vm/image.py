@@ -37,6 +37,9 @@ BUSYBOX = Path("/bin/busybox")
 #: What the guest needs to see a virtio-net NIC (virtio_pci pulls in its legacy/modern helpers,
 #: virtio_net pulls in failover and net_failover); dependencies come from modules.dep.
 WANTED_MODULES = ("virtio_pci", "virtio_net")
+#: Taken when the kernel has them, loaded before the others: pvpanic_pci reports a panic to QEMU
+#: (``spp vm start --on-panic``), from the moment it is loaded.
+OPTIONAL_MODULES = ("pvpanic_pci",)
 
 INIT = r"""#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /tmp /run /sbin /usr/bin /usr/sbin
@@ -164,6 +167,10 @@ def _dependency_map(modules_dir: Path) -> tuple[Callable[[str], list[str]], dict
     return from_modinfo, by_name
 
 
+def has_module(modules_dir: Path, name: str) -> bool:
+    return name in _dependency_map(modules_dir)[1]
+
+
 def resolve_modules(modules_dir: Path, wanted: tuple[str, ...] = WANTED_MODULES) -> list[str]:
     """Relative paths of ``wanted`` and their dependencies, dependencies first."""
     deps, by_name = _dependency_map(modules_dir)
@@ -241,18 +248,28 @@ class Image:
 SHUTDOWN_MARKS = (b"reboot: Restarting system", b"reboot: Power down", b"reboot: System halted")
 
 
+#: what the guest kernel prints when it panics (at KERN_EMERG: on the console whatever the level)
+PANIC_MARK = b"Kernel panic - not syncing"
+
+
+def guest_panicked(log: bytes) -> bool:
+    """Whether the guest's last boot in the serial log ended in a panic."""
+    return log.rfind(PANIC_MARK) > log.rfind(BOOT_MARK.encode())
+
+
 def guest_ready(log: bytes) -> bool:
-    """Whether the serial log says the guest is ready now: a ready mark after the last boot mark
-    and the last restart or power-off message (so not from the moment it reboots; a log without
+    """Whether the serial log says the guest is ready now: a ready mark after the last boot mark,
+    the last panic and the last restart or power-off message (so not from the moment it reboots; a log without
     boot marks, from an older image, needs one ready mark)."""
-    gone = max(log.rfind(BOOT_MARK.encode()), *(log.rfind(m) for m in SHUTDOWN_MARKS))
+    gone = max(log.rfind(BOOT_MARK.encode()), log.rfind(PANIC_MARK), *(log.rfind(m) for m in SHUTDOWN_MARKS))
     return log.rfind(READY_MARK.encode()) > gone
 
 
 def build_initramfs(kernel: Kernel, busybox: Path = BUSYBOX) -> tuple[bytes, list[str]]:
     if not busybox.exists():
         raise ImageError(f"{busybox} missing: install busybox-static")
-    modules = resolve_modules(kernel.modules)
+    optional = [m for m in OPTIONAL_MODULES if has_module(kernel.modules, m)]
+    modules = resolve_modules(kernel.modules, (*optional, *WANTED_MODULES))
     a = Cpio()
     for d in ("bin", "sbin", "etc", "dev", "proc", "sys", "tmp", "run", "root", "lib", "lib/modules"):
         a.directory(d)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from spp.integrations.vm.console import ConsoleError, ExecResult, serial_exec, wait_for_mark
-from spp.integrations.vm.image import READY_MARK, guest_ready
+from spp.integrations.vm.image import READY_MARK, guest_panicked, guest_ready
 from spp.integrations.vm.qemu import Nic, VmSpec, qemu_argv
 
 
@@ -116,10 +116,12 @@ def status(root: Path, vm_id: int) -> dict[str, Any]:
     state = vm_dir(root, vm_id)
     pid = read_pid(state)
     spec = rec["spec"]
-    ready = False
+    ready = panicked = False
     log = state / "serial.log"
     if log.exists():
-        ready = guest_ready(log.read_bytes())
+        console = log.read_bytes()
+        ready = guest_ready(console)
+        panicked = guest_panicked(console)
     return {
         "id": vm_id,
         "name": spec.get("name") or f"spp-vm{vm_id}",
@@ -133,6 +135,8 @@ def status(root: Path, vm_id: int) -> dict[str, Any]:
         ],
         "vhost_mode": "server" if spec["server"] else "client",
         "guest_ready": ready,
+        "panicked": panicked,
+        "on_panic": spec.get("on_panic", "stop"),
         "serial": str(state / "serial.sock"),
         "serial_log": str(log),
         "uptime_s": round(time.time() - rec["started"], 1) if pid else None,

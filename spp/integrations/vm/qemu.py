@@ -20,8 +20,16 @@ with these differences:
 Like the recipes, a reboot inside the guest resets the machine and QEMU stays: the virtio devices
 are reset too (QEMU stops the vhost-user rings with GET_VRING_BASE), and the guest's driver
 negotiates features, memory table and rings anew when it boots, on the same sockets.
-``reboot=False`` (``spp vm start --no-reboot``) adds QEMU's ``-no-reboot``: a reboot, or a panic
-(the guest image reboots on panic), ends QEMU instead.
+``reboot=False`` (``spp vm start --no-reboot``) adds QEMU's ``-no-reboot``: a reboot ends QEMU
+instead.
+
+A panic is not a reboot: a guest that panics at every boot would otherwise reset, boot and panic
+again for ever, at a core's worth of CPU. Every VM gets a ``pvpanic-pci`` device (after the NICs,
+so their PCI addresses are the recipes'), through which the guest kernel reports its panic to
+QEMU, and ``-action panic=`` says what QEMU does then (``on_panic``): ``stop`` (the default) ends
+QEMU, ``pause`` stops the vCPUs and keeps the VM for inspection, ``reboot`` lets the guest reset
+as it asks. The guest image loads the pvpanic driver first thing; a disk image's guest needs
+its own (Debian's and Ubuntu's kernels have it as a module).
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 QEMU = "qemu-system-x86_64"
+#: ``on_panic`` -> QEMU's ``-action panic=`` (``none``: the guest's own reboot on panic goes on)
+PANIC_ACTIONS = {"stop": "shutdown", "pause": "pause", "reboot": "none"}
 KVM_GET_API_VERSION = 0xAE00
 KVM_API_VERSION = 12
 #: a virtio-net-pci property as ``--nic-opt`` takes it: one ``name=value``, no comma (which would
@@ -79,6 +89,8 @@ class VmSpec:
     #: a reboot in the guest resets the machine (QEMU's default, and SPP's recipes'); False: it
     #: ends QEMU (``-no-reboot``)
     reboot: bool = True
+    #: what a panic in the guest does (see the module's docstring): stop, pause or reboot
+    on_panic: str = "stop"
 
     @property
     def hostname(self) -> str:
@@ -217,6 +229,9 @@ def qemu_argv(spec: VmSpec) -> list[str]:
         "none",
         "-nodefaults",
     ]
+    if spec.on_panic not in PANIC_ACTIONS:
+        raise VmSpecError(f"invalid on-panic action '{spec.on_panic}' ({', '.join(PANIC_ACTIONS)})")
+    argv += ["-device", "pvpanic-pci", "-action", f"panic={PANIC_ACTIONS[spec.on_panic]}"]
     if not spec.reboot:
         argv.append("-no-reboot")
     return argv
