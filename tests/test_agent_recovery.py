@@ -272,17 +272,21 @@ def test_taps_whose_keys_vanished_while_the_agent_was_down(host, pool):
     """Tap flow tf2's keys are deleted while the agent is down (by hand, or by a clean-up that
     went around it): the restarted agent takes its mirror's wiring down, so the service VM gets
     no more copies of what the source VM sends, and leaves the live tap tf1 as it was. A tap
-    whose tap_info became unreadable keeps the wiring of the mirror claimed for it."""
+    whose tap_info became unreadable keeps the wiring of the mirror claimed for it. tf2's mirror
+    claim, which names a flow without keys, is freed after the grace, so a new tap can have it."""
     h = host
     assert h.plug("src", MAC1).up and h.plug("svc", MAC2).up
     assert etcd_run(h.endpoints, lambda e: tools.tap_create(e, "svc", "src", "IN", "tf1"))[1]
     only_in = h.wiring()
     assert etcd_run(h.endpoints, lambda e: tools.tap_create(e, "svc", "src", "OUT", "tf2"))[1]
     assert h.wiring() != only_in
+    tf2_mirror = keys.TapInfo.parse(h.etcd.get(keys.key("tap_info", "h1", "tf2"))).mirror_out
     h.stop_agent()
     for kind in ("tap_info", "tap_action", "tap_status"):
         h.etcd.delete(keys.key(kind, "h1", "tf2"))
-    h.start_agent()  # ready once the data plane is built: the clean-up comes before that
+    h.start_agent(
+        "--tap-claim-grace", "3"
+    )  # ready once the data plane is built: the clean-up comes before that
     assert h.wiring() == only_in
     assert "took down the wiring of a tap flow that is gone" in h.agent_log()
     assert h.etcd.kv(keys.key("tap_status", "h1", "tf1")).version == 1
@@ -296,6 +300,16 @@ def test_taps_whose_keys_vanished_while_the_agent_was_down(host, pool):
         send_from_guest(pool, vm[0], out)
         assert cap.frames() == out
         assert receive(pool, vm[1], 1, timeout=1) == []  # tf2 copies no more
+    claim = keys.key("mirror", "h1", tf2_mirror)
+    wait_for(lambda: h.etcd.get(claim) == keys.FREE, 30, "tf2's mirror claim to be freed")
+    assert (
+        f"mirror {tf2_mirror} was claimed by tap flow tf2, which has had no keys for 3 s: freed"
+        in h.agent_log()
+    )
+    assert etcd_run(h.endpoints, lambda e: tools.tap_create(e, "svc", "src", "OUT", "tf3"))[1]
+    assert h.etcd.get(claim) == "tf3"  # the live flow's claim stays
+    assert etcd_run(h.endpoints, lambda e: tools.tap_delete(e, "tf3", wait=30))
+    assert h.wiring() == only_in
     # unreadable tap_info: the mirror claimed for the flow in etcd is left wired
     h.stop_agent()
     h.etcd.put(keys.key("tap_info", "h1", "tf1"), "{not json")

@@ -291,3 +291,14 @@ def test_local_etcd_command_says_where_and_stops_on_sigterm(use_it_first):
         assert not Path(data_dir).exists()
         etcds = subprocess.run(["pgrep", "-f", f"data-dir {data_dir}/"], capture_output=True, text=True)
         assert etcds.stdout == "", "the private etcd outlived its command"
+
+
+@pytest.mark.parametrize("value", ["-1", "nan"])
+def test_a_bad_tap_claim_grace_is_refused(value):
+    r = subprocess.run(
+        [sys.executable, "-m", "spp.integrations.agent", "--etcd", "127.0.0.1:1", "--tap-claim-grace", value],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2 and f"--tap-claim-grace: {float(value)} is not a number of seconds" in r.stderr

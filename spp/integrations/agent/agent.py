@@ -39,6 +39,10 @@ LEASE_TTL = 10
 HEARTBEAT = 3.0
 HEALTH_INTERVAL = 2.0
 MAX_BACKOFF = 5.0
+#: how long a mirror claim whose tap flow has no keys is kept before it is freed: the TaaS driver
+#: claims a mirror, then writes the flow's keys (milliseconds later), so an orphan younger than
+#: this may be a flow being created
+CLAIM_GRACE = 30.0
 #: a request spp-ctl refuses is tried this many times (a secondary may be half rebuilt) before
 #: it is given up, logged, and left without a status
 MAX_REFUSALS = 3
@@ -65,6 +69,7 @@ class Stats:
     skipped: int = 0
     rebuilds: int = 0
     sessions: int = 0
+    claims_freed: int = 0
 
 
 @dataclass(order=True)
@@ -97,10 +102,13 @@ class _Queue:
 
 
 class Agent:
-    def __init__(self, host: str, etcd: Etcd, api: str) -> None:
+    def __init__(self, host: str, etcd: Etcd, api: str, claim_grace: float = CLAIM_GRACE) -> None:
         if not host or "/" in host:
             raise ValueError(f"bad host name {host!r}")
         self.host, self.etcd, self.api = host, etcd, api
+        self.claim_grace = claim_grace
+        #: mirror claims seen naming a tap flow without keys: key -> (mod_revision, first seen)
+        self._orphans: dict[str, tuple[int, float]] = {}
         self.ctl = SppCtl(api)
         self.layout: Layout | None = None
         self.config_text: str | None = None
@@ -275,7 +283,53 @@ class Agent:
                     self.needs_rebuild = True
             if self.needs_rebuild:
                 await self._rebuild()
+            else:
+                await self._free_orphaned_claims()
             await asyncio.sleep(HEALTH_INTERVAL)
+
+    async def _free_orphaned_claims(self) -> None:
+        """Mirrors claimed (``mirror/<host>/<id>``) for a tap flow that has no keys any more (they
+        were deleted around the agent, which never saw an unplug) would stay claimed for good: no
+        new tap could use them. One seen so, unchanged, for ``claim_grace`` seconds is taken down
+        if still wired and freed, with a compare on its revision (a new claim meanwhile wins)."""
+        if not self._layout().mirrors:
+            return
+        flows = {
+            kv.key.rsplit("/", 1)[1]
+            for kind in ("tap_info", "tap_action")
+            for kv in await self._host_kvs(kind)
+        }
+        now = time.monotonic()
+        seen: dict[str, tuple[int, float]] = {}
+        due = []
+        for kv in await self._host_kvs("mirror"):
+            if kv.value == keys.FREE or kv.value in flows:
+                continue
+            first = self._orphans.get(kv.key)
+            if first is None or first[0] != kv.mod_revision:
+                first = (kv.mod_revision, now)
+            seen[kv.key] = first
+            if now - first[1] >= self.claim_grace:
+                due.append(kv)
+        self._orphans = seen
+        if not due:
+            return
+        async with self._busy:
+            await self._clear_stale_taps(DataPlane(self.ctl, self._layout()))
+        for kv in due:
+            freed = await self.etcd.txn(
+                lambda t, kv=kv: [t.mod(kv.key.encode()) == kv.mod_revision],
+                lambda t, kv=kv: [t.put(kv.key.encode(), keys.FREE.encode())],
+            )
+            self._orphans.pop(kv.key, None)
+            if freed:
+                self.stats.claims_freed += 1
+                log.warning(
+                    "mirror %s was claimed by tap flow %s, which has had no keys for %.0f s: freed",
+                    kv.key.rsplit("/", 1)[1],
+                    kv.value,
+                    self.claim_grace,
+                )
 
     async def _rebuild(self) -> None:
         """Build what is missing and queue every request again; holds the data plane, so no

@@ -20,7 +20,7 @@ import yaml
 
 from spp.console import quiet_broken_pipe
 from spp.integrations.agent import tools
-from spp.integrations.agent.agent import Agent
+from spp.integrations.agent.agent import CLAIM_GRACE, Agent
 from spp.integrations.agent.etcd import Etcd, EtcdUnavailable, parse_endpoints
 from spp.integrations.agent.localetcd import LocalEtcd, LocalEtcdError
 
@@ -78,6 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, suppress=False)
     p.add_argument(
         "--api", default=None, metavar="HOST:PORT", help="spp-ctl's REST API (default 127.0.0.1:7777)"
+    )
+    p.add_argument(
+        "--tap-claim-grace",
+        type=float,
+        default=CLAIM_GRACE,
+        metavar="SECONDS",
+        help="free a mirror claimed for a tap flow that has had no keys this long (default %(default)s: "
+        "the TaaS driver writes a flow's keys right after claiming its mirrors)",
     )
     p.add_argument(
         "--local-etcd",
@@ -189,6 +197,12 @@ def _started(local: LocalEtcd) -> bool:
 def run_agent(args: argparse.Namespace) -> int:
     faulthandler.register(signal.SIGUSR1)  # kill -USR1 prints every thread's stack to stderr
     _stop_on_sigterm_from_now()
+    if not args.tap_claim_grace >= 0:  # (NaN too)
+        print(
+            f"spp-agent: --tap-claim-grace: {args.tap_claim_grace} is not a number of seconds",
+            file=sys.stderr,
+        )
+        return 2
     local: LocalEtcd | None = None
     try:
         if args.local_etcd:
@@ -202,7 +216,7 @@ def run_agent(args: argparse.Namespace) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-        agent = Agent(args.host, Etcd(parse_endpoints(args.etcd)), args.api)
+        agent = Agent(args.host, Etcd(parse_endpoints(args.etcd)), args.api, claim_grace=args.tap_claim_grace)
         log.info("spp-agent for host %s: etcd %s, spp-ctl %s", args.host, args.etcd, args.api)
         asyncio.run(_serve_until_signal(agent.run))
     except KeyboardInterrupt:
