@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -380,7 +381,6 @@ class Pinger:
                 a.ns,
                 "ping",
                 "-n",
-                "-q",
                 "-i",
                 "0.05",
                 "-W",
@@ -397,6 +397,15 @@ class Pinger:
     def result(self, timeout: float) -> str:
         out, _ = self.proc.communicate(timeout=timeout)
         return out
+
+    @staticmethod
+    def lost(out: str) -> list[int]:
+        """The requests that got no reply, but for the last one sent: ping stopped by SIGINT
+        may have sent it a moment before (about one stop in a hundred, at 50 ms and a 0.5 ms
+        round trip), and does not wait for its reply."""
+        sent = int(re.search(r"(\d+) packets transmitted", out).group(1))  # type: ignore[union-attr]
+        replied = {int(n) for n in re.findall(r"icmp_seq=(\d+) ttl=", out)}
+        return [seq for seq in range(1, sent) if seq not in replied]
 
 
 def other_patch_counters(rig: Rig) -> tuple[int, int]:
@@ -424,7 +433,7 @@ def assert_other_patch_undisturbed(rig: Rig, during) -> None:
     finally:
         pinger.proc.send_signal(signal.SIGINT)  # ping prints its summary and exits
     out = pinger.result(30)
-    assert " 0% packet loss" in out, out
+    assert "packets transmitted" in out and not Pinger.lost(out), out[-3000:]
     after = stats(rig)
     for port in ("phy:0", "phy:1"):
         assert after[port]["tx_drop"] == before[port]["tx_drop"], (port, before[port], after[port])
