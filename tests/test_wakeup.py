@@ -7,9 +7,11 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import select
 import threading
 import time
 from collections.abc import Callable, Iterator
+from types import FrameType
 
 import pytest
 
@@ -21,7 +23,7 @@ from spp.engine.ports import phy as phy_module
 from spp.engine.ports.base import RX, RX_BYTES, TX, TX_BYTES, TX_DROP, PortContext
 from spp.engine.ports.phy import IDLE, TO_BUSY, TO_IDLE, PhyPort
 from spp.engine.ports.ring import RingPort
-from spp.engine.ports.switcher import SWITCHER
+from spp.engine.ports.switcher import SWITCHER, PendingSwitch
 from spp.engine.ring import Ring
 from spp.engine.shm import PhyInfo, Segment
 from spp.engine.worker import Route, Worker
@@ -377,3 +379,42 @@ def test_a_lone_packet_wakes_the_idle_worker_and_is_counted_and_dropped_as_a_bur
         drain.flush()
         # ring:1's filler back, and the dropped packet's buffer (from the producer's cache)
         assert segment.pool_ctl[0] == free_before + out.size + 1, "the dropped buffer was freed"
+
+
+def test_whoever_sees_a_switch_done_finds_its_eventfd_written() -> None:
+    """The fanout helper writes the port's eventfd before it says the switch is done, so the
+    worker, which reads the eventfd when it sees ``done``, always empties it. The other order
+    left, now and then, the eventfd readable after that read: the idle worker, whose poll set
+    holds it, span at 100 % CPU (seen once in a latency benchmark). Here the helper pauses
+    between every two lines of its job, so the watcher sees each state it goes through."""
+
+    def pause_each_line(frame: FrameType, event: str, arg: object) -> Callable[..., object] | None:
+        if frame.f_code is not PendingSwitch.run.__code__:
+            return None
+
+        def line(frame: FrameType, event: str, arg: object) -> Callable[..., object]:
+            if event == "line":
+                time.sleep(0.002)
+            return line
+
+        return line
+
+    wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+    switch = PendingSwitch()
+    threading.settrace(pause_each_line)
+    try:
+        # fd -1: the real setsockopt fails at once with EBADF; the helper ends the same way
+        helper = threading.Thread(target=switch.run, args=(-1, b"", wake_fd))
+        helper.start()
+    finally:
+        threading.settrace(None)  # (for threads started later)
+    try:
+        while not switch.done:
+            time.sleep(0.0001)
+        readable = select.poll()
+        readable.register(wake_fd, select.POLLIN)
+        assert readable.poll(0), "done, but the eventfd is not written yet"
+        helper.join()
+        assert os.eventfd_read(wake_fd) == 1
+    finally:
+        os.close(wake_fd)

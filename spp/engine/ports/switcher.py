@@ -81,8 +81,13 @@ SWITCHER = Switcher()
 
 
 class PendingSwitch:
-    """One switch in flight. The helper sets ``done`` (and ``error``), writes ``wake_fd``, then
-    sets ``event``; :meth:`cancel` makes sure it no longer touches either descriptor."""
+    """One switch in flight. The helper sets ``error``, writes ``wake_fd``, sets ``done``, then
+    ``event``; :meth:`cancel` makes sure it no longer touches either descriptor.
+
+    ``wake_fd`` is written *before* ``done`` is set: the worker that sees ``done`` reads the
+    eventfd empty once it finishes the switch. The other order let it read first, now and then;
+    the helper's write then left the eventfd readable for good, and the worker, whose poll set
+    holds it, span at 100 % CPU instead of sleeping until the port's next switch."""
 
     __slots__ = ("_lock", "_started", "cancelled", "done", "error", "event")
 
@@ -103,9 +108,9 @@ class PendingSwitch:
         try:
             self.error = set_fanout_data(fd, prog)
         finally:
-            self.done = True
             with contextlib.suppress(OSError):
                 os.eventfd_write(wake_fd, 1)
+            self.done = True
             self.event.set()
 
     def cancel(self, timeout: float = 2.0) -> bool:
