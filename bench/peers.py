@@ -83,7 +83,7 @@ def nfv_pids(bed: Testbed) -> list[int]:
             argv = (d / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"spp.processes.nfv" in argv and prefix in argv:
+        if {b"spp.processes.nfv", b"spp.processes.vf"} & set(argv) and prefix in argv:
             pids.append(int(d.name))
     return pids
 
@@ -156,6 +156,18 @@ def forwarder(side: str, a: Host, b: Host, tmp: Path, hugedir: Path | None, tag:
                 nfv2.patch("ring:2", "ring:3")
                 nfv2.forward()
             nfv.forward()
+            time.sleep(0.2)
+            yield nfv_pids(bed)
+    elif side in ("vf", "vf-poll"):
+        # spp_vf with two forward components on one lcore, phy:0 -> phy:1 and back
+        bed = Testbed(ifaces=[a.outer, b.outer], nb_rings=1, prefix=f"spb{tag}", log_dir=tmp)
+        with bed:
+            extra = ["--busy-poll-us", str(BUSY_POLL_US)] if side == "vf-poll" else []
+            vf = bed.start_worker("vf", 1, lcores="0,1", extra=extra)
+            for name, rx, tx in (("fwd0", "phy:0", "phy:1"), ("fwd1", "phy:1", "phy:0")):
+                vf.start(name, 1, "forward")
+                vf.attach(rx, "rx", name)
+                vf.attach(tx, "tx", name)
             time.sleep(0.2)
             yield nfv_pids(bed)
     else:
