@@ -13,14 +13,16 @@ import time
 from collections.abc import Callable, Iterator
 from types import FrameType
 
+import numpy as np
 import pytest
 
 from spp.engine import doorbell
+from spp.engine.components import NO_VLAN, ForwardStep, MergeStep, PortEnd
 from spp.engine.doorbell import ASLEEP, NO_BELL
 from spp.engine.pool import BufferPool
 from spp.engine.portid import PortId
 from spp.engine.ports import phy as phy_module
-from spp.engine.ports.base import RX, RX_BYTES, TX, TX_BYTES, TX_DROP, PortContext
+from spp.engine.ports.base import RX, RX_BYTES, TX, TX_BYTES, TX_DROP, Port, PortContext
 from spp.engine.ports.phy import IDLE, TO_BUSY, TO_IDLE, PhyPort
 from spp.engine.ports.ring import RingPort
 from spp.engine.ports.switcher import SWITCHER, PendingSwitch
@@ -354,8 +356,49 @@ def test_a_lone_packet_wakes_the_idle_worker_and_is_counted_and_dropped_as_a_bur
     worker moves each lone packet with rx_one/tx_one and counts packets and bytes on both ports
     exactly; when ring:1 is full, the packet is freed and counted as ring:1's tx_drop."""
     worker, out = ring_worker
+    route = worker._pending[1][0]
+    move_lone_packets(segment, worker, out, route.src, route.dst)
+
+
+class BurstCountingRing(RingPort):
+    """ring:N that counts its rx_burst calls (a lone packet should need none)."""
+
+    bursts = 0
+
+    def rx_burst(self, max_n: int) -> np.ndarray:
+        self.bursts += 1
+        return super().rx_burst(max_n)
+
+
+@pytest.mark.parametrize("kind", ["forward", "merge"])
+def test_vf_components_move_lone_packets_without_bursts(segment, kind):
+    """spp_vf's forward and merge components take the lone path too: each lone packet is moved
+    without an rx_burst, and counted on the ports and in the component's counters as a burst of
+    one would be, a refused one as the component's tx_drop."""
+    pool = BufferPool(segment)
+    ctx = PortContext(seg=segment, pool=pool, client_id=1)
+    src, dst = BurstCountingRing(PortId("ring", 0), ctx), RingPort(PortId("ring", 1), ctx)
+    ctr = np.zeros(4, np.uint64)
+    rx, tx = PortEnd(src, NO_VLAN, pool), PortEnd(dst, NO_VLAN, pool)
+    step = ForwardStep(rx, tx, ctr) if kind == "forward" else MergeStep((rx,), tx, ctr)
+    worker = Worker(pool, backstop=None)
+    worker.start()
+    try:
+        worker.publish([step])
+        move_lone_packets(segment, worker, Ring(segment, 1), src, dst)
+        assert src.bursts == 0
+        assert [int(x) for x in ctr] == [21, 20, 1, 0]  # rx, tx, tx_drop, drop
+    finally:
+        worker.stop()
+        src.close()
+        dst.close()
+        pool.close()
+
+
+def move_lone_packets(segment: Segment, worker: Worker, out: Ring, src_port: Port, dst_port: Port) -> None:
+    """20 lone packets from a producer process through ``worker`` (ring:0 -> ring:1), one at a
+    time with the worker asleep in between, then one more into a full ring:1."""
     src = Ring(segment, 0)
-    src_port, dst_port = worker._pending[1][0].src, worker._pending[1][0].dst
     nbytes = 0
     with producer(segment, one_at_a_time=True) as send, contextlib.closing(BufferPool(segment)) as drain:
         for round_ in range(20):

@@ -57,7 +57,7 @@ from spp.engine.offload import xstats_dict
 from spp.engine.pool import BufferPool
 from spp.engine.portid import PortId
 from spp.engine.ports import Port, PortContext, PortError, open_port
-from spp.engine.ports.base import RX, RX_BYTES, TX, TX_BYTES, TX_DROP, burst_bytes
+from spp.engine.ports.base import NOTHING, RX, RX_BYTES, TX, TX_BYTES, TX_DROP, burst_bytes, forward_one
 from spp.engine.shm import NB_COUNTERS, Segment, counter_fields
 from spp.engine.vlan import VlanOp, rows
 from spp.engine.worker import DEFAULT_BURST, SPIN_SECONDS, Worker
@@ -259,17 +259,41 @@ def _copy_mixed(pool: BufferPool, src: np.ndarray) -> np.ndarray:
     return out
 
 
+def counter_view(ctr: np.ndarray) -> memoryview:
+    """A component's counters as Python ints, for the lone-packet path (:meth:`Port.rx_one`)."""
+    return memoryview(ctr).cast("B").cast("Q")
+
+
+def forward_lone(rx: PortEnd, tx: PortEnd, one: int, ctr: memoryview) -> None:
+    """A lone packet from ``rx`` to ``tx`` (neither edits VLAN tags), counted on the ports and
+    in the component's counters ``ctr`` as a burst of one would be."""
+    ctr[C_RX] += 1
+    if forward_one(rx.port, tx.port, one):
+        ctr[C_TX] += 1
+    else:
+        ctr[C_TX_DROP] += 1
+
+
 class ForwardStep:
-    __slots__ = ("ctr", "rx", "tx")
+    __slots__ = ("ctr", "ctr_view", "lone", "rx", "tx")
 
     def __init__(self, rx: PortEnd, tx: PortEnd, ctr: np.ndarray) -> None:
         self.rx, self.tx, self.ctr = rx, tx, ctr
+        self.ctr_view = counter_view(ctr)
+        self.lone = rx.vlan is None and tx.vlan is None  # a lone packet may skip numpy
 
     @property
     def inputs(self) -> tuple[Port, ...]:
         return (self.rx.port,)
 
     def run(self, burst: int) -> int:
+        if self.lone:
+            one = self.rx.port.rx_one()
+            if one >= 0:
+                forward_lone(self.rx, self.tx, one, self.ctr_view)
+                return 1
+            if one == NOTHING:
+                return 0
         bufs = self.rx.receive(burst, self.ctr)
         if len(bufs) == 0:
             return 0
@@ -278,10 +302,13 @@ class ForwardStep:
 
 
 class MergeStep:
-    __slots__ = ("ctr", "rxs", "tx")
+    __slots__ = ("ctr", "ctr_view", "lone", "rxs", "tx")
 
     def __init__(self, rxs: tuple[PortEnd, ...], tx: PortEnd, ctr: np.ndarray) -> None:
         self.rxs, self.tx, self.ctr = rxs, tx, ctr
+        self.ctr_view = counter_view(ctr)
+        # per rx: whether its lone packets may skip numpy (neither end edits VLAN tags)
+        self.lone = tuple(rx.vlan is None and tx.vlan is None for rx in rxs)
 
     @property
     def inputs(self) -> tuple[Port, ...]:
@@ -290,7 +317,15 @@ class MergeStep:
     def run(self, burst: int) -> int:
         moved = sent = 0
         ctr = self.ctr
-        for rx in self.rxs:  # in the order the rx ports were added, as SPP's merger
+        for rx, lone in zip(self.rxs, self.lone, strict=True):  # in the order added, as SPP's merger
+            if lone:
+                one = rx.port.rx_one()
+                if one >= 0:
+                    forward_lone(rx, self.tx, one, self.ctr_view)
+                    moved += 1
+                    continue
+                if one == NOTHING:
+                    continue
             bufs = rx.receive(burst, ctr)
             if len(bufs):
                 moved += len(bufs)

@@ -50,6 +50,7 @@ from spp.engine.ports.base import (
     Step,
     burst_bytes,
     forward_burst,
+    forward_one,
 )
 
 log = logging.getLogger(__name__)
@@ -184,9 +185,7 @@ class Worker(threading.Thread):
         spin = self.spin
         sizes: list[int] = []
         free = self.pool.free
-        free_one = self.pool.free_one
         lengths = self.pool.lengths
-        len_mv = self.pool.len_mv
         while not self._quit:
             gen, pending = self._pending
             if gen != gen_seen:
@@ -217,17 +216,7 @@ class Worker(threading.Thread):
                     # A lone packet (the idle panel's ping): Python ints only, no numpy, whose
                     # first call after a pause costs tens of µs on a VM (Port.rx_one).
                     moved += 1
-                    nbytes = len_mv[one]  # before tx: a sent buffer is not ours
-                    src_ctr = src.ctr
-                    src_ctr[RX] += 1
-                    src_ctr[RX_BYTES] += nbytes
-                    dst_ctr = route.dst.ctr
-                    if route.dst.tx_one(one):
-                        dst_ctr[TX] += 1
-                        dst_ctr[TX_BYTES] += nbytes
-                    else:
-                        free_one(one)
-                        dst_ctr[TX_DROP] += 1
+                    forward_one(src, route.dst, one)
                     continue
                 if one == NOTHING:
                     continue

@@ -167,6 +167,25 @@ and its buffers may be reused (and their lengths rewritten) at once; what it ref
 so tx bytes are the burst's bytes minus the refused ones'."""
 
 
+def forward_one(src: Port, dst: Port, buf: int) -> bool:
+    """:func:`forward_burst` for a lone packet ``buf`` that :meth:`Port.rx_one` of ``src`` gave:
+    sent on ``dst``, counted on both, freed if refused; Python ints only. Returns whether
+    ``dst`` took it."""
+    pool = src.pool
+    nbytes = pool.len_mv[buf]  # before tx: a sent buffer is not ours
+    src_ctr = src.ctr
+    src_ctr[RX] += 1
+    src_ctr[RX_BYTES] += nbytes
+    dst_ctr = dst.ctr
+    if dst.tx_one(buf):
+        dst_ctr[TX] += 1
+        dst_ctr[TX_BYTES] += nbytes
+        return True
+    pool.free_one(buf)
+    dst_ctr[TX_DROP] += 1
+    return False
+
+
 def forward_burst(src: Port, dst: Port, burst: int) -> int:
     """Receive a burst on ``src``, send it on ``dst``, free and count what ``dst`` refused."""
     bufs = src.rx_burst(burst)
