@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from spp.engine import doorbell
-from spp.engine.components import NO_VLAN, ForwardStep, MergeStep, PortEnd
+from spp.engine.classifier import UNTAGGED, ClassifierTable, Entry
+from spp.engine.components import C_DROP, NO_VLAN, ClassifierStep, ForwardStep, MergeStep, PortEnd
 from spp.engine.doorbell import ASLEEP, NO_BELL
 from spp.engine.pool import BufferPool
 from spp.engine.portid import PortId
@@ -461,3 +462,64 @@ def test_whoever_sees_a_switch_done_finds_its_eventfd_written() -> None:
         assert os.eventfd_read(wake_fd) == 1
     finally:
         os.close(wake_fd)
+
+
+def test_the_classifier_sends_a_lone_frame_to_its_mac_without_a_burst(segment):
+    """An untagged lone frame to a MAC of the table goes to its port without an rx_burst; any
+    other lone frame (unknown unicast, broadcast, tagged) is classified as a burst of one, with
+    the table's usual outcome. Counters as for bursts."""
+    mac = {"a": b"\x02\x00\x00\x00\x00\x0a", "b": b"\x02\x00\x00\x00\x00\x0b"}
+    table = ClassifierTable(
+        [(0, Entry(UNTAGGED, int(mac["a"].hex(), 16))), (1, Entry(UNTAGGED, int(mac["b"].hex(), 16)))]
+    )
+    pool = BufferPool(segment)
+    ctx = PortContext(seg=segment, pool=pool, client_id=1)
+    src = BurstCountingRing(PortId("ring", 0), ctx)
+    outs = [RingPort(PortId("ring", n), ctx) for n in (1, 2)]
+    ctr = np.zeros(4, np.uint64)
+    step = ClassifierStep(
+        PortEnd(src, NO_VLAN, pool), tuple(PortEnd(o, NO_VLAN, pool) for o in outs), table, ctr, pool
+    )
+    worker = Worker(pool, backstop=None)
+    worker.start()
+    rings = [Ring(segment, n) for n in (0, 1, 2)]
+    feeder = BufferPool(segment)
+
+    def lone(frame: bytes, seen: tuple[int, int]) -> list[bytes]:
+        """Put ``frame`` alone on ring:0; once ring:1 and ring:2 hold ``seen`` frames, take them."""
+        assert wait_until(lambda: asleep(rings[0]), 5), "the idle worker never went to sleep"
+        b = feeder.alloc_one()
+        feeder.write(b, frame)
+        assert rings[0].put_one(b)
+        assert wait_until(lambda: (len(rings[1]), len(rings[2])) == seen, 5), (len(rings[1]), len(rings[2]))
+        got = []
+        for r in rings[1:]:
+            while len(r):
+                x = r.take_one()
+                got.append(feeder.read(x))
+                feeder.free_one(x)
+        return got
+
+    try:
+        worker.publish([step])
+        to_a, to_b = make_frame(1, 60, dst=mac["a"]), make_frame(2, 98, dst=mac["b"])
+        assert lone(to_a, (1, 0)) == [to_a]
+        assert lone(to_b, (0, 1)) == [to_b]
+        assert src.bursts == 0  # both took the lone path
+        assert [int(x) for x in ctr] == [2, 2, 0, 0]
+        assert int(outs[0].counters[TX_BYTES]) == 60 and int(outs[1].counters[TX_BYTES]) == 98
+        # unknown unicast: no default, dropped; broadcast: flooded to both
+        unknown = make_frame(3, 60, dst=b"\x02\x00\x00\x00\x00\x0c")
+        assert lone(unknown, (0, 0)) == [] and wait_until(lambda: int(ctr[C_DROP]) == 1, 5)
+        flood = make_frame(4, 60, dst=b"\xff" * 6)
+        assert lone(flood, (1, 1)) == [flood, flood]
+        tagged = make_frame(5, 64, dst=mac["a"], vlan=(0x8100, 7))
+        assert lone(tagged, (0, 0)) == [] and wait_until(lambda: int(ctr[C_DROP]) == 2, 5)  # no VID 7 table
+        assert [int(x) for x in ctr] == [5, 4, 0, 2]
+        assert int(src.counters[RX]) == 5
+    finally:
+        worker.stop()
+        for p in (src, *outs):
+            p.close()
+        feeder.close()
+        pool.close()

@@ -114,6 +114,8 @@ class ClassifierTable:
             hk[slot] = key
             hv[slot] = port
             self.max_probe = max(self.max_probe, probe)
+        #: untagged frames' exact entries, little-endian MAC -> port: a lone frame's lookup
+        self.untagged = {key: port for key, port in unicast if key < 1 << 48}
         self.hkeys = np.array(hk, np.uint64)
         self.hvals = np.array(hv, np.int16)
         self.size = len(entries)

@@ -57,7 +57,18 @@ from spp.engine.offload import xstats_dict
 from spp.engine.pool import BufferPool
 from spp.engine.portid import PortId
 from spp.engine.ports import Port, PortContext, PortError, open_port
-from spp.engine.ports.base import NOTHING, RX, RX_BYTES, TX, TX_BYTES, TX_DROP, burst_bytes, forward_one
+from spp.engine.ports.base import (
+    NOTHING,
+    RX,
+    RX_BYTES,
+    TX,
+    TX_BYTES,
+    TX_DROP,
+    burst_bytes,
+    count_rx_one,
+    forward_one,
+    send_one,
+)
 from spp.engine.shm import NB_COUNTERS, Segment, counter_fields
 from spp.engine.vlan import VlanOp, rows
 from spp.engine.worker import DEFAULT_BURST, SPIN_SECONDS, Worker
@@ -268,10 +279,7 @@ def forward_lone(rx: PortEnd, tx: PortEnd, one: int, ctr: memoryview) -> None:
     """A lone packet from ``rx`` to ``tx`` (neither edits VLAN tags), counted on the ports and
     in the component's counters ``ctr`` as a burst of one would be."""
     ctr[C_RX] += 1
-    if forward_one(rx.port, tx.port, one):
-        ctr[C_TX] += 1
-    else:
-        ctr[C_TX_DROP] += 1
+    ctr[C_TX if forward_one(rx.port, tx.port, one) else C_TX_DROP] += 1
 
 
 class ForwardStep:
@@ -375,7 +383,7 @@ class ClassifierStep:
     words, the hash lookup, a radix sort of the small destination numbers, one transmit per port.
     """
 
-    __slots__ = ("ctr", "frames", "pool", "rx", "table", "txs")
+    __slots__ = ("ctr", "ctr_view", "frames", "pool", "rx", "table", "txs")
 
     def __init__(
         self,
@@ -387,17 +395,45 @@ class ClassifierStep:
     ) -> None:
         self.rx, self.txs, self.table, self.ctr, self.pool = rx, txs, table, ctr, pool
         self.frames = FrameWords.of(pool.data)
+        self.ctr_view = counter_view(ctr)
 
     @property
     def inputs(self) -> tuple[Port, ...]:
         return (self.rx.port,)
 
     def run(self, burst: int) -> int:
-        ctr = self.ctr
-        bufs = self.rx.receive(burst, ctr)
-        n = len(bufs)
-        if n == 0:
+        if self.rx.vlan is None:
+            one = self.rx.port.rx_one()
+            if one >= 0:
+                self._one(one)
+                return 1
+            if one == NOTHING:
+                return 0
+        bufs = self.rx.receive(burst, self.ctr)
+        if len(bufs) == 0:
             return 0
+        return self._classify(bufs)
+
+    def _one(self, one: int) -> None:
+        """A lone frame: untagged to a MAC of the table (a ping's, an ARP reply's), looked up
+        and sent with Python ints only (:meth:`Port.rx_one`); anything else (tagged, unknown,
+        broadcast, a VLAN op on its way out) as a burst of one."""
+        pool = self.pool
+        nbytes = count_rx_one(self.rx.port, one)
+        self.ctr_view[C_RX] += 1
+        at = one * pool.buf_size
+        head = pool.data_mv[at : at + 14]
+        if nbytes >= 14 and head[12:14] != b"\x81\x00":
+            p = self.table.untagged.get(int.from_bytes(head[:6], "little"))
+            if p is not None and self.txs[p].vlan is None:
+                self.ctr_view[C_TX if send_one(self.txs[p].port, one, nbytes) else C_TX_DROP] += 1
+                return
+        self._classify(np.array((one,), np.uint32))
+
+    def _classify(self, bufs: np.ndarray) -> int:
+        """Classify and send a received burst (counted as received); returns its size."""
+        ctr = self.ctr
+        n = len(bufs)
         dest, clean, vid = self.table.classify_frames(self.frames, bufs.astype(np.intp))
         txs = self.txs
         if clean:

@@ -167,23 +167,33 @@ and its buffers may be reused (and their lengths rewritten) at once; what it ref
 so tx bytes are the burst's bytes minus the refused ones'."""
 
 
-def forward_one(src: Port, dst: Port, buf: int) -> bool:
-    """:func:`forward_burst` for a lone packet ``buf`` that :meth:`Port.rx_one` of ``src`` gave:
-    sent on ``dst``, counted on both, freed if refused; Python ints only. Returns whether
-    ``dst`` took it."""
-    pool = src.pool
-    nbytes = pool.len_mv[buf]  # before tx: a sent buffer is not ours
+def count_rx_one(src: Port, buf: int) -> int:
+    """Count a lone packet ``buf`` that :meth:`Port.rx_one` of ``src`` gave; returns its length
+    (to be read before it is sent: a sent buffer is not ours). Python ints only."""
+    nbytes = src.pool.len_mv[buf]
     src_ctr = src.ctr
     src_ctr[RX] += 1
     src_ctr[RX_BYTES] += nbytes
+    return nbytes
+
+
+def send_one(dst: Port, buf: int, nbytes: int) -> bool:
+    """Send a lone packet of ``nbytes`` on ``dst``, counted; refused, it is freed and counted as
+    ``dst``'s tx_drop. Returns whether ``dst`` took it."""
     dst_ctr = dst.ctr
     if dst.tx_one(buf):
         dst_ctr[TX] += 1
         dst_ctr[TX_BYTES] += nbytes
         return True
-    pool.free_one(buf)
+    dst.pool.free_one(buf)
     dst_ctr[TX_DROP] += 1
     return False
+
+
+def forward_one(src: Port, dst: Port, buf: int) -> bool:
+    """:func:`forward_burst` for a lone packet ``buf`` that :meth:`Port.rx_one` of ``src`` gave:
+    sent on ``dst``, counted on both, freed if refused. Returns whether ``dst`` took it."""
+    return send_one(dst, buf, count_rx_one(src, buf))
 
 
 def forward_burst(src: Port, dst: Port, burst: int) -> int:
