@@ -158,16 +158,21 @@ def forwarder(side: str, a: Host, b: Host, tmp: Path, hugedir: Path | None, tag:
             nfv.forward()
             time.sleep(0.2)
             yield nfv_pids(bed)
-    elif side in ("vf", "vf-poll"):
-        # spp_vf with two forward components on one lcore, phy:0 -> phy:1 and back
+    elif side in ("vf", "vf-poll", "vf-cls", "vf-cls-poll"):
+        # spp_vf on one lcore: forward components phy:0 -> phy:1 and back; with "cls", the way
+        # to B through a classifier instead (B's MAC -> phy:1)
         bed = Testbed(ifaces=[a.outer, b.outer], nb_rings=1, prefix=f"spb{tag}", log_dir=tmp)
         with bed:
-            extra = ["--busy-poll-us", str(BUSY_POLL_US)] if side == "vf-poll" else []
+            extra = ["--busy-poll-us", str(BUSY_POLL_US)] if side.endswith("-poll") else []
             vf = bed.start_worker("vf", 1, lcores="0,1", extra=extra)
             for name, rx, tx in (("fwd0", "phy:0", "phy:1"), ("fwd1", "phy:1", "phy:0")):
-                vf.start(name, 1, "forward")
+                kind = "classifier" if name == "fwd0" and "-cls" in side else "forward"
+                vf.start(name, 1, kind)
                 vf.attach(rx, "rx", name)
                 vf.attach(tx, "tx", name)
+            if "-cls" in side:
+                b_mac = b.exec(["cat", f"/sys/class/net/{b.inner}/address"]).stdout.strip()
+                vf.table_add(b_mac, "phy:1")  # (A's ARP broadcasts flood to the table's ports)
             time.sleep(0.2)
             yield nfv_pids(bed)
     else:
