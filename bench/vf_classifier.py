@@ -52,7 +52,7 @@ def fill_pool(seg: Segment) -> None:
     """Every buffer holds a frame to one of the four traffic MACs (buffer index mod 4), so the
     producer need not write anything and the classifier sees a mix of destinations."""
     data = seg.buf_data
-    idx = np.arange(seg.spec.nb_bufs)
+    idx = np.arange(seg.nb_rows)  # (large buffers too: their rows follow the ordinary ones)
     data[:, :FRAME_LEN] = 0
     for i, mac in enumerate(TRAFFIC_MACS):
         data[idx % len(TRAFFIC_MACS) == i, :6] = np.frombuffer(mac.to_bytes(6, "big"), np.uint8)
