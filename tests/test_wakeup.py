@@ -5,6 +5,7 @@ a packet that arrives proves that something woke the worker; CPU time comes from
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing as mp
 import os
 import select
@@ -18,7 +19,16 @@ import pytest
 
 from spp.engine import doorbell
 from spp.engine.classifier import UNTAGGED, ClassifierTable, Entry
-from spp.engine.components import C_DROP, NO_VLAN, ClassifierStep, ForwardStep, MergeStep, PortEnd
+from spp.engine.components import (
+    C_DROP,
+    C_TX_DROP,
+    NO_VLAN,
+    ClassifierStep,
+    ForwardStep,
+    MergeStep,
+    MirrorStep,
+    PortEnd,
+)
 from spp.engine.doorbell import ASLEEP, NO_BELL
 from spp.engine.pool import BufferPool
 from spp.engine.portid import PortId
@@ -482,24 +492,8 @@ def test_the_classifier_sends_a_lone_frame_to_its_mac_without_a_burst(segment):
     )
     worker = Worker(pool, backstop=None)
     worker.start()
-    rings = [Ring(segment, n) for n in (0, 1, 2)]
     feeder = BufferPool(segment)
-
-    def lone(frame: bytes, seen: tuple[int, int]) -> list[bytes]:
-        """Put ``frame`` alone on ring:0; once ring:1 and ring:2 hold ``seen`` frames, take them."""
-        assert wait_until(lambda: asleep(rings[0]), 5), "the idle worker never went to sleep"
-        b = feeder.alloc_one()
-        feeder.write(b, frame)
-        assert rings[0].put_one(b)
-        assert wait_until(lambda: (len(rings[1]), len(rings[2])) == seen, 5), (len(rings[1]), len(rings[2]))
-        got = []
-        for r in rings[1:]:
-            while len(r):
-                x = r.take_one()
-                got.append(feeder.read(x))
-                feeder.free_one(x)
-        return got
-
+    lone = functools.partial(feed_lone, [Ring(segment, n) for n in (0, 1, 2)], feeder)
     try:
         worker.publish([step])
         to_a, to_b = make_frame(1, 60, dst=mac["a"]), make_frame(2, 98, dst=mac["b"])
@@ -517,6 +511,78 @@ def test_the_classifier_sends_a_lone_frame_to_its_mac_without_a_burst(segment):
         assert lone(tagged, (0, 0)) == [] and wait_until(lambda: int(ctr[C_DROP]) == 2, 5)  # no VID 7 table
         assert [int(x) for x in ctr] == [5, 4, 0, 2]
         assert int(src.counters[RX]) == 5
+    finally:
+        worker.stop()
+        for p in (src, *outs):
+            p.close()
+        feeder.close()
+        pool.close()
+
+
+def feed_lone(rings: list[Ring], feeder: BufferPool, frame: bytes, seen: tuple[int, int]) -> list[bytes]:
+    """Put ``frame`` alone on ``rings[0]`` once its consumer sleeps; once ``rings[1]`` and
+    ``rings[2]`` hold ``seen`` frames, take them (and free their buffers)."""
+    assert wait_until(lambda: asleep(rings[0]), 5), "the idle worker never went to sleep"
+    b = feeder.alloc_one()
+    feeder.write(b, frame)
+    assert rings[0].put_one(b)
+    assert wait_until(lambda: (len(rings[1]), len(rings[2])) == seen, 5), (len(rings[1]), len(rings[2]))
+    got = []
+    for r in rings[1:]:
+        while len(r):
+            x = r.take_one()
+            got.append(feeder.read(x))
+            feeder.free_one(x)
+    return got
+
+
+def test_the_mirror_copies_a_lone_frame_without_a_burst(segment):
+    """A lone frame goes to the first tx port and a deep copy of it (a buffer of its own, bytes,
+    length, stamp and offload metadata) to the second, without an rx_burst; a copy the second
+    port refuses is freed and counted as the component's tx_drop, the original still goes."""
+    pool = BufferPool(segment)
+    ctx = PortContext(seg=segment, pool=pool, client_id=1)
+    src = BurstCountingRing(PortId("ring", 0), ctx)
+    outs = [RingPort(PortId("ring", n), ctx) for n in (1, 2)]
+    ctr = np.zeros(4, np.uint64)
+    ends = [PortEnd(p, NO_VLAN, pool) for p in (src, *outs)]
+    step = MirrorStep(*ends, ctr, pool)
+    worker = Worker(pool, backstop=None)
+    worker.start()
+    feeder = BufferPool(segment)
+    rings = [Ring(segment, n) for n in (0, 1, 2)]
+    try:
+        worker.publish([step])
+        for seq in range(5):
+            frame = make_frame(seq, 60 + 300 * seq)
+            assert feed_lone(rings, feeder, frame, (1, 1)) == [frame, frame]
+        assert src.bursts == 0
+        assert [int(x) for x in ctr] == [5, 10, 0, 0]
+        # the copy's metadata is the original's
+        b = feeder.alloc_one()
+        feeder.write(b, make_frame(9, 80))
+        feeder.stamps[b] = 123456789
+        feeder.vnet[b] = np.arange(1, 11, dtype=np.uint8)
+        c = feeder.copy_one(b)
+        assert c not in (b, -1) and feeder.read(c) == feeder.read(b)
+        assert int(feeder.stamps[c]) == 123456789 and feeder.vnet[c].tolist() == list(range(1, 11))
+        feeder.free_one(b)
+        feeder.free_one(c)
+        # ring:2 full: the copy is refused (and freed), the original still reaches ring:1
+        filler = feeder.alloc(rings[2].size)
+        assert rings[2].enqueue(filler) == rings[2].size
+        frame = make_frame(7, 60)
+        assert wait_until(lambda: asleep(rings[0]), 5)
+        b = feeder.alloc_one()
+        feeder.write(b, frame)
+        assert rings[0].put_one(b)
+        assert wait_until(lambda: len(rings[1]) == 1, 5)
+        assert wait_until(lambda: int(ctr[C_TX_DROP]) == 1, 5)
+        assert [int(x) for x in ctr] == [6, 11, 1, 0] and int(outs[1].counters[TX_DROP]) == 1
+        x = rings[1].take_one()
+        assert feeder.read(x) == frame
+        feeder.free_one(x)
+        feeder.free(rings[2].dequeue(rings[2].size))
     finally:
         worker.stop()
         for p in (src, *outs):

@@ -351,16 +351,25 @@ class MirrorStep:
     modified. Copies here are always deep: a copy is a buffer of its own.
     """
 
-    __slots__ = ("ctr", "pool", "rx", "tx1", "tx2")
+    __slots__ = ("ctr", "ctr_view", "lone", "pool", "rx", "tx1", "tx2")
 
     def __init__(self, rx: PortEnd, tx1: PortEnd, tx2: PortEnd, ctr: np.ndarray, pool: BufferPool) -> None:
         self.rx, self.tx1, self.tx2, self.ctr, self.pool = rx, tx1, tx2, ctr, pool
+        self.ctr_view = counter_view(ctr)
+        self.lone = rx.vlan is None and tx1.vlan is None and tx2.vlan is None
 
     @property
     def inputs(self) -> tuple[Port, ...]:
         return (self.rx.port,)
 
     def run(self, burst: int) -> int:
+        if self.lone:
+            one = self.rx.port.rx_one()
+            if one >= 0:
+                self._one(one)
+                return 1
+            if one == NOTHING:
+                return 0
         ctr = self.ctr
         bufs = self.rx.receive(burst, ctr)
         n = len(bufs)
@@ -373,6 +382,23 @@ class MirrorStep:
         sent = self.tx2.send(copies, ctr) if len(copies) else 0
         ctr[C_TX] += sent + self.tx1.send(bufs, ctr)
         return n
+
+    def _one(self, one: int) -> None:
+        """A lone packet (:meth:`Port.rx_one`), mirrored as a burst of one would be, with Python
+        ints only (a large buffer's copy goes the burst way)."""
+        pool, ctr = self.pool, self.ctr_view
+        nbytes = count_rx_one(self.rx.port, one)
+        ctr[C_RX] += 1
+        if one < pool.large_base:
+            copy = pool.copy_one(one)
+        else:
+            copies = copy_frames(pool, np.array((one,), np.uint32))
+            copy = int(copies[0]) if len(copies) else -1
+        if copy < 0:
+            ctr[C_DROP] += 1  # the pool ran dry: this copy is missing
+        else:
+            ctr[C_TX if send_one(self.tx2.port, copy, nbytes) else C_TX_DROP] += 1
+        ctr[C_TX if send_one(self.tx1.port, one, nbytes) else C_TX_DROP] += 1
 
 
 class ClassifierStep:

@@ -159,6 +159,21 @@ class BufferPool:
         self._cached -= 1
         return self._cache_mv[self._cached]
 
+    def copy_one(self, buf: int) -> int:
+        """A deep copy of ordinary buffer ``buf`` (frame, length, stamp, offload metadata) in a
+        new buffer, as a Python int; -1 if the pool is exhausted. For a lone frame's path."""
+        c = self.alloc_one()
+        if c < 0:
+            return -1
+        n = self.len_mv[buf]
+        size = self.buf_size
+        self.data_mv[c * size : c * size + n] = self.data_mv[buf * size : buf * size + n]
+        self.len_mv[c] = n
+        self.stamp_mv[c] = self.stamp_mv[buf]
+        v, w = c * VNET_HDR_LEN, buf * VNET_HDR_LEN
+        self.vnet_mv[v : v + VNET_HDR_LEN] = self.vnet_mv[w : w + VNET_HDR_LEN]
+        return c
+
     def free_one(self, buf: int) -> None:
         """:meth:`free` for one buffer given as a Python int."""
         c = self._cached
