@@ -474,43 +474,25 @@ def test_whoever_sees_a_switch_done_finds_its_eventfd_written() -> None:
         os.close(wake_fd)
 
 
-def test_the_classifier_sends_a_lone_frame_to_its_mac_without_a_burst(segment):
-    """An untagged lone frame to a MAC of the table goes to its port without an rx_burst; any
-    other lone frame (unknown unicast, broadcast, tagged) is classified as a burst of one, with
-    the table's usual outcome. Counters as for bursts."""
-    mac = {"a": b"\x02\x00\x00\x00\x00\x0a", "b": b"\x02\x00\x00\x00\x00\x0b"}
-    table = ClassifierTable(
-        [(0, Entry(UNTAGGED, int(mac["a"].hex(), 16))), (1, Entry(UNTAGGED, int(mac["b"].hex(), 16)))]
-    )
+@contextlib.contextmanager
+def ring_component(
+    segment: Segment, build: Callable[[PortEnd, tuple[PortEnd, ...], np.ndarray, BufferPool], object]
+) -> Iterator[tuple[BurstCountingRing, list[RingPort], np.ndarray, BufferPool, list[Ring]]]:
+    """ring:0 -> the component ``build(rx, (tx ring:1, tx ring:2), counters, pool)`` makes, run
+    by a worker of its own; yields (ring:0's port, the tx ports, the component's counters, a
+    pool handle to feed and drain with, rings 0-2)."""
     pool = BufferPool(segment)
     ctx = PortContext(seg=segment, pool=pool, client_id=1)
     src = BurstCountingRing(PortId("ring", 0), ctx)
     outs = [RingPort(PortId("ring", n), ctx) for n in (1, 2)]
     ctr = np.zeros(4, np.uint64)
-    step = ClassifierStep(
-        PortEnd(src, NO_VLAN, pool), tuple(PortEnd(o, NO_VLAN, pool) for o in outs), table, ctr, pool
-    )
+    step = build(PortEnd(src, NO_VLAN, pool), tuple(PortEnd(o, NO_VLAN, pool) for o in outs), ctr, pool)
     worker = Worker(pool, backstop=None)
     worker.start()
     feeder = BufferPool(segment)
-    lone = functools.partial(feed_lone, [Ring(segment, n) for n in (0, 1, 2)], feeder)
     try:
-        worker.publish([step])
-        to_a, to_b = make_frame(1, 60, dst=mac["a"]), make_frame(2, 98, dst=mac["b"])
-        assert lone(to_a, (1, 0)) == [to_a]
-        assert lone(to_b, (0, 1)) == [to_b]
-        assert src.bursts == 0  # both took the lone path
-        assert [int(x) for x in ctr] == [2, 2, 0, 0]
-        assert int(outs[0].counters[TX_BYTES]) == 60 and int(outs[1].counters[TX_BYTES]) == 98
-        # unknown unicast: no default, dropped; broadcast: flooded to both
-        unknown = make_frame(3, 60, dst=b"\x02\x00\x00\x00\x00\x0c")
-        assert lone(unknown, (0, 0)) == [] and wait_until(lambda: int(ctr[C_DROP]) == 1, 5)
-        flood = make_frame(4, 60, dst=b"\xff" * 6)
-        assert lone(flood, (1, 1)) == [flood, flood]
-        tagged = make_frame(5, 64, dst=mac["a"], vlan=(0x8100, 7))
-        assert lone(tagged, (0, 0)) == [] and wait_until(lambda: int(ctr[C_DROP]) == 2, 5)  # no VID 7 table
-        assert [int(x) for x in ctr] == [5, 4, 0, 2]
-        assert int(src.counters[RX]) == 5
+        worker.publish([step])  # type: ignore[list-item]
+        yield src, outs, ctr, feeder, [Ring(segment, n) for n in (0, 1, 2)]
     finally:
         worker.stop()
         for p in (src, *outs):
@@ -536,23 +518,40 @@ def feed_lone(rings: list[Ring], feeder: BufferPool, frame: bytes, seen: tuple[i
     return got
 
 
+def test_the_classifier_sends_a_lone_frame_to_its_mac_without_a_burst(segment):
+    """An untagged lone frame to a MAC of the table goes to its port without an rx_burst; any
+    other lone frame (unknown unicast, broadcast, tagged) is classified as a burst of one, with
+    the table's usual outcome. Counters as for bursts."""
+    mac = {"a": b"\x02\x00\x00\x00\x00\x0a", "b": b"\x02\x00\x00\x00\x00\x0b"}
+    table = ClassifierTable(
+        [(0, Entry(UNTAGGED, int(mac["a"].hex(), 16))), (1, Entry(UNTAGGED, int(mac["b"].hex(), 16)))]
+    )
+    classifier = lambda rx, txs, ctr, pool: ClassifierStep(rx, txs, table, ctr, pool)  # noqa: E731
+    with ring_component(segment, classifier) as (src, outs, ctr, feeder, rings):
+        lone = functools.partial(feed_lone, rings, feeder)
+        to_a, to_b = make_frame(1, 60, dst=mac["a"]), make_frame(2, 98, dst=mac["b"])
+        assert lone(to_a, (1, 0)) == [to_a]
+        assert lone(to_b, (0, 1)) == [to_b]
+        assert src.bursts == 0  # both took the lone path
+        assert [int(x) for x in ctr] == [2, 2, 0, 0]
+        assert int(outs[0].counters[TX_BYTES]) == 60 and int(outs[1].counters[TX_BYTES]) == 98
+        # unknown unicast: no default, dropped; broadcast: flooded to both
+        unknown = make_frame(3, 60, dst=b"\x02\x00\x00\x00\x00\x0c")
+        assert lone(unknown, (0, 0)) == [] and wait_until(lambda: int(ctr[C_DROP]) == 1, 5)
+        flood = make_frame(4, 60, dst=b"\xff" * 6)
+        assert lone(flood, (1, 1)) == [flood, flood]
+        tagged = make_frame(5, 64, dst=mac["a"], vlan=(0x8100, 7))
+        assert lone(tagged, (0, 0)) == [] and wait_until(lambda: int(ctr[C_DROP]) == 2, 5)  # no VID 7 table
+        assert [int(x) for x in ctr] == [5, 4, 0, 2]
+        assert int(src.counters[RX]) == 5
+
+
 def test_the_mirror_copies_a_lone_frame_without_a_burst(segment):
     """A lone frame goes to the first tx port and a deep copy of it (a buffer of its own, bytes,
     length, stamp and offload metadata) to the second, without an rx_burst; a copy the second
     port refuses is freed and counted as the component's tx_drop, the original still goes."""
-    pool = BufferPool(segment)
-    ctx = PortContext(seg=segment, pool=pool, client_id=1)
-    src = BurstCountingRing(PortId("ring", 0), ctx)
-    outs = [RingPort(PortId("ring", n), ctx) for n in (1, 2)]
-    ctr = np.zeros(4, np.uint64)
-    ends = [PortEnd(p, NO_VLAN, pool) for p in (src, *outs)]
-    step = MirrorStep(*ends, ctr, pool)
-    worker = Worker(pool, backstop=None)
-    worker.start()
-    feeder = BufferPool(segment)
-    rings = [Ring(segment, n) for n in (0, 1, 2)]
-    try:
-        worker.publish([step])
+    mirror = lambda rx, txs, ctr, pool: MirrorStep(rx, *txs, ctr, pool)  # noqa: E731
+    with ring_component(segment, mirror) as (src, outs, ctr, feeder, rings):
         for seq in range(5):
             frame = make_frame(seq, 60 + 300 * seq)
             assert feed_lone(rings, feeder, frame, (1, 1)) == [frame, frame]
@@ -583,9 +582,3 @@ def test_the_mirror_copies_a_lone_frame_without_a_burst(segment):
         assert feeder.read(x) == frame
         feeder.free_one(x)
         feeder.free(rings[2].dequeue(rings[2].size))
-    finally:
-        worker.stop()
-        for p in (src, *outs):
-            p.close()
-        feeder.close()
-        pool.close()

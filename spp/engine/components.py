@@ -282,13 +282,16 @@ def forward_lone(rx: PortEnd, tx: PortEnd, one: int, ctr: memoryview) -> None:
     ctr[C_TX if forward_one(rx.port, tx.port, one) else C_TX_DROP] += 1
 
 
-class ForwardStep:
-    __slots__ = ("ctr", "ctr_view", "lone", "rx", "tx")
+class OneInputStep:
+    """A component with one rx port. Each pass asks the port for a lone packet first
+    (:meth:`Port.rx_one`), which :meth:`_one` moves with Python ints only, unless a VLAN op
+    applies (``lone`` false); otherwise :meth:`_burst` takes a burst."""
 
-    def __init__(self, rx: PortEnd, tx: PortEnd, ctr: np.ndarray) -> None:
-        self.rx, self.tx, self.ctr = rx, tx, ctr
+    __slots__ = ("ctr", "ctr_view", "lone", "rx")
+
+    def __init__(self, rx: PortEnd, ctr: np.ndarray, lone: bool) -> None:
+        self.rx, self.ctr, self.lone = rx, ctr, lone
         self.ctr_view = counter_view(ctr)
-        self.lone = rx.vlan is None and tx.vlan is None  # a lone packet may skip numpy
 
     @property
     def inputs(self) -> tuple[Port, ...]:
@@ -298,10 +301,30 @@ class ForwardStep:
         if self.lone:
             one = self.rx.port.rx_one()
             if one >= 0:
-                forward_lone(self.rx, self.tx, one, self.ctr_view)
+                self._one(one)
                 return 1
             if one == NOTHING:
                 return 0
+        return self._burst(burst)
+
+    def _one(self, one: int) -> None:
+        raise NotImplementedError
+
+    def _burst(self, burst: int) -> int:
+        raise NotImplementedError
+
+
+class ForwardStep(OneInputStep):
+    __slots__ = ("tx",)
+
+    def __init__(self, rx: PortEnd, tx: PortEnd, ctr: np.ndarray) -> None:
+        super().__init__(rx, ctr, rx.vlan is None and tx.vlan is None)
+        self.tx = tx
+
+    def _one(self, one: int) -> None:
+        forward_lone(self.rx, self.tx, one, self.ctr_view)
+
+    def _burst(self, burst: int) -> int:
         bufs = self.rx.receive(burst, self.ctr)
         if len(bufs) == 0:
             return 0
@@ -343,7 +366,7 @@ class MergeStep:
         return moved
 
 
-class MirrorStep:
+class MirrorStep(OneInputStep):
     """Every packet to the first tx port, a deep copy (new buffer) to the second.
 
     SPP's default build shares the data between the two (``rte_pktmbuf_clone``), so an edit of
@@ -351,25 +374,13 @@ class MirrorStep:
     modified. Copies here are always deep: a copy is a buffer of its own.
     """
 
-    __slots__ = ("ctr", "ctr_view", "lone", "pool", "rx", "tx1", "tx2")
+    __slots__ = ("pool", "tx1", "tx2")
 
     def __init__(self, rx: PortEnd, tx1: PortEnd, tx2: PortEnd, ctr: np.ndarray, pool: BufferPool) -> None:
-        self.rx, self.tx1, self.tx2, self.ctr, self.pool = rx, tx1, tx2, ctr, pool
-        self.ctr_view = counter_view(ctr)
-        self.lone = rx.vlan is None and tx1.vlan is None and tx2.vlan is None
+        super().__init__(rx, ctr, rx.vlan is None and tx1.vlan is None and tx2.vlan is None)
+        self.tx1, self.tx2, self.pool = tx1, tx2, pool
 
-    @property
-    def inputs(self) -> tuple[Port, ...]:
-        return (self.rx.port,)
-
-    def run(self, burst: int) -> int:
-        if self.lone:
-            one = self.rx.port.rx_one()
-            if one >= 0:
-                self._one(one)
-                return 1
-            if one == NOTHING:
-                return 0
+    def _burst(self, burst: int) -> int:
         ctr = self.ctr
         bufs = self.rx.receive(burst, ctr)
         n = len(bufs)
@@ -401,7 +412,7 @@ class MirrorStep:
         ctr[C_TX if send_one(self.tx1.port, one, nbytes) else C_TX_DROP] += 1
 
 
-class ClassifierStep:
+class ClassifierStep(OneInputStep):
     """Classify each burst with one table lookup and send one burst per destination port.
 
     Every numpy call costs a microsecond or two whatever its size, so the common case (all
@@ -409,7 +420,7 @@ class ClassifierStep:
     words, the hash lookup, a radix sort of the small destination numbers, one transmit per port.
     """
 
-    __slots__ = ("ctr", "ctr_view", "frames", "pool", "rx", "table", "txs")
+    __slots__ = ("frames", "pool", "table", "txs")
 
     def __init__(
         self,
@@ -419,22 +430,12 @@ class ClassifierStep:
         ctr: np.ndarray,
         pool: BufferPool,
     ) -> None:
-        self.rx, self.txs, self.table, self.ctr, self.pool = rx, txs, table, ctr, pool
+        # (a lone frame's way out is checked per frame: see _one)
+        super().__init__(rx, ctr, rx.vlan is None)
+        self.txs, self.table, self.pool = txs, table, pool
         self.frames = FrameWords.of(pool.data)
-        self.ctr_view = counter_view(ctr)
 
-    @property
-    def inputs(self) -> tuple[Port, ...]:
-        return (self.rx.port,)
-
-    def run(self, burst: int) -> int:
-        if self.rx.vlan is None:
-            one = self.rx.port.rx_one()
-            if one >= 0:
-                self._one(one)
-                return 1
-            if one == NOTHING:
-                return 0
+    def _burst(self, burst: int) -> int:
         bufs = self.rx.receive(burst, self.ctr)
         if len(bufs) == 0:
             return 0
