@@ -9,7 +9,8 @@ processes, ``nfv-rings``); ``nfv-poll`` and ``nfv-rings-poll`` are the last two 
 started with ``--busy-poll-us 20000``: it polls on for 20 ms after the last packet, so a ping
 every 10 ms never finds it asleep, and it sleeps when nothing flows. ``vf`` is spp_vf with two
 forward components (``phy:0 -> phy:1`` and back) on one lcore, ``vf-cls`` the same with a
-classifier (B's MAC) towards B; ``-poll`` as above. For each: the forwarder's
+classifier (B's MAC) towards B; ``mirror`` is spp_mirror with two mirror components the same
+way, each copying every frame to a ring; ``-poll`` as above. For each: the forwarder's
 CPU over ``--idle`` seconds with no traffic at all, then ``--count`` pings from A to B
 ``--interval`` s apart (slow enough that a default worker goes to sleep between two pings:
 every ping finds the panel idle). RTTs are ping's own (kernel receive stamps), µs. "Added" is a

@@ -73,7 +73,10 @@ def process_cpu(pid: int) -> float:
     return total / 1e9
 
 
-def nfv_pids(bed: Testbed) -> list[int]:
+SECONDARIES = {b"spp.processes.nfv", b"spp.processes.vf", b"spp.processes.mirror"}
+
+
+def secondary_pids(bed: Testbed) -> list[int]:
     prefix = bed.prefix.encode()
     pids = []
     for d in Path("/proc").iterdir():
@@ -83,7 +86,9 @@ def nfv_pids(bed: Testbed) -> list[int]:
             argv = (d / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if {b"spp.processes.nfv", b"spp.processes.vf"} & set(argv) and prefix in argv:
+        if {b"spp.processes.nfv", b"spp.processes.vf", b"spp.processes.mirror"} & set(
+            argv
+        ) and prefix in argv:
             pids.append(int(d.name))
     return pids
 
@@ -157,7 +162,7 @@ def forwarder(side: str, a: Host, b: Host, tmp: Path, hugedir: Path | None, tag:
                 nfv2.forward()
             nfv.forward()
             time.sleep(0.2)
-            yield nfv_pids(bed)
+            yield secondary_pids(bed)
     elif side in ("vf", "vf-poll", "vf-cls", "vf-cls-poll"):
         # spp_vf on one lcore: forward components phy:0 -> phy:1 and back; with "cls", the way
         # to B through a classifier instead (B's MAC -> phy:1)
@@ -174,7 +179,24 @@ def forwarder(side: str, a: Host, b: Host, tmp: Path, hugedir: Path | None, tag:
                 b_mac = b.exec(["cat", f"/sys/class/net/{b.inner}/address"]).stdout.strip()
                 vf.table_add(b_mac, "phy:1")  # (A's ARP broadcasts flood to the table's ports)
             time.sleep(0.2)
-            yield nfv_pids(bed)
+            yield secondary_pids(bed)
+    elif side in ("mirror", "mirror-poll"):
+        # spp_mirror on one lcore: phy:0 -> phy:1 and back, each through a mirror component
+        # whose copies go to a ring (tap-as-a-service's shape: every frame also to a monitor)
+        bed = Testbed(ifaces=[a.outer, b.outer], nb_rings=2, prefix=f"spb{tag}", log_dir=tmp)
+        with bed:
+            extra = ["--busy-poll-us", str(BUSY_POLL_US)] if side.endswith("-poll") else []
+            mirror = bed.start_worker("mirror", 1, lcores="0,1", extra=extra)
+            for name, rx, tx, copy in (
+                ("mir0", "phy:0", "phy:1", "ring:0"),
+                ("mir1", "phy:1", "phy:0", "ring:1"),
+            ):
+                mirror.start(name, 1, "mirror")
+                mirror.attach(rx, "rx", name)
+                mirror.attach(tx, "tx", name)
+                mirror.attach(copy, "tx", name)
+            time.sleep(0.2)
+            yield secondary_pids(bed)
     else:
         raise ValueError(side)
 
