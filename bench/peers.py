@@ -172,9 +172,7 @@ def forwarder(side: str, a: Host, b: Host, tmp: Path, hugedir: Path | None, tag:
             vf = bed.start_worker("vf", 1, lcores="0,1", extra=extra)
             for name, rx, tx in (("fwd0", "phy:0", "phy:1"), ("fwd1", "phy:1", "phy:0")):
                 kind = "classifier" if name == "fwd0" and "-cls" in side else "forward"
-                vf.start(name, 1, kind)
-                vf.attach(rx, "rx", name)
-                vf.attach(tx, "tx", name)
+                vf.wire(name, 1, kind, [rx], [tx])
             if "-cls" in side:
                 b_mac = b.exec(["cat", f"/sys/class/net/{b.inner}/address"]).stdout.strip()
                 vf.table_add(b_mac, "phy:1")  # (A's ARP broadcasts flood to the table's ports)
@@ -187,14 +185,8 @@ def forwarder(side: str, a: Host, b: Host, tmp: Path, hugedir: Path | None, tag:
         with bed:
             extra = ["--busy-poll-us", str(BUSY_POLL_US)] if side.endswith("-poll") else []
             mirror = bed.start_worker("mirror", 1, lcores="0,1", extra=extra)
-            for name, rx, tx, copy in (
-                ("mir0", "phy:0", "phy:1", "ring:0"),
-                ("mir1", "phy:1", "phy:0", "ring:1"),
-            ):
-                mirror.start(name, 1, "mirror")
-                mirror.attach(rx, "rx", name)
-                mirror.attach(tx, "tx", name)
-                mirror.attach(copy, "tx", name)
+            mirror.wire("mir0", 1, "mirror", ["phy:0"], ["phy:1", "ring:0"])
+            mirror.wire("mir1", 1, "mirror", ["phy:1"], ["phy:0", "ring:1"])
             time.sleep(0.2)
             yield secondary_pids(bed)
     else:

@@ -356,10 +356,7 @@ def test_worker_port_del_of_a_port_in_use_stops_only_its_component(bed8, kind):
     nfv = source_and_sinks(bed, {"ring:0": "nullpmd:0", "ring:1": "nullpmd:1"}, sinks)
     worker = bed.launch_vf(2) if kind == "vf" else bed.launch_mirror(2)
     for name, rx in (("a", "ring:0"), ("b", "ring:1")):
-        worker.start(name, 1, comp_type)
-        worker.attach(rx, "rx", name)
-        for port in tx[name]:
-            worker.attach(port, "tx", name)
+        worker.wire(name, 1, comp_type, [rx], tx[name])
     flowing(nfv, sinks[tx["a"][0]])
     worker.detach(tx["a"][0], "tx", "a")  # under traffic
     assert [p["port"] for p in worker.component("a")["tx_port"]] == tx["a"][1:]

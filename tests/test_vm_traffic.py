@@ -333,14 +333,8 @@ def test_tcp_between_guests_through_mirror_with_a_pcap_copy(rig):
             launch_worker(rig, "spp_mirror", 4)
             mir = rig.bed.mirror(4)
             try:
-                for name, src, dst, copy in (
-                    ("m1", "vhost:1", "vhost:2", "ring:2"),
-                    ("m2", "vhost:2", "vhost:1", "ring:3"),
-                ):
-                    mir.start(name, 1, "mirror")
-                    mir.attach(src, "rx", name)
-                    mir.attach(dst, "tx", name)
-                    mir.attach(copy, "tx", name)
+                mir.wire("m1", 1, "mirror", ["vhost:1"], ["vhost:2", "ring:2"])
+                mir.wire("m2", 1, "mirror", ["vhost:2"], ["vhost:1", "ring:3"])
                 guest_tcp(rig, g1, g2, f"{GUEST_NET}.2", 4)
                 counters = {name: mir.component(name)["counters"] for name in ("m1", "m2")}
             finally:

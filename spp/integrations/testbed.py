@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -176,6 +177,15 @@ class WorkerClient:
 
     def stop(self, name: str) -> None:
         self.bed.ok("DELETE", f"{self.base}/components/{name}")
+
+    def wire(self, name: str, core: int, comp_type: str, rx: Sequence[str], tx: Sequence[str]) -> None:
+        """Start component ``name`` and attach its ``rx`` then its ``tx`` ports, in order (no
+        VLAN ops): a component wired in one call."""
+        self.start(name, core, comp_type)
+        for port in rx:
+            self.attach(port, "rx", name)
+        for port in tx:
+            self.attach(port, "tx", name)
 
     def attach(self, port: str, direction: str, name: str, vlan: dict[str, Any] | None = None) -> None:
         body: dict[str, Any] = {"action": "attach", "port": port, "dir": direction}
