@@ -597,6 +597,12 @@ class PhyPort(Port):
         self._reset_block()
         self.poll_drops()
 
+    def _poll_drops_when_due(self) -> None:
+        """:meth:`poll_drops` when the last poll is older than ``DROP_POLL_S`` (an idle port's
+        receive path: the kernel's drop count may not get staler than that)."""
+        if time.monotonic() - self._last_drop_poll > self.DROP_POLL_S:
+            self.poll_drops()
+
     def poll_drops(self) -> int:
         """Add the kernel's ring-full drops since the last call to ``rx_drop``; return them."""
         if self._rx is None:
@@ -776,8 +782,7 @@ class PhyPort(Port):
             return one
         if frames.ready():
             return SOME
-        if time.monotonic() - self._last_drop_poll > self.DROP_POLL_S:
-            self.poll_drops()
+        self._poll_drops_when_due()
         return NOTHING
 
     def tx_one(self, buf: int) -> int:
@@ -914,8 +919,8 @@ class PhyPort(Port):
         total = 0
         while total < max_n:
             if not self._held and not self._take_block():
-                if not got and time.monotonic() - self._last_drop_poll > self.DROP_POLL_S:
-                    self.poll_drops()
+                if not got:
+                    self._poll_drops_when_due()
                 break
             bufs, dry = self._deliver(max_n - total)
             if len(bufs):
@@ -962,8 +967,8 @@ class PhyPort(Port):
         moved = 0
         while moved < max_n:
             if not self._held and not self._take_block():
-                if not moved and time.monotonic() - self._last_drop_poll > self.DROP_POLL_S:
-                    self.poll_drops()
+                if not moved:
+                    self._poll_drops_when_due()
                 break
             if self._vlan is not None or self._bad is not None or not same_hdr:
                 bufs, dry = self._deliver(max_n - moved)
