@@ -854,24 +854,26 @@ class VirtioUser:
         a few lost buffers are better than another packet's bytes overwritten."""
         if self._ctl_pool is None:
             return
-        held = np.concatenate((self.held_rx, self.held_tx[self.txq.lent]))
-        n = int((held != NONE).sum())
+        n = len(self._take_held())
         if n:
             self.quarantined += n
             log.error("%s: %d pool buffers lent to the back-end are kept out of the pool", self.name, n)
-        self.held_rx[:] = NONE
-        self.held_tx[:] = NONE
 
     def _release(self) -> None:
         """Zero-copy (lock held, rings stopped): the pool buffers behind our descriptors, the
         receive buffers posted and the transmitted ones not yet returned, go back to the pool."""
         if self._ctl_pool is None:
             return
-        held = np.concatenate((self.held_rx, self.held_tx[self.txq.lent]))
-        self._ctl_pool.free(held[held != NONE])  # (large ones too: an aggregate in flight)
+        self._ctl_pool.free(self._take_held())  # (large ones too: an aggregate in flight)
         self._ctl_pool.flush()
+
+    def _take_held(self) -> np.ndarray:
+        """Zero-copy (lock held): the pool buffers behind our descriptors (receive buffers
+        posted, transmitted ones not yet returned), which the driver then no longer holds."""
+        held = np.concatenate((self.held_rx, self.held_tx[self.txq.lent]))
         self.held_rx[:] = NONE
         self.held_tx[:] = NONE
+        return held[held != NONE]
 
     def _call(
         self,
