@@ -294,11 +294,7 @@ class Agent:
         if still wired and freed, with a compare on its revision (a new claim meanwhile wins)."""
         if not self._layout().mirrors:
             return
-        flows = {
-            kv.key.rsplit("/", 1)[1]
-            for kind in ("tap_info", "tap_action")
-            for kv in await self._host_kvs(kind)
-        }
+        _, flows = await self._tap_flows()
         now = time.monotonic()
         seen: dict[str, tuple[int, float]] = {}
         due = []
@@ -379,8 +375,7 @@ class Agent:
     async def _mirrors_in_use(self) -> set[int]:
         """Mirror ids a tap flow of this host accounts for: those its ``tap_info`` names, or,
         when that is unreadable, those ``mirror/<host>/<id>`` says it claimed."""
-        infos = {kv.key.rsplit("/", 1)[1]: kv.value for kv in (await self._host_kvs("tap_info"))}
-        flows = set(infos) | {kv.key.rsplit("/", 1)[1] for kv in await self._host_kvs("tap_action")}
+        infos, flows = await self._tap_flows()
         claims = [(kv.value, kv.key.rsplit("/", 1)[1]) for kv in await self._host_kvs("mirror")]
         used: set[int] = set()
         for flow in flows:
@@ -390,6 +385,12 @@ class Agent:
             except BadValue:
                 used |= {int(mid) for fid, mid in claims if fid == flow and mid.isdigit()}
         return used
+
+    async def _tap_flows(self) -> tuple[dict[str, str], set[str]]:
+        """This host's ``tap_info`` values by flow id, and every flow id that has a key (its
+        ``tap_info`` or its ``tap_action``)."""
+        infos = {kv.key.rsplit("/", 1)[1]: kv.value for kv in await self._host_kvs("tap_info")}
+        return infos, set(infos) | {kv.key.rsplit("/", 1)[1] for kv in await self._host_kvs("tap_action")}
 
     async def _host_kvs(self, kind: str) -> list[Any]:
         kvs, _ = await self.etcd.get_prefix(keys.host_prefix(kind, self.host))
