@@ -167,12 +167,11 @@ def _dependency_map(modules_dir: Path) -> tuple[Callable[[str], list[str]], dict
     return from_modinfo, by_name
 
 
-def has_module(modules_dir: Path, name: str) -> bool:
-    return name in _dependency_map(modules_dir)[1]
-
-
-def resolve_modules(modules_dir: Path, wanted: tuple[str, ...] = WANTED_MODULES) -> list[str]:
-    """Relative paths of ``wanted`` and their dependencies, dependencies first."""
+def resolve_modules(
+    modules_dir: Path, wanted: tuple[str, ...] = WANTED_MODULES, optional: tuple[str, ...] = ()
+) -> list[str]:
+    """Relative paths of ``optional`` (those the kernel has) and ``wanted`` and their
+    dependencies, in that order, dependencies first."""
     deps, by_name = _dependency_map(modules_dir)
     order: list[str] = []
 
@@ -183,7 +182,7 @@ def resolve_modules(modules_dir: Path, wanted: tuple[str, ...] = WANTED_MODULES)
             visit(dep, (*trail, mod))
         order.append(mod)
 
-    for name in wanted:
+    for name in (*(m for m in optional if m in by_name), *wanted):
         if name not in by_name:
             raise ImageError(f"kernel module {name} not found under {modules_dir}")
         visit(by_name[name], ())
@@ -259,7 +258,8 @@ def guest_panicked(log: bytes) -> bool:
 
 def guest_ready(log: bytes) -> bool:
     """Whether the serial log says the guest is ready now: a ready mark after the last boot mark,
-    the last panic and the last restart or power-off message (so not from the moment it reboots; a log without
+    the last panic and the last restart or power-off message (so not from the moment it reboots;
+    a log without
     boot marks, from an older image, needs one ready mark)."""
     gone = max(log.rfind(BOOT_MARK.encode()), log.rfind(PANIC_MARK), *(log.rfind(m) for m in SHUTDOWN_MARKS))
     return log.rfind(READY_MARK.encode()) > gone
@@ -268,8 +268,7 @@ def guest_ready(log: bytes) -> bool:
 def build_initramfs(kernel: Kernel, busybox: Path = BUSYBOX) -> tuple[bytes, list[str]]:
     if not busybox.exists():
         raise ImageError(f"{busybox} missing: install busybox-static")
-    optional = [m for m in OPTIONAL_MODULES if has_module(kernel.modules, m)]
-    modules = resolve_modules(kernel.modules, (*optional, *WANTED_MODULES))
+    modules = resolve_modules(kernel.modules, WANTED_MODULES, OPTIONAL_MODULES)
     a = Cpio()
     for d in ("bin", "sbin", "etc", "dev", "proc", "sys", "tmp", "run", "root", "lib", "lib/modules"):
         a.directory(d)
