@@ -30,6 +30,7 @@ from spp.integrations.vm.image import ImageError, build_image, default_image_dir
 from spp.integrations.vm.lifecycle import LifecycleError
 from spp.integrations.vm.manager import VmError, default_state_root
 from spp.integrations.vm.qemu import (
+    DEFAULT_ON_PANIC,
     PANIC_ACTIONS,
     QEMU,
     Nic,
@@ -105,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--on-panic",
         choices=tuple(PANIC_ACTIONS),
-        default="stop",
+        default=DEFAULT_ON_PANIC,
         help="what a panic in the guest does: stop ends QEMU (default), pause keeps the VM stopped "
         "for inspection, reboot resets it (a guest that panics at every boot then loops)",
     )

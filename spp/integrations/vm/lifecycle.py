@@ -50,7 +50,15 @@ import yaml
 
 from spp.integrations.vm import manager
 from spp.integrations.vm.manager import VmError
-from spp.integrations.vm.qemu import PANIC_ACTIONS, Nic, VmSpec, default_mac, resolve_accel, vhost_socket
+from spp.integrations.vm.qemu import (
+    DEFAULT_ON_PANIC,
+    PANIC_ACTIONS,
+    Nic,
+    VmSpec,
+    default_mac,
+    resolve_accel,
+    vhost_socket,
+)
 
 TARGETS = ("switch", "vm", "app")
 ACTIONS = ("start", "stop", "restart", "status")
@@ -87,7 +95,7 @@ class VmConfig:
     image: str | None = None
     boot_timeout: float = 180.0
     reboot: bool = True  # false: a reboot in the guest ends QEMU (spp vm start --no-reboot)
-    on_panic: str = "stop"  # spp vm start --on-panic
+    on_panic: str = DEFAULT_ON_PANIC  # spp vm start --on-panic
 
 
 @dataclass
@@ -171,12 +179,23 @@ def load_config(path: Path) -> Config:
         vm = _section(
             data,
             "vm",
-            {"id", "dev_ids", "ips", "mem", "cores", "pin", "accel", "image", "boot_timeout", "reboot"}
-            | {"on_panic"},
+            {
+                "id",
+                "dev_ids",
+                "ips",
+                "mem",
+                "cores",
+                "pin",
+                "accel",
+                "image",
+                "boot_timeout",
+                "reboot",
+                "on_panic",
+            },
         )
         if not isinstance(vm.get("reboot", True), bool):
             raise LifecycleError(f"vm.reboot: expected true or false, not {vm['reboot']!r}")
-        if vm.get("on_panic", "stop") not in PANIC_ACTIONS:
+        if vm.get("on_panic", DEFAULT_ON_PANIC) not in PANIC_ACTIONS:
             raise LifecycleError(
                 f"vm.on_panic: expected one of {', '.join(PANIC_ACTIONS)}, not {vm['on_panic']!r}"
             )
@@ -191,7 +210,7 @@ def load_config(path: Path) -> Config:
             image=vm.get("image"),
             boot_timeout=float(vm.get("boot_timeout", 180)),
             reboot=vm.get("reboot", True),
-            on_panic=vm.get("on_panic", "stop"),
+            on_panic=vm.get("on_panic", DEFAULT_ON_PANIC),
         )
     if "app" in data:
         app = _section(data, "app", {"start", "stop"})

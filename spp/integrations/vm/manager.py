@@ -29,7 +29,7 @@ from typing import Any
 
 from spp.integrations.vm.console import ConsoleError, ExecResult, serial_exec, wait_for_mark
 from spp.integrations.vm.image import READY_MARK, guest_panicked, guest_ready
-from spp.integrations.vm.qemu import Nic, VmSpec, qemu_argv
+from spp.integrations.vm.qemu import DEFAULT_ON_PANIC, Nic, VmSpec, qemu_argv
 
 
 class VmError(RuntimeError):
@@ -136,7 +136,7 @@ def status(root: Path, vm_id: int) -> dict[str, Any]:
         "vhost_mode": "server" if spec["server"] else "client",
         "guest_ready": ready,
         "panicked": panicked,
-        "on_panic": spec.get("on_panic", "stop"),
+        "on_panic": spec.get("on_panic", DEFAULT_ON_PANIC),
         "serial": str(state / "serial.sock"),
         "serial_log": str(log),
         "uptime_s": round(time.time() - rec["started"], 1) if pid else None,

@@ -46,6 +46,7 @@ from pathlib import Path
 QEMU = "qemu-system-x86_64"
 #: ``on_panic`` -> QEMU's ``-action panic=`` (``none``: the guest's own reboot on panic goes on)
 PANIC_ACTIONS = {"stop": "shutdown", "pause": "pause", "reboot": "none"}
+DEFAULT_ON_PANIC = "stop"
 KVM_GET_API_VERSION = 0xAE00
 KVM_API_VERSION = 12
 #: a virtio-net-pci property as ``--nic-opt`` takes it: one ``name=value``, no comma (which would
@@ -90,7 +91,7 @@ class VmSpec:
     #: ends QEMU (``-no-reboot``)
     reboot: bool = True
     #: what a panic in the guest does (see the module's docstring): stop, pause or reboot
-    on_panic: str = "stop"
+    on_panic: str = DEFAULT_ON_PANIC
 
     @property
     def hostname(self) -> str:
