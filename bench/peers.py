@@ -14,6 +14,8 @@ ends (``outer``) stay in the root namespace and are what each forwarder joins:
 * ``py-relay``: ``bench/tools/py_relay.py``, the simplest Python relay there is (plain sockets,
   busy-polling ``recv_into`` and one ``send`` per frame, nothing else): the floor under any
   Python forwarder here, for latency (it busy-polls even when idle, so its idle CPU is a core);
+* ``nfv-tap``, ``nfv-tap-poll``: nfv patching ``phy:0 <-> tap:1``, the TAP moved into B and given
+  B's address (B's veth loses it meanwhile): a container's or namespace's usual way onto the panel;
 * ``nfv-rings``: phy -> ring -> nfv -> ring -> phy: nfv 1 moves ``phy:0 -> ring:0``,
   ``ring:1 -> phy:1`` and back (``phy:1 -> ring:2``, ``ring:3 -> phy:0``), nfv 2 moves
   ``ring:0 -> ring:1`` and ``ring:2 -> ring:3``: every packet crosses two processes twice.
@@ -34,6 +36,7 @@ from pathlib import Path
 
 from phy_vs_testpmd import Host, TestPmd, run
 
+from spp.instance import tap_ifname
 from spp.integrations.testbed import Testbed
 
 A_IP, B_IP = "10.99.0.1", "10.99.0.2"
@@ -163,6 +166,28 @@ def forwarder(side: str, a: Host, b: Host, tmp: Path, hugedir: Path | None, tag:
             nfv.forward()
             time.sleep(0.2)
             yield secondary_pids(bed)
+    elif side in ("nfv-tap", "nfv-tap-poll"):
+        bed = Testbed(ifaces=[a.outer], nb_rings=1, prefix=f"spb{tag}", log_dir=tmp)
+        with bed:
+            poll = {"--busy-poll-us": str(BUSY_POLL_US)} if side.endswith("-poll") else None
+            nfv = bed.launch_nfv(1, lcores="0,1", app=poll)
+            nfv.add("tap:1")
+            tap = tap_ifname(bed.prefix, 1)
+            run(["ip", "link", "set", "dev", tap, "netns", b.ns])
+            b.exec(["ip", "addr", "del", f"{B_IP}/24", "dev", b.inner])
+            try:
+                b.exec(["sysctl", "-qw", f"net.ipv6.conf.{tap}.disable_ipv6=1"])
+                b.exec(["ip", "addr", "add", f"{B_IP}/24", "dev", tap])
+                b.exec(["ip", "link", "set", tap, "up"])
+                a.exec(["ip", "neigh", "flush", "dev", a.inner])  # B's address has a new MAC
+                nfv.patch("phy:0", "tap:1")
+                nfv.patch("tap:1", "phy:0")
+                nfv.forward()
+                time.sleep(0.2)
+                yield secondary_pids(bed)
+            finally:
+                b.exec(["ip", "addr", "add", f"{B_IP}/24", "dev", b.inner])
+                a.exec(["ip", "neigh", "flush", "dev", a.inner])
     elif side in ("vf", "vf-poll", "vf-cls", "vf-cls-poll"):
         # spp_vf on one lcore: forward components phy:0 -> phy:1 and back; with "cls", the way
         # to B through a classifier instead (B's MAC -> phy:1)

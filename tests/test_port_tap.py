@@ -19,8 +19,8 @@ from spp.engine import linux
 from spp.engine.pool import BufferPool
 from spp.engine.portid import PortId
 from spp.engine.ports import open_port
-from spp.engine.ports.base import TX_DROP, PortContext, PortError
-from spp.engine.ports.tap import TapPort
+from spp.engine.ports.base import NOTHING, SOME, TX_DROP, PortContext, PortError
+from spp.engine.ports.tap import LONE_RUN, TapPort
 from spp.instance import tap_ifname
 from tests.netutil import (
     TEST_SRC,
@@ -190,9 +190,14 @@ def test_tx_runts_are_counted_and_a_down_link_accepts_nothing(tap_env, pool: Buf
     port = tap_env(8, tap_name())
     burst = [make_frame(0, 60), b"", bytes(13), make_frame(1, 61)]
     with Capture(port.iface, 2, timeout=2) as cap:
-        assert port.tx_burst(pool.alloc_frames(burst)) == len(burst)
+        bufs = pool.alloc_frames(burst)
+        # The two it sent come first; the runts are the caller's to free and count as tx_drop
+        # (once each, and never as sent).
+        assert port.tx_burst(bufs) == 2
         assert cap.frames() == [burst[0], burst[3]]
-    assert int(port.counters[TX_DROP]) == 2
+    assert [pool.read(b) for b in bufs[2:].tolist()] == [burst[1], burst[2]]
+    pool.free(bufs[2:])
+    assert int(port.counters[TX_DROP]) == 0
     linux.set_link_up(port.iface, False)
     bufs = pool.alloc_frames([make_frame(2, 60)] * 3)
     assert port.tx_burst(bufs) == 0
@@ -200,3 +205,70 @@ def test_tx_runts_are_counted_and_a_down_link_accepts_nothing(tap_env, pool: Buf
     pool.free(bufs)  # the caller owns what was not accepted
     assert all_free(pool)
     assert isinstance(port.counters, np.ndarray)
+
+
+def wait_readable(port: TapPort, timeout: float = 5.0) -> None:
+    fd = port.fileno()
+    assert fd is not None
+    assert select.select([fd], [], [], timeout)[0], "the TAP never became readable"
+
+
+def test_lone_frames_come_out_of_rx_one_until_they_come_in_runs(tap_env, pool: BufferPool) -> None:
+    """An idle panel's path: a frame at a time straight into a buffer, no numpy; frames that
+    keep coming in a row are left to rx_burst, and an empty burst hands the port back."""
+    port = tap_env(9, tap_name())
+    subprocess.run(["ip", "link", "set", "dev", port.iface, "mtu", "9000"], check=True)
+    assert port.rx_one() == NOTHING
+    lone = make_frame(0, 98)
+    host_send([lone], port.iface)
+    wait_readable(port)
+    b = port.rx_one()
+    assert b >= 0 and pool.read(b) == lone
+    assert pool.stamps[b] > 0
+    pool.free_one(b)
+    assert port.rx_one() == NOTHING
+
+    jumbo = make_frame(1, 8000)  # longer than a pool buffer: it lands in a large one
+    host_send([jumbo], port.iface)
+    wait_readable(port)
+    b = port.rx_one()
+    assert b >= pool.large_base and pool.read(b) == jumbo
+    pool.free_one(b)
+    assert port.rx_one() == NOTHING
+
+    run = [make_frame(i, 60 + i) for i in range(2, 2 + LONE_RUN + 3)]
+    host_send(run, port.iface)
+    wait_readable(port)
+    got = []
+    for _ in range(LONE_RUN):
+        b = port.rx_one()
+        assert b >= 0
+        got.append(pool.read(b))
+        pool.free_one(b)
+    assert port.rx_one() == SOME  # frames came in a row: the rest go as a burst
+    bufs = port.rx_burst(32)
+    got += [pool.read(b) for b in bufs.tolist()]
+    pool.free(bufs)
+    assert got == run
+    assert port.rx_one() == SOME  # that burst held several: still busy
+    assert len(port.rx_burst(32)) == 0
+    assert port.rx_one() == NOTHING  # an empty burst: back to lone frames
+    assert int(port.counters[TX_DROP]) == 0
+    assert all_free(pool)
+
+
+def test_tx_one_sends_a_lone_frame_and_refuses_alone_what_it_cannot(tap_env, pool: BufferPool) -> None:
+    port = tap_env(10, tap_name())
+    frame = make_frame(0, 74)
+    with Capture(port.iface, 1, timeout=2) as cap:
+        assert port.tx_one(pool.alloc_frames([frame])[0].item()) == 1
+        assert cap.frames() == [frame]
+    runt = pool.alloc_frames([bytes(13)])[0].item()
+    assert port.tx_one(runt) == 0  # not taken: the caller frees it and counts the drop
+    pool.free_one(runt)
+    linux.set_link_up(port.iface, False)
+    down = pool.alloc_frames([make_frame(1, 60)])[0].item()
+    assert port.tx_one(down) == 0
+    assert port.last_error == errno.EIO
+    pool.free_one(down)
+    assert all_free(pool)

@@ -23,6 +23,8 @@ the kernel would refuse them, and software segmentation must not trust them.
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 
 from spp.engine.pool import BufferPool
@@ -37,6 +39,8 @@ GSO_UDP = 3  # UFO (IP fragmentation); no kernel makes it any more, and neither 
 GSO_TCPV6 = 4
 GSO_UDP_L4 = 5
 GSO_ECN = 0x80
+#: ``struct virtio_net_hdr`` as Python ints: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
+VNET_FIELDS = struct.Struct("<BBHHHH")
 
 ETH_HLEN = 14
 ETH_P_IP = 0x0800
@@ -138,6 +142,13 @@ def invalid_one(
         or (gso != GSO_NONE and (gso_size == 0 or hdr_len > length))
         or length < ETH_HLEN
     )
+
+
+def invalid_buf(pool: BufferPool, buf: int, length: int) -> bool:
+    """:func:`invalid_one` for buffer ``buf`` of ``length`` bytes, read through the pool's
+    memoryviews (a lone frame's path: no numpy). A buffer with nothing left to do is valid."""
+    vnet, v = pool.vnet_mv, buf * VNET_HDR_LEN
+    return bool((vnet[v] or vnet[v + 1]) and invalid_one(*VNET_FIELDS.unpack_from(vnet, v), length))
 
 
 def check_burst(pool: BufferPool, bufs: np.ndarray, xstats: np.ndarray, reason: str) -> np.ndarray:

@@ -108,6 +108,23 @@ class Port(abc.ABC):
         caller frees it and counts the drop)."""
         return self.tx_burst(np.array((buf,), np.uint32))
 
+    def _sent_first(self, bufs: np.ndarray, sent_pos: np.ndarray) -> int:
+        """Free the buffers at ``sent_pos`` and move the others behind them (in order), so that
+        the caller's "free and count the rest" sees exactly the frames that did not go."""
+        n = len(bufs)
+        rest = np.ones(n, bool)
+        rest[sent_pos] = False
+        order = np.concatenate([sent_pos, np.flatnonzero(rest)])
+        sent = len(sent_pos)
+        if bufs.flags.writeable:
+            bufs[:] = bufs[order]
+            self.pool.free(bufs[:sent])
+            return sent
+        # (A read-only burst cannot be reordered: consume it all and count the drops here.)
+        self.pool.free(bufs)
+        self.counters[TX_DROP] += n - sent
+        return n
+
     @functools.cached_property
     def ctr(self) -> memoryview:
         """:attr:`counters` as Python ints (a memoryview of the same row): see :meth:`rx_one`."""

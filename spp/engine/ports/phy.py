@@ -87,7 +87,7 @@ from spp.engine.linux import (
     VLAN_HLEN,
     SendBatch,
 )
-from spp.engine.offload import GSO_NONE, NEEDS_CSUM, XS, invalid_one
+from spp.engine.offload import GSO_NONE, NEEDS_CSUM, VNET_FIELDS, XS, invalid_buf, invalid_one
 from spp.engine.portid import PortId
 from spp.engine.ports.base import (
     NOTHING,
@@ -145,7 +145,6 @@ IDLE_CHUNK = 32
 RELAY_CHUNK = 64
 #: bursts up to this many frames are sent with Python ints rather than vector operations
 FEW = 4
-_VNET_FIELDS = struct.Struct("<BBHHHH")  # struct virtio_net_hdr
 #: BUSY -> IDLE when a block retired by its timer held fewer frames (a trickle of traffic)
 BUSY_MIN_PER_BLOCK = 64
 
@@ -1215,13 +1214,12 @@ class PhyPort(Port):
         assert self._tx is not None
         pool = self.pool
         ln = pool.len_mv[b]
-        v = b * VNET_HDR_LEN
-        vnet = pool.vnet_mv
-        if (vnet[v] or vnet[v + 1]) and invalid_one(*_VNET_FIELDS.unpack_from(vnet, v), ln):
+        if invalid_buf(pool, b, ln):
             return -1
+        v = b * VNET_HDR_LEN
         o = b * self.buf_size
         try:
-            self._tx.sendmsg((vnet[v : v + VNET_HDR_LEN], pool.data_mv[o : o + ln]), (), MSG_DONTWAIT)
+            self._tx.sendmsg((pool.vnet_mv[v : v + VNET_HDR_LEN], pool.data_mv[o : o + ln]), (), MSG_DONTWAIT)
         except OSError as e:
             self._send_failed(e)
             return 0
@@ -1241,7 +1239,7 @@ class PhyPort(Port):
         hdrs: list[int] = []
         for b in bufs.tolist():
             ln = int(lengths[b])
-            if words[b] and invalid_one(*_VNET_FIELDS.unpack_from(pool.vnet[b]), ln):
+            if words[b] and invalid_one(*VNET_FIELDS.unpack_from(pool.vnet[b]), ln):
                 return -1
             addrs.append(data + bs * b)
             lens.append(ln)
@@ -1259,23 +1257,6 @@ class PhyPort(Port):
         sent_mask[:done] = True
         sent_mask[batch.refused] = False
         return self._sent_first(bufs, np.flatnonzero(sent_mask))
-
-    def _sent_first(self, bufs: np.ndarray, sent_pos: np.ndarray) -> int:
-        """Free the buffers at ``sent_pos`` and move the others behind them (in order), so that
-        the caller's "free and count the rest" sees exactly the frames that did not go."""
-        n = len(bufs)
-        rest = np.ones(n, bool)
-        rest[sent_pos] = False
-        order = np.concatenate([sent_pos, np.flatnonzero(rest)])
-        sent = len(sent_pos)
-        if bufs.flags.writeable:
-            bufs[:] = bufs[order]
-            self.pool.free(bufs[:sent])
-            return sent
-        # (A read-only burst cannot be reordered: consume it all and count the drops here.)
-        self.pool.free(bufs)
-        self.counters[TX_DROP] += n - sent
-        return n
 
     def _tx_finished(self, bufs: np.ndarray) -> int:
         """Transmit on a socket without virtio_net_hdr: finish offloads in software first."""

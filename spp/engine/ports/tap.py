@@ -34,9 +34,9 @@ import numpy as np
 
 from spp.engine import linux, offload
 from spp.engine.linux import ETH_HLEN
-from spp.engine.offload import XS
+from spp.engine.offload import XS, invalid_buf
 from spp.engine.portid import PortId
-from spp.engine.ports.base import RX_DROP, TX_DROP, Port, PortContext, PortError
+from spp.engine.ports.base import NOTHING, RX_DROP, SOME, Port, PortContext, PortError
 from spp.engine.shm import VNET_HDR_LEN
 from spp.instance import tap_ifname
 
@@ -54,6 +54,9 @@ EMPTY = np.empty(0, np.uint32)
 # A frame the kernel refuses on its own (malformed): drop that one and go on. Anything else means
 # the device cannot take frames now (down, detached): stop the burst.
 _FRAME_ERRORS = frozenset({errno.EINVAL, errno.EMSGSIZE, errno.EFAULT})
+#: frames in a row that :meth:`TapPort.rx_one` hands over one by one before it leaves the next
+#: ones to rx_burst: more than a ping and its echo, fewer than a flow's window
+LONE_RUN = 4
 
 
 class TapPort(Port):
@@ -106,6 +109,10 @@ class TapPort(Port):
         self._adopted: list[int] = []  # spares that caught a frame in the current burst
         #: the errno that ended the last burst early, for diagnostics only
         self.last_error = 0
+        # Whether frames come in runs (rx_burst's last burst held more than one, or rx_one met
+        # LONE_RUN in a row): rx_one then leaves them to rx_burst.
+        self._busy = False
+        self._run = 0
 
     def _spare_tail(self) -> list[memoryview]:
         """The iovec that catches a frame's bytes beyond the pool buffer (none if no large buffer
@@ -147,6 +154,7 @@ class TapPort(Port):
         except OSError as e:
             self.last_error = e.errno or 0  # detached or deleted under us: report nothing more
         n = len(lens)
+        self._busy = n > 1
         if n < len(bufs):
             self.pool.free(bufs[n:])
             bufs = bufs[:n]
@@ -173,6 +181,69 @@ class TapPort(Port):
         self.pool.stamps[bufs] = time.time_ns()  # the TAP carries no arrival time; this is close
         return bufs
 
+    def rx_one(self) -> int:
+        """One frame read straight into a buffer, with Python ints only, while the device
+        delivers them one at a time (an idle panel's ping; see :meth:`Port.rx_one`)."""
+        fd, mv, vmv = self._fd, self._mv, self._vmv
+        if self._busy or fd is None or mv is None or vmv is None:
+            return SOME
+        pool = self.pool
+        b = pool.alloc_one()
+        if b < 0:
+            return SOME  # rx_burst finds the pool empty too, and leaves frames in the device
+        bs = self.buf_size
+        o, v = b * bs, b * VNET_HDR_LEN
+        tail = self._spare_tail() if self._spare < 0 else self._spare_view()
+        try:
+            n = os.readv(fd, [vmv[v : v + VNET_HDR_LEN], mv[o : o + bs], *tail]) - VNET_HDR_LEN
+        except OSError as e:
+            pool.free_one(b)
+            self._run = 0
+            if not isinstance(e, BlockingIOError):
+                self.last_error = e.errno or 0
+            return NOTHING
+        self._run += 1
+        if self._run >= LONE_RUN:
+            self._busy, self._run = True, 0
+        capacity = bs
+        if n > bs and tail:
+            self._adopt_spare(b)
+            pool.free_one(b)
+            b, capacity = self._adopted.pop(), pool.large_size
+        if n < ETH_HLEN or n > capacity:
+            self.ctr[RX_DROP] += 1
+            self.xstats[XS["rx_runt" if n < ETH_HLEN else "rx_too_long"]] += 1
+            pool.free_one(b)
+            return NOTHING
+        pool.len_mv[b] = n
+        pool.stamp_mv[b] = time.time_ns()
+        return b
+
+    def _spare_view(self) -> list[memoryview]:
+        assert self._mv is not None
+        o = self._spare * self.buf_size
+        return [self._mv[o + self.buf_size : o + self.pool.large_size]]
+
+    def tx_one(self, buf: int) -> int:
+        """One ``writev`` of a lone frame, Python ints only; a frame whose metadata or length
+        must be refused goes the burst way, which counts why."""
+        fd, mv, vmv = self._fd, self._mv, self._vmv
+        pool = self.pool
+        ln = pool.len_mv[buf]
+        if fd is None or mv is None or vmv is None or ln < ETH_HLEN or invalid_buf(pool, buf, ln):
+            return super().tx_one(buf)
+        o, v = buf * self.buf_size, buf * VNET_HDR_LEN
+        try:
+            os.writev(fd, [vmv[v : v + VNET_HDR_LEN], mv[o : o + ln]])
+        except OSError as e:
+            self.last_error = e.errno or 0
+            if e.errno not in _FRAME_ERRORS:
+                return 0  # the device cannot take frames now: the caller frees and counts it
+            self.xstats[XS["tx_refused"]] += 1
+            return 0
+        pool.free_one(buf)
+        return 1
+
     def _adopt_spare(self, b: int) -> None:
         """Frame read into ``b`` spilled into the spare: make the spare whole and take it."""
         pool = self.pool
@@ -198,11 +269,11 @@ class TapPort(Port):
                 self.xstats[XS["tx_bad_vnet"]] += len(bad)
         bs = self.buf_size
         writev = os.writev
-        dropped = 0
+        dropped: list[int] = []  # positions of frames not sent for themselves (runt, refused)
         i = 0
         for b, ln in zip(bufs.tolist(), pool.lengths[bufs].tolist(), strict=True):
             if ln < ETH_HLEN or b in bad:
-                dropped += 1  # a runt is no Ethernet frame; the TAP would refuse it anyway
+                dropped.append(i)  # a runt is no Ethernet frame; the TAP would refuse it anyway
             else:
                 o = b * bs
                 v = b * VNET_HDR_LEN
@@ -214,11 +285,15 @@ class TapPort(Port):
                     self.last_error = e.errno or 0
                     if e.errno not in _FRAME_ERRORS:
                         break
-                    dropped += 1
+                    dropped.append(i)
                     self.xstats[XS["tx_refused"]] += 1
             i += 1
         if dropped:
-            self.counters[TX_DROP] += dropped
+            # The frames that went first, the ones that did not behind them: the caller frees
+            # and counts those as tx_drop, once each, and none of them as sent.
+            sent = np.ones(i, bool)
+            sent[dropped] = False
+            return self._sent_first(bufs, np.flatnonzero(sent))
         if i:
             pool.free(bufs[:i])  # written frames were copied into skbs
         return i
