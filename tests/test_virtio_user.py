@@ -17,7 +17,7 @@ import pytest
 from spp.engine.offload import GSO_TCPV4, NEEDS_CSUM, XS
 from spp.engine.portid import PortId
 from spp.engine.ports import PortContext, open_port
-from spp.engine.ports.base import WAKES, Port
+from spp.engine.ports.base import NOTHING, RX_DROP, SOME, TX_DROP, WAKES, Port
 from spp.engine.ports.vhost import VhostPort
 from spp.engine.ports.virtio_user import VirtioUserPort
 from spp.engine.virtio import defs as vd
@@ -597,3 +597,97 @@ def test_zero_copy_driver_posts_receive_buffers_once_the_pool_has_them(sock_ctx)
         vuser.close()
         vhost.close()
         pool.free(hoard[0])
+
+
+def rx_one_within(port: Port, timeout: float = 10) -> int:
+    """The first answer of ``port.rx_one()`` that is not NOTHING."""
+    end = time.monotonic() + timeout
+    while (got := port.rx_one()) == NOTHING:
+        assert time.monotonic() < end, "nothing came"
+        time.sleep(0.0005)
+    return got
+
+
+@ZERO_COPY
+def test_lone_packets_cross_vhost_with_python_ints(sock_ctx, zero_copy):
+    """An idle panel's path both ways (one descriptor per packet from a copying driver, header
+    and frame in two from a zero-copy one): ``rx_one`` hands over a lone packet, leaves a run
+    to ``rx_burst``; ``tx_one`` fills the driver's next receive buffer without ``tx_burst``."""
+    sock_ctx.options["virtio_user:12:zero_copy"] = zero_copy
+    vhost = open_port(PortId("vhost", 12), sock_ctx)
+    vuser = open_port(PortId("virtio_user", 12), sock_ctx)
+    pool = sock_ctx.pool
+    try:
+        wait_running(vhost, vuser)
+        frames = [*mixed_frames(8, seed=5), bytes(range(256)) * 5 + bytes(234)]  # 1514 B last
+        assert vhost.rx_one() == NOTHING
+        for f in frames:
+            assert vuser.tx_burst(pool.alloc_frames([f])) == 1
+            b = rx_one_within(vhost)
+            assert b >= 0 and pool.read(b) == f
+            pool.free_one(b)
+        assert vhost.rx_one() == NOTHING
+        assert vuser.tx_burst(pool.alloc_frames(frames[:3])) == 3
+        assert rx_one_within(vhost) == SOME  # a run: the burst path takes it whole
+        assert [f for f, _ in receive(vhost, 3)] == frames[:3]
+
+        def no_burst(bufs: np.ndarray) -> int:
+            raise AssertionError("a lone packet went the burst way")
+
+        vhost.tx_burst = no_burst  # type: ignore[method-assign]
+        for f in frames:
+            assert vhost.tx_one(int(pool.alloc_frames([f])[0])) == 1
+            assert [g for g, _ in receive(vuser, 1)] == [f]
+        del vhost.tx_burst
+        # the counters a lone packet's caller keeps are the only ones: the device kept none
+        assert vhost.info()["errors"] == vuser.info()["errors"] == 0
+        assert int(vhost.counters[RX_DROP]) == int(vhost.counters[TX_DROP]) == 0
+    finally:
+        vuser.close()
+        vhost.close()
+
+
+def test_a_lone_packet_with_nonsense_metadata_is_dropped_and_counted(sock_ctx):
+    vhost = open_port(PortId("vhost", 13), sock_ctx)
+    vuser = open_port(PortId("virtio_user", 13), sock_ctx)
+    pool = sock_ctx.pool
+    try:
+        wait_running(vhost, vuser)
+        bad, good = pool.alloc_frames(mixed_frames(2, seed=6))
+        set_vnet(pool, int(bad), 0x40, 0, 0, 0, 0, 0)  # an unknown flag
+        assert vuser.driver.tx_burst(pool, np.array([bad], np.uint32)) == 1  # raw: as it is
+        wait_for(lambda: vhost.rx_one() == NOTHING and vhost.xstats[XS["rx_bad_vnet"]] == 1, 10, "the drop")
+        assert int(vhost.counters[RX_DROP]) == 1
+        assert vuser.driver.tx_burst(pool, np.array([good], np.uint32)) == 1
+        b = rx_one_within(vhost)
+        assert pool.read(b) == mixed_frames(2, seed=6)[1]
+        pool.free_one(b)
+    finally:
+        vuser.close()
+        vhost.close()
+
+
+def test_a_lone_packet_to_a_driver_without_receive_buffers_is_refused(sock_ctx):
+    """tx_one with no receive buffer posted: 0, the caller's to free and count; once the driver
+    posts buffers again, lone packets go."""
+    vhost = open_port(PortId("vhost", 14), sock_ctx)
+    vuser = open_port(PortId("virtio_user", 14), sock_ctx)
+    pool = sock_ctx.pool
+    try:
+        wait_running(vhost, vuser)
+        frame = mixed_frames(1, seed=7)[0]
+        taken = 0
+        while True:  # fill every buffer the driver posted, without it taking any back
+            b = int(pool.alloc_frames([frame])[0])
+            if not vhost.tx_one(b):
+                pool.free_one(b)
+                break
+            taken += 1
+            assert taken <= 8192, "the driver's receive ring never filled"
+        assert taken >= 256
+        assert len(receive(vuser, taken)) == taken
+        assert vhost.tx_one(int(pool.alloc_frames([frame])[0])) == 1
+        assert [f for f, _ in receive(vuser, 1)] == [frame]
+    finally:
+        vuser.close()
+        vhost.close()

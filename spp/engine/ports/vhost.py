@@ -24,8 +24,8 @@ import threading
 import numpy as np
 
 from spp.engine.portid import PortId
-from spp.engine.ports.base import PENDING, RX_DROP, TX_DROP, WAKES, Port, PortContext, PortError
-from spp.engine.virtio.backend import VhostDevice, VhostError
+from spp.engine.ports.base import NOTHING, PENDING, RX_DROP, TX_DROP, WAKES, Port, PortContext, PortError
+from spp.engine.virtio.backend import DROPPED, VhostDevice, VhostError
 
 DEFAULT_DIR = "/tmp"
 
@@ -105,6 +105,24 @@ class VhostPort(Port):
         if dropped:
             self.counters[RX_DROP] += dropped
         return bufs
+
+    def rx_one(self) -> int:
+        device = self.device
+        if device is None:
+            return NOTHING
+        b = device.receive_one(self.pool, self.xstats)
+        if b == DROPPED:
+            self.ctr[RX_DROP] += 1
+            return NOTHING  # (more may wait: the worker looks again before it sleeps)
+        return b
+
+    def tx_one(self, buf: int) -> int:
+        device = self.device
+        if device is not None:
+            taken = device.transmit_one(self.pool, buf)
+            if taken >= 0:
+                return taken
+        return super().tx_one(buf)
 
     def tx_burst(self, bufs: np.ndarray) -> int:
         device = self.device

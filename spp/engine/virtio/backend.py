@@ -31,6 +31,7 @@ import numpy as np
 from spp.engine import offload
 from spp.engine.peer import peer_of
 from spp.engine.pool import BufferPool
+from spp.engine.ports.base import NOTHING
 from spp.engine.virtio import defs as d
 from spp.engine.virtio import unixsock
 from spp.engine.virtio.memory import GuestMemory, MemoryError_, Region
@@ -40,6 +41,8 @@ from spp.engine.virtio.ring import EMPTY, DeviceRing, RingError, ring_bytes
 log = logging.getLogger(__name__)
 
 RX_QUEUE, TX_QUEUE = 0, 1  # the driver's receive queue (we transmit on it) and transmit queue
+#: :meth:`VhostDevice.receive_one`: a lone packet came and was dropped (nonsense metadata)
+DROPPED = -3
 NUM_QUEUES = 2
 RECONNECT_SECONDS = 0.5
 
@@ -138,6 +141,38 @@ class VhostDevice:
             bufs = offload.check_burst(pool, bufs, xstats, "rx_bad_vnet")
             dropped += n - len(bufs)
         return bufs, dropped
+
+    def receive_one(self, pool: BufferPool, xstats: np.ndarray) -> int:
+        """A lone packet the driver transmitted, with Python ints only: what
+        :meth:`Port.rx_one` answers, or :data:`DROPPED` (one packet whose offload metadata made
+        no sense: freed, and counted in ``xstats``)."""
+        with self.lock:
+            ring = self._rings[TX_QUEUE]
+            if ring is None:
+                return NOTHING
+            try:
+                b = ring.receive_one(pool)
+            except Exception as e:  # whatever the driver wrote, the worker carries on
+                self._ring_failed(TX_QUEUE, str(e))
+                return NOTHING
+        if b >= 0 and ring.read_vnet and offload.invalid_buf(pool, b, pool.len_mv[b]):
+            pool.free_one(b)
+            xstats[offload.XS["rx_bad_vnet"]] += 1
+            return DROPPED
+        return b
+
+    def transmit_one(self, pool: BufferPool, buf: int) -> int:
+        """Hand a lone plain packet to the driver with Python ints only: 1 (taken), 0 (no guest,
+        or no receive buffer: the caller drops it) or -1 (:meth:`transmit` must deal with it)."""
+        with self.lock:
+            ring = self._rings[RX_QUEUE]
+            if ring is None:
+                return 0
+            try:
+                return ring.deliver_one(pool, buf)
+            except Exception as e:  # whatever the driver wrote, the worker carries on
+                self._ring_failed(RX_QUEUE, str(e))
+                return 0
 
     def transmit(self, pool: BufferPool, bufs: np.ndarray, xstats: np.ndarray) -> tuple[np.ndarray, int, int]:
         """Hand packets to the driver: ``(sent, taken, too_large)``. ``sent`` is ``bufs`` made fit

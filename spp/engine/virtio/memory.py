@@ -143,6 +143,11 @@ class GuestMemory:
         #: boundary since every byte of the stretch is mapped
         tiled = all(a.gpa + a.size == b.gpa for a, b in zip(self.regions, self.regions[1:], strict=False))
         self.single: tuple[int, int] | None = (int(self._starts[0]), int(self._ends[-1])) if tiled else None
+        #: the arena as bytes, and its regions (or tiled stretch) as Python ints: a lone packet's
+        #: path (:meth:`offset_one`), where a cold numpy call costs more than the whole copy
+        self.mv = memoryview(self.flat)
+        bounds = list(zip(self._starts.tolist(), self._ends.tolist(), strict=True))
+        self._bounds: list[tuple[int, int]] = [self.single] if self.single else bounds
         self.closed = False
 
     # -- translation ---------------------------------------------------------------------------
@@ -163,6 +168,15 @@ class GuestMemory:
         """The arena offset where the region holding each (valid) offset ends."""
         idx = np.maximum(np.searchsorted(self._starts, off.astype(np.uint64), side="right") - 1, 0)
         return self._ends[idx].astype(np.int64)
+
+    def offset_one(self, gpa: int, length: int) -> int:
+        """:meth:`offsets` for one address as Python ints: the arena offset of ``[gpa,
+        gpa+length)``, or -1 unless it lies inside one region (or the tiled stretch)."""
+        off = gpa - self.lo
+        for start, end in self._bounds:
+            if start <= off and off + length <= end:
+                return off
+        return -1
 
     def offset_of(self, gpa: int, length: int) -> int:
         off, ok = self.offsets(np.array([gpa], np.uint64), length)
@@ -218,6 +232,7 @@ class GuestMemory:
             self._windows.clear()
             self._void_windows.clear()
             self._word_window = None
+            self.mv.release()
             _libc.munmap(self._raw, self._reserve)
 
 

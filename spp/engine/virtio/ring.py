@@ -16,7 +16,9 @@ import os
 
 import numpy as np
 
+from spp.engine.linux import ETH_HLEN
 from spp.engine.pool import BufferPool
+from spp.engine.ports.base import NOTHING, SOME
 from spp.engine.shm import VNET_HDR_LEN
 from spp.engine.virtio.defs import (
     DESC,
@@ -103,6 +105,15 @@ class SplitLayout:
         self.desc_word = self.desc64[:, 1]  # len | flags << 32 | next << 48
         self.desc_len = self.desc["len"]
         self.avail_event = mem_flat[used + 4 + 8 * size : used + 6 + 8 * size].view(np.uint16)
+        # The same again as memoryviews (Python ints): for a lone packet, and for the few fields
+        # every burst reads or writes once, where a numpy scalar access costs more.
+        #: avail ring as u16: flags, idx, ring[size], used_event
+        self.avail_mv = memoryview(mem_flat[avail : avail + 6 + 2 * size]).cast("H")
+        #: used ring's flags and idx (u16), and its elements as u64 (id | len << 32)
+        self.used_mv = memoryview(mem_flat[used : used + 4]).cast("H")
+        self.used64_mv = memoryview(mem_flat[used + 4 : used + 4 + 8 * size]).cast("Q")
+        #: descriptor table as u64 pairs: addr, len | flags << 32 | next << 48
+        self.desc_mv = memoryview(mem_flat[desc : desc + 16 * size]).cast("Q")
 
 
 def ring_bytes(size: int) -> tuple[int, int, int]:
@@ -143,6 +154,7 @@ class DeviceRing:
         if hdr_len >= 12:
             self.hdr_template[10] = 1  # num_buffers = 1
         self.hdr_void = self.hdr_template.view(np.dtype((np.void, hdr_len)))[0]
+        self.hdr_bytes = self.hdr_template.tobytes()
         self._pool_rows: RowViews | None = None
         self._pool_vnet: RowViews | None = None
 
@@ -188,14 +200,24 @@ class DeviceRing:
         self.last_avail = (self.last_avail + n) & 0xFFFF
         self._signal(old)
 
+    def _complete_one(self, head: int, length: int) -> None:
+        """:meth:`_complete` for one descriptor chain, with Python ints only."""
+        r = self.ring
+        old = self.used_idx
+        r.used64_mv[old & r.mask] = head | length << 32
+        self.used_idx = (old + 1) & 0xFFFF
+        r.used_mv[1] = self.used_idx  # after the entry (stores are ordered on x86-64)
+        self.last_avail = (self.last_avail + 1) & 0xFFFF
+        self._signal(old)
+
     def _signal(self, old: int) -> None:
         if self.call_fd is None:
             return
-        r = self.ring
+        avail = self.ring.avail_mv
         if self.event_idx:
-            if not need_event(int(r.used_event[0]), self.used_idx, old):
+            if not need_event(avail[2 + self.size], self.used_idx, old):  # used_event
                 return
-        elif r.avail_flags[0] & VRING_AVAIL_F_NO_INTERRUPT:
+        elif avail[0] & VRING_AVAIL_F_NO_INTERRUPT:
             return
         with contextlib.suppress(OSError):
             os.eventfd_write(self.call_fd, 1)
@@ -303,6 +325,97 @@ class DeviceRing:
 
     #: packets dropped because they were longer than any buffer (or no large buffer exists)
     rx_too_long = 0
+
+    # -- one packet: an idle panel's path ------------------------------------------------------
+
+    def _next_avail(self) -> tuple[int, int]:
+        """How many chains are available, and the first one's head (-1 if none, or if its index
+        is out of the ring: the burst path refuses it and says why)."""
+        r = self.ring
+        avail = r.avail_mv
+        n = (avail[1] - self.last_avail) & 0xFFFF
+        if not n:
+            return 0, -1
+        head = avail[2 + (self.last_avail & r.mask)]
+        return n, (head if head < self.size else -1)
+
+    def _lone_layout(self, head: int, write: int) -> tuple[int, int, int] | None:
+        """``(header address, frame address, room)`` of the chain at ``head`` when it has one of
+        the two common layouts (one descriptor, header and frame; or a header's descriptor and
+        a frame's), every descriptor's flags ``write`` (and NEXT between them); None for any
+        other (the burst path deals with it, and says what is wrong)."""
+        d, h = self.ring.desc_mv, self.hdr_len
+        addr, word = d[2 * head], d[2 * head + 1]
+        flags, ln = word >> 32 & 0xFFFF, word & 0xFFFFFFFF
+        if flags == write:
+            return (addr, addr + h, ln - h) if ln >= h else None
+        if flags != write | VRING_DESC_F_NEXT or ln != h:
+            return None
+        nxt = word >> 48
+        if nxt >= self.size:
+            return None
+        word = d[2 * nxt + 1]
+        if word >> 32 & 0xFFFF != write:
+            return None
+        return addr, d[2 * nxt], word & 0xFFFFFFFF
+
+    def receive_one(self, pool: BufferPool) -> int:
+        """A lone packet from the driver, in a pool buffer, with Python ints only: what
+        :meth:`Port.rx_one` answers (the buffer, NOTHING or SOME). Its header's offload metadata
+        is the caller's to check. Several packets, other layouts, runts and long frames are left
+        to :meth:`receive` (SOME), with nothing consumed."""
+        n, head = self._next_avail()
+        if n != 1 or head < 0:
+            return NOTHING if not n else SOME
+        layout = self._lone_layout(head, 0)
+        if layout is None:
+            return SOME
+        hdr_at, frm_at, ln = layout
+        if not ETH_HLEN <= ln <= pool.buf_size:
+            return SOME
+        mem = self.mem
+        src, hsrc = mem.offset_one(frm_at, ln), mem.offset_one(hdr_at, VNET_HDR_LEN)
+        if src < 0 or hsrc < 0:
+            return SOME
+        b = pool.alloc_one()
+        if b < 0:
+            return SOME  # the burst path finds the pool empty too, and leaves the packet
+        o, v = b * pool.buf_size, b * VNET_HDR_LEN
+        pool.data_mv[o : o + ln] = mem.mv[src : src + ln]
+        if self.read_vnet:
+            pool.vnet_mv[v : v + VNET_HDR_LEN] = mem.mv[hsrc : hsrc + VNET_HDR_LEN]
+        else:
+            pool.vnet_mv[v : v + 2] = b"\0\0"
+        pool.len_mv[b] = ln
+        self._complete_one(head, 0)
+        return b
+
+    def deliver_one(self, pool: BufferPool, buf: int) -> int:
+        """Write a lone plain packet into the driver's next receive buffer with Python ints only:
+        1 (taken and freed), 0 (no receive buffer available: the caller drops it), or -1 for
+        :meth:`deliver` to deal with (metadata to write, a large buffer, an unusual layout)."""
+        v = buf * VNET_HDR_LEN
+        if pool.vnet_mv[v] or pool.vnet_mv[v + 1] or buf >= pool.large_base:
+            return -1
+        n, head = self._next_avail()
+        if not n:
+            return 0
+        if head < 0 or n > self.size:
+            return -1
+        layout = self._lone_layout(head, VRING_DESC_F_WRITE)
+        ln, h = pool.len_mv[buf], self.hdr_len
+        if layout is None or layout[2] < ln:
+            return -1
+        mem = self.mem
+        to, hto = mem.offset_one(layout[1], ln), mem.offset_one(layout[0], h)
+        if to < 0 or hto < 0:
+            return -1
+        o = buf * pool.buf_size
+        mem.mv[hto : hto + h] = self.hdr_bytes
+        mem.mv[to : to + ln] = pool.data_mv[o : o + ln]
+        self._complete_one(head, ln + h)
+        pool.free_one(buf)
+        return 1
 
     def _receive_each(
         self, pool: BufferPool, heads: np.ndarray, bufs: np.ndarray, lens: np.ndarray, ok: np.ndarray
