@@ -630,6 +630,9 @@ def test_lone_packets_cross_vhost_with_python_ints(sock_ctx, zero_copy):
         assert vuser.tx_burst(pool.alloc_frames(frames[:3])) == 3
         assert rx_one_within(vhost) == SOME  # a run: the burst path takes it whole
         assert [f for f, _ in receive(vhost, 3)] == frames[:3]
+        assert vhost.rx_one() == SOME  # runs came: left to rx_burst until a burst is empty
+        assert len(vhost.rx_burst(64)) == 0
+        assert vhost.rx_one() == NOTHING
 
         def no_burst(bufs: np.ndarray) -> int:
             raise AssertionError("a lone packet went the burst way")

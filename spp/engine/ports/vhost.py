@@ -24,7 +24,17 @@ import threading
 import numpy as np
 
 from spp.engine.portid import PortId
-from spp.engine.ports.base import NOTHING, PENDING, RX_DROP, TX_DROP, WAKES, Port, PortContext, PortError
+from spp.engine.ports.base import (
+    NOTHING,
+    PENDING,
+    RX_DROP,
+    SOME,
+    TX_DROP,
+    WAKES,
+    Port,
+    PortContext,
+    PortError,
+)
 from spp.engine.virtio.backend import DROPPED, VhostDevice, VhostError
 
 DEFAULT_DIR = "/tmp"
@@ -96,6 +106,10 @@ class VhostPort(Port):
         self.path = socket_path(uid, ctx)
         client = ctx.vhost_client or ctx.options.get(f"vhost:{uid.num}:client") == "1"
         self.device: VhostDevice | None = acquire(self.path, client, str(uid))
+        # Whether packets come in runs (rx_burst's last burst held more than one): rx_one then
+        # leaves them to rx_burst without a look at the ring, which under load costs a worker
+        # pass more than it could save.
+        self._busy = False
 
     def rx_burst(self, max_n: int) -> np.ndarray:
         device = self.device
@@ -104,10 +118,13 @@ class VhostPort(Port):
         bufs, dropped = device.receive(self.pool, max_n, self.xstats)
         if dropped:
             self.counters[RX_DROP] += dropped
+        self._busy = len(bufs) > 1
         return bufs
 
     def rx_one(self) -> int:
         device = self.device
+        if self._busy:
+            return SOME
         if device is None:
             return NOTHING
         b = device.receive_one(self.pool, self.xstats)
