@@ -112,6 +112,12 @@ def vnet_of(pool: BufferPool) -> Vnet:
 # -- validation ------------------------------------------------------------------------------------
 
 
+#: per gso_type (ECN bit cleared): one we cannot honour. A table lookup, where ``np.isin`` cost
+#: ~38 µs a burst (it sorts), a tenth of a TCP flow's forwarding time through a TAP.
+_GSO_UNKNOWN = np.ones(256, bool)
+_GSO_UNKNOWN[[GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4]] = False
+
+
 def invalid(pool: BufferPool, bufs: np.ndarray) -> np.ndarray:
     """Mask of ``bufs`` (all with non-zero metadata) whose offload metadata cannot be honoured."""
     v = vnet_of(pool)
@@ -122,7 +128,7 @@ def invalid(pool: BufferPool, bufs: np.ndarray) -> np.ndarray:
     cs = v.csum_start[bi].astype(np.int64)
     co = v.csum_offset[bi].astype(np.int64)
     bad = (flags & ~np.uint8(NEEDS_CSUM | DATA_VALID)) != 0
-    bad |= ~np.isin(gso, (GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4))
+    bad |= _GSO_UNKNOWN.take(gso)
     bad |= ((flags & NEEDS_CSUM) != 0) & ((cs < ETH_HLEN) | (cs + co + 2 > lens))
     is_gso = gso != GSO_NONE
     bad |= is_gso & ((v.gso_size[bi] == 0) | (v.hdr_len[bi].astype(np.int64) > lens))
@@ -315,7 +321,7 @@ def _headers(pool: BufferPool, bufs: np.ndarray) -> tuple[np.ndarray, ...] | Non
     l3 = np.full(len(bufs), ETH_HLEN, np.int64)
     etype = _get16(flat, base + 12)
     for _ in range(2):
-        tagged = np.isin(etype, VLAN_TPIDS)
+        tagged = (etype == VLAN_TPIDS[0]) | (etype == VLAN_TPIDS[1])  # (np.isin sorts: ~40 µs)
         if not tagged.any():
             break
         l3 += 4 * tagged

@@ -54,9 +54,10 @@ EMPTY = np.empty(0, np.uint32)
 # A frame the kernel refuses on its own (malformed): drop that one and go on. Anything else means
 # the device cannot take frames now (down, detached): stop the burst.
 _FRAME_ERRORS = frozenset({errno.EINVAL, errno.EMSGSIZE, errno.EFAULT})
-#: frames in a row that :meth:`TapPort.rx_one` hands over one by one before it leaves the next
-#: ones to rx_burst: more than a ping and its echo, fewer than a flow's window
-LONE_RUN = 4
+#: how long the device must have been quiet (s) for :meth:`TapPort.rx_one` to hand over a frame
+#: on its own: a read cannot tell whether more wait behind it, and under load one frame per
+#: worker pass (instead of all that wait, per rx_burst) cost a TCP flow a third of its rate
+QUIET = 0.001
 
 
 class TapPort(Port):
@@ -109,10 +110,10 @@ class TapPort(Port):
         self._adopted: list[int] = []  # spares that caught a frame in the current burst
         #: the errno that ended the last burst early, for diagnostics only
         self.last_error = 0
-        # Whether frames come in runs (rx_burst's last burst held more than one, or rx_one met
-        # LONE_RUN in a row): rx_one then leaves them to rx_burst.
-        self._busy = False
-        self._run = 0
+        # When the device last gave a frame (monotonic s): rx_one leaves frames to rx_burst
+        # until it has been QUIET for a while.
+        self._last_rx = 0.0
+        self.quiet = QUIET
 
     def _spare_tail(self) -> list[memoryview]:
         """The iovec that catches a frame's bytes beyond the pool buffer (none if no large buffer
@@ -154,7 +155,8 @@ class TapPort(Port):
         except OSError as e:
             self.last_error = e.errno or 0  # detached or deleted under us: report nothing more
         n = len(lens)
-        self._busy = n > 1
+        if n:
+            self._last_rx = time.monotonic()
         if n < len(bufs):
             self.pool.free(bufs[n:])
             bufs = bufs[:n]
@@ -182,10 +184,11 @@ class TapPort(Port):
         return bufs
 
     def rx_one(self) -> int:
-        """One frame read straight into a buffer, with Python ints only, while the device
-        delivers them one at a time (an idle panel's ping; see :meth:`Port.rx_one`)."""
+        """The first frame after a quiet spell (an idle panel's ping; see :meth:`Port.rx_one`),
+        read straight into a buffer with Python ints only; SOME while frames keep coming."""
         fd, mv, vmv = self._fd, self._mv, self._vmv
-        if self._busy or fd is None or mv is None or vmv is None:
+        now = time.monotonic()
+        if now - self._last_rx < self.quiet or fd is None or mv is None or vmv is None:
             return SOME
         pool = self.pool
         b = pool.alloc_one()
@@ -198,13 +201,10 @@ class TapPort(Port):
             n = os.readv(fd, [vmv[v : v + VNET_HDR_LEN], mv[o : o + bs], *tail]) - VNET_HDR_LEN
         except OSError as e:
             pool.free_one(b)
-            self._run = 0
             if not isinstance(e, BlockingIOError):
                 self.last_error = e.errno or 0
             return NOTHING
-        self._run += 1
-        if self._run >= LONE_RUN:
-            self._busy, self._run = True, 0
+        self._last_rx = now
         capacity = bs
         if n > bs and tail:
             self._adopt_spare(b)
