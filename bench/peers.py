@@ -16,6 +16,9 @@ ends (``outer``) stay in the root namespace and are what each forwarder joins:
   Python forwarder here, for latency (it busy-polls even when idle, so its idle CPU is a core);
 * ``nfv-tap``, ``nfv-tap-poll``: nfv patching ``phy:0 <-> tap:1``, the TAP moved into B and given
   B's address (B's veth loses it meanwhile): a container's or namespace's usual way onto the panel;
+* ``nfv-vhost``, ``nfv-vhost-poll``: nfv patching ``phy:0 <-> vhost:1``; on that socket,
+  dpdk-testpmd's ``net_virtio_user`` relays (io mode, busy-polling) to its ``net_tap``, moved into
+  B with B's address: a VM's or container's path through the panel, with a peer that adds a few µs;
 * ``nfv-rings``: phy -> ring -> nfv -> ring -> phy: nfv 1 moves ``phy:0 -> ring:0``,
   ``ring:1 -> phy:1`` and back (``phy:1 -> ring:2``, ``ring:3 -> phy:0``), nfv 2 moves
   ``ring:0 -> ring:1`` and ``ring:2 -> ring:3``: every packet crosses two processes twice.
@@ -168,26 +171,68 @@ def forwarder(side: str, a: Host, b: Host, tmp: Path, hugedir: Path | None, tag:
             yield secondary_pids(bed)
     elif side in ("nfv-tap", "nfv-tap-poll"):
         bed = Testbed(ifaces=[a.outer], nb_rings=1, prefix=f"spb{tag}", log_dir=tmp)
-        with bed:
+        with bed, _moved_to(b, tap_ifname(bed.prefix, 1), a) as tap:
             poll = {"--busy-poll-us": str(BUSY_POLL_US)} if side.endswith("-poll") else None
             nfv = bed.launch_nfv(1, lcores="0,1", app=poll)
             nfv.add("tap:1")
-            tap = tap_ifname(bed.prefix, 1)
-            run(["ip", "link", "set", "dev", tap, "netns", b.ns])
-            b.exec(["ip", "addr", "del", f"{B_IP}/24", "dev", b.inner])
+            tap.wait_and_move()
+            nfv.patch("phy:0", "tap:1")
+            nfv.patch("tap:1", "phy:0")
+            nfv.forward()
+            time.sleep(0.2)
+            yield secondary_pids(bed)
+    elif side in ("nfv-vhost", "nfv-vhost-poll"):
+        socks = tmp / f"socks{tag}"
+        socks.mkdir(exist_ok=True)
+        bed = Testbed(ifaces=[a.outer], nb_rings=1, prefix=f"spb{tag}", log_dir=tmp)
+        with bed, _moved_to(b, f"spbvt{tag}", a) as tap:
+            app = {"--vhost-dir": str(socks)}
+            if side.endswith("-poll"):
+                app["--busy-poll-us"] = str(BUSY_POLL_US)
+            nfv = bed.launch_nfv(1, lcores="0,1", app=app)
+            nfv.add("vhost:1")
+            # testpmd's forwarding lcore is CPU 0, the nfv's worker CPU 1 (its lcore after 0)
+            argv = [
+                "stdbuf",
+                "-oL",
+                "dpdk-testpmd",
+                "-l",
+                "1,0",
+                "--main-lcore",
+                "1",
+                "--no-huge",
+                "-m",
+                "512",
+                "--no-pci",
+            ]
+            vdev = f"net_virtio_user0,path={socks}/sock1,queue_size=1024"
+            argv += ["--file-prefix", f"spbtp{tag}", "--vdev", vdev]
+            argv += ["--vdev", f"net_tap0,iface={tap.name}", "--", "--forward-mode=io", "--auto-start"]
+            argv += ["--total-num-mbufs=8192"]
+            log = open(tmp / "testpmd-vhost.log", "wb")  # noqa: SIM115 - closed below
+            pmd = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT)
             try:
-                b.exec(["sysctl", "-qw", f"net.ipv6.conf.{tap}.disable_ipv6=1"])
-                b.exec(["ip", "addr", "add", f"{B_IP}/24", "dev", tap])
-                b.exec(["ip", "link", "set", tap, "up"])
-                a.exec(["ip", "neigh", "flush", "dev", a.inner])  # B's address has a new MAC
-                nfv.patch("phy:0", "tap:1")
-                nfv.patch("tap:1", "phy:0")
+                end = time.monotonic() + 30  # (its link check alone may take 9 s)
+                while b"Press enter to exit" not in Path(log.name).read_bytes():
+                    if pmd.poll() is not None or time.monotonic() > end:
+                        raise RuntimeError(f"dpdk-testpmd did not start forwarding: see {log.name}")
+                    time.sleep(0.1)
+                # Only now: net_tap opens its queues by the interface's name, in its namespace.
+                tap.wait_and_move()
+                nfv.patch("phy:0", "vhost:1")
+                nfv.patch("vhost:1", "phy:0")
                 nfv.forward()
                 time.sleep(0.2)
-                yield secondary_pids(bed)
+                yield secondary_pids(bed)  # (testpmd's busy core is the peer's, not the panel's)
             finally:
-                b.exec(["ip", "addr", "add", f"{B_IP}/24", "dev", b.inner])
-                a.exec(["ip", "neigh", "flush", "dev", a.inner])
+                with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                    assert pmd.stdin is not None
+                    pmd.stdin.write(b"\n")  # stop: its port statistics go to the log
+                    pmd.stdin.close()
+                    pmd.wait(5)
+                pmd.kill()
+                pmd.wait()
+                log.close()
     elif side in ("vf", "vf-poll", "vf-cls", "vf-cls-poll"):
         # spp_vf on one lcore: forward components phy:0 -> phy:1 and back; with "cls", the way
         # to B through a classifier instead (B's MAC -> phy:1)
@@ -216,6 +261,41 @@ def forwarder(side: str, a: Host, b: Host, tmp: Path, hugedir: Path | None, tag:
             yield secondary_pids(bed)
     else:
         raise ValueError(side)
+
+
+class _MovedIn:
+    """An interface someone else creates (a TAP a forwarder opens), to be moved into namespace
+    ``host`` and given B's address there, while B's veth gives it up (see :func:`_moved_to`)."""
+
+    def __init__(self, host: Host, name: str, peer: Host) -> None:
+        self.host, self.name, self.peer = host, name, peer
+        self.moved = False
+
+    def wait_and_move(self, timeout: float = 30) -> None:
+        end = time.monotonic() + timeout
+        while not Path(f"/sys/class/net/{self.name}").exists():
+            if time.monotonic() > end:
+                raise RuntimeError(f"{self.name} never appeared")
+            time.sleep(0.05)
+        run(["ip", "link", "set", "dev", self.name, "netns", self.host.ns])
+        self.host.exec(["ip", "addr", "del", f"{B_IP}/24", "dev", self.host.inner])
+        self.moved = True
+        self.host.exec(["sysctl", "-qw", f"net.ipv6.conf.{self.name}.disable_ipv6=1"])
+        self.host.exec(["ip", "addr", "add", f"{B_IP}/24", "dev", self.name])
+        self.host.exec(["ip", "link", "set", self.name, "up"])
+        self.peer.exec(["ip", "neigh", "flush", "dev", self.peer.inner])  # B's address, a new MAC
+
+
+@contextlib.contextmanager
+def _moved_to(host: Host, name: str, peer: Host) -> Iterator[_MovedIn]:
+    """B's address on interface ``name`` (once moved in) for the block; B's veth gets it back."""
+    moved = _MovedIn(host, name, peer)
+    try:
+        yield moved
+    finally:
+        if moved.moved:
+            host.exec(["ip", "addr", "add", f"{B_IP}/24", "dev", host.inner])
+            peer.exec(["ip", "neigh", "flush", "dev", peer.inner])
 
 
 def ping_times(a: Host, count: int, interval: float, dst: str = B_IP) -> list[float]:
