@@ -196,7 +196,7 @@ class TapPort(Port):
             return SOME  # rx_burst finds the pool empty too, and leaves frames in the device
         bs = self.buf_size
         o, v = b * bs, b * VNET_HDR_LEN
-        tail = self._spare_tail() if self._spare < 0 else self._spare_view()
+        tail = self._spare_tail()
         try:
             n = os.readv(fd, [vmv[v : v + VNET_HDR_LEN], mv[o : o + bs], *tail]) - VNET_HDR_LEN
         except OSError as e:
@@ -218,11 +218,6 @@ class TapPort(Port):
         pool.len_mv[b] = n
         pool.stamp_mv[b] = time.time_ns()
         return b
-
-    def _spare_view(self) -> list[memoryview]:
-        assert self._mv is not None
-        o = self._spare * self.buf_size
-        return [self._mv[o + self.buf_size : o + self.pool.large_size]]
 
     def tx_one(self, buf: int) -> int:
         """One ``writev`` of a lone frame, Python ints only; a frame whose metadata or length

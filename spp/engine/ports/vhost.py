@@ -122,9 +122,9 @@ class VhostPort(Port):
         return bufs
 
     def rx_one(self) -> int:
-        device = self.device
         if self._busy:
             return SOME
+        device = self.device
         if device is None:
             return NOTHING
         b = device.receive_one(self.pool, self.xstats)
