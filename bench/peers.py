@@ -19,6 +19,8 @@ ends (``outer``) stay in the root namespace and are what each forwarder joins:
 * ``nfv-vhost``, ``nfv-vhost-poll``: nfv patching ``phy:0 <-> vhost:1``; on that socket,
   dpdk-testpmd's ``net_virtio_user`` relays (io mode, busy-polling) to its ``net_tap``, moved into
   B with B's address: a VM's or container's path through the panel, with a peer that adds a few µs;
+* ``nfv-l2fwd``, ``nfv-l2fwd-poll``: the same as ``nfv-vhost`` with our own peer instead of
+  testpmd: ``spp-l2fwd virtio_user:1 tap:0`` (a container's VNF on the panel), its TAP in B;
 * ``nfv-rings``: phy -> ring -> nfv -> ring -> phy: nfv 1 moves ``phy:0 -> ring:0``,
   ``ring:1 -> phy:1`` and back (``phy:1 -> ring:2``, ``ring:3 -> phy:0``), nfv 2 moves
   ``ring:0 -> ring:1`` and ``ring:2 -> ring:3``: every packet crosses two processes twice.
@@ -232,6 +234,46 @@ def forwarder(side: str, a: Host, b: Host, tmp: Path, hugedir: Path | None, tag:
                     pmd.wait(5)
                 pmd.kill()
                 pmd.wait()
+                log.close()
+    elif side in ("nfv-l2fwd", "nfv-l2fwd-poll"):
+        socks = tmp / f"socks{tag}"
+        socks.mkdir(exist_ok=True)
+        bed = Testbed(ifaces=[a.outer], nb_rings=1, prefix=f"spb{tag}", log_dir=tmp)
+        with bed, _moved_to(b, f"spbvl{tag}", a) as tap:
+            app = {"--vhost-dir": str(socks)}
+            if side.endswith("-poll"):
+                app["--busy-poll-us"] = str(BUSY_POLL_US)
+            nfv = bed.launch_nfv(1, lcores="0,1", app=app)
+            nfv.add("vhost:1")
+            argv = [
+                sys.executable,
+                "-m",
+                "spp.tools.l2fwd",
+                "virtio_user:1",
+                "tap:0",
+                "--vhost-dir",
+                str(socks),
+            ]
+            log = open(tmp / "l2fwd.log", "wb")  # noqa: SIM115 - closed below
+            fwd = subprocess.Popen(
+                [*argv, "--tap-name", f"tap:0={tap.name}"], stdout=log, stderr=subprocess.STDOUT
+            )
+            try:
+                tap.wait_and_move()
+                nfv.patch("phy:0", "vhost:1")
+                nfv.patch("vhost:1", "phy:0")
+                nfv.forward()
+                time.sleep(0.5)
+                if fwd.poll() is not None:
+                    raise RuntimeError(f"spp-l2fwd exited with {fwd.returncode}: see {log.name}")
+                yield [*secondary_pids(bed), fwd.pid]
+            finally:
+                fwd.terminate()
+                try:
+                    fwd.wait(10)
+                except subprocess.TimeoutExpired:
+                    fwd.kill()
+                    fwd.wait()
                 log.close()
     elif side in ("vf", "vf-poll", "vf-cls", "vf-cls-poll"):
         # spp_vf on one lcore: forward components phy:0 -> phy:1 and back; with "cls", the way

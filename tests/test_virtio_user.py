@@ -685,3 +685,48 @@ def test_a_lone_packet_to_a_driver_without_receive_buffers_is_refused(sock_ctx):
         assert len(receive(vuser, taken)) == taken
         assert vhost.tx_one(int(pool.alloc_frames([frame])[0])) == 1
         assert [f for f, _ in receive(vuser, 1)] == [frame]
+
+
+@ZERO_COPY
+def test_lone_packets_cross_virtio_user_with_python_ints(sock_ctx, zero_copy):
+    """The driver's side of the idle panel's path (copying driver; a zero-copy one leaves lone
+    packets to its burst path): ``rx_one`` takes a lone packet from its slot, ``tx_one`` sends
+    one without ``tx_burst``, and the transmit descriptors come back round the ring."""
+    sock_ctx.options["virtio_user:15:zero_copy"] = zero_copy
+    sock_ctx.options["virtio_user:15:queue_size"] = "256"
+    copying = zero_copy == "0"
+    idle = NOTHING if copying else SOME  # (zero-copy: always the burst path's)
+    pool = sock_ctx.pool
+    with connected_pair(sock_ctx, 15) as (vhost, vuser):
+        frames = [*mixed_frames(8, seed=8), bytes(range(256)) * 5 + bytes(234)]  # 1514 B last
+        assert vuser.rx_one() == idle
+        for f in frames:
+            assert vhost.tx_burst(pool.alloc_frames([f])) == 1
+            b = rx_one_within(vuser)
+            if copying:
+                assert b >= 0 and pool.read(b) == f
+                pool.free_one(b)
+            else:
+                assert b == SOME
+                assert [g for g, _ in receive(vuser, 1)] == [f]
+        assert vuser.rx_one() == idle
+        assert vhost.tx_burst(pool.alloc_frames(frames[:3])) == 3
+        assert rx_one_within(vuser) == SOME  # a run: the burst path takes it whole
+        assert [f for f, _ in receive(vuser, 3)] == frames[:3]
+        assert vuser.rx_one() == SOME
+        assert len(vuser.rx_burst(64)) == 0
+        assert vuser.rx_one() == idle
+
+        def no_burst(bufs: np.ndarray) -> int:
+            raise AssertionError("a lone packet went the burst way")
+
+        if copying:
+            vuser.tx_burst = no_burst  # type: ignore[method-assign]
+        for k in range(600):  # more than the ring's 256 descriptors: each must come back
+            f = frames[k % len(frames)]
+            assert vuser.tx_one(int(pool.alloc_frames([f])[0])) == 1, k
+            assert [g for g, _ in receive(vhost, 1)] == [f]
+        if copying:
+            del vuser.tx_burst
+        assert vhost.info()["errors"] == vuser.info()["errors"] == 0
+        assert int(vuser.counters[RX_DROP]) == int(vuser.counters[TX_DROP]) == 0

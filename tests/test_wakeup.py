@@ -40,6 +40,7 @@ from spp.engine.ports.switcher import SWITCHER, PendingSwitch
 from spp.engine.ring import Ring
 from spp.engine.shm import PhyInfo, Segment
 from spp.engine.worker import Route, Worker
+from spp.tools.l2fwd import Rewrite, RewriteRoute
 from tests.netutil import VethNs, frame_seq, is_root, make_frame, veth_pair_in_netns, wait_until
 
 pytestmark = pytest.mark.skipif(not doorbell.AVAILABLE, reason="libatomic missing: rings are polled")
@@ -582,3 +583,34 @@ def test_the_mirror_copies_a_lone_frame_without_a_burst(segment):
         assert feeder.read(x) == frame
         feeder.free_one(x)
         feeder.free(rings[2].dequeue(rings[2].size))
+
+
+MAC_A, MAC_B = bytes.fromhex("0a0b0c0d0e0f"), bytes.fromhex("021122334455")
+
+
+@pytest.mark.parametrize(
+    ("rewrite", "expect"),
+    [
+        (Rewrite(), lambda f: f),
+        (Rewrite(swap=True), lambda f: f[6:12] + f[0:6] + f[12:]),
+        (
+            Rewrite(dst=np.frombuffer(MAC_A, np.uint8), src=np.frombuffer(MAC_B, np.uint8)),
+            lambda f: MAC_A + MAC_B + f[12:],
+        ),
+        (Rewrite(dst=np.frombuffer(MAC_A, np.uint8), swap=True), lambda f: MAC_A + f[0:6] + f[12:]),
+    ],
+    ids=["plain", "swap", "dst-src", "swap-dst"],
+)
+def test_l2fwd_rewrites_a_lone_frame_without_a_burst(segment, rewrite, expect):
+    """spp-l2fwd (a container's VNF) takes the lone path too, with the same MAC rewrite as its
+    burst path (swap, then destination, then source)."""
+
+    def build(rx: PortEnd, txs: tuple[PortEnd, ...], ctr: np.ndarray, pool: BufferPool) -> RewriteRoute:
+        return RewriteRoute(rx.port, txs[0].port, rewrite)
+
+    with ring_component(segment, build) as (src, outs, _ctr, feeder, rings):
+        frames = [make_frame(i, 64 + i) for i in range(3)]
+        for f in frames:
+            assert feed_lone(rings, feeder, f, (1, 0)) == [expect(f)]
+        assert src.bursts == 0
+        assert int(src.counters[RX]) == int(outs[0].counters[TX]) == 3

@@ -30,7 +30,17 @@ import numpy as np
 
 from spp.console import quiet_broken_pipe
 from spp.engine.ports import Port
-from spp.engine.ports.base import RX, RX_BYTES, RX_DROP, TX, TX_BYTES, TX_DROP, burst_bytes
+from spp.engine.ports.base import (
+    NOTHING,
+    RX,
+    RX_BYTES,
+    RX_DROP,
+    TX,
+    TX_BYTES,
+    TX_DROP,
+    burst_bytes,
+    forward_one,
+)
 from spp.engine.worker import DEFAULT_BURST, Worker
 from spp.tools.frames import FieldError, mac_bytes
 from spp.tools.ports import ToolError, ToolPorts, add_port_options, parse_port
@@ -62,6 +72,13 @@ class RewriteRoute:
         return (self.src,)
 
     def run(self, burst: int) -> int:
+        one = self.src.rx_one()
+        if one >= 0:  # a lone frame (Port.rx_one): rewritten and sent with Python ints only
+            self._rewrite_one(one)
+            forward_one(self.src, self.dst, one)
+            return 1
+        if one == NOTHING:
+            return 0
         bufs = self.src.rx_burst(burst)
         n = len(bufs)
         if n == 0:
@@ -88,6 +105,21 @@ class RewriteRoute:
             self.dst.counters[TX_DROP] += n - sent
         self.dst.counters[TX_BYTES] += nbytes
         return n
+
+    def _rewrite_one(self, buf: int) -> None:
+        rw = self.rewrite
+        if not rw.active:
+            return
+        mv = self.src.pool.data_mv
+        o = buf * self.src.pool.buf_size
+        if rw.swap:
+            dst = bytes(mv[o : o + 6])
+            mv[o : o + 6] = mv[o + 6 : o + 12]
+            mv[o + 6 : o + 12] = dst
+        if rw.dst is not None:
+            mv[o : o + 6] = rw.dst
+        if rw.src is not None:
+            mv[o + 6 : o + 12] = rw.src
 
 
 def _indexed_mac(item: str, option: str) -> tuple[int, np.ndarray]:

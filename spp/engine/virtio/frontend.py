@@ -43,7 +43,9 @@ import threading
 import numpy as np
 
 from spp.engine import offload
+from spp.engine.linux import ETH_HLEN
 from spp.engine.pool import BufferPool
+from spp.engine.ports.base import NOTHING, SOME
 from spp.engine.shm import VNET_HDR_LEN
 from spp.engine.virtio import defs as d
 from spp.engine.virtio import unixsock
@@ -68,6 +70,9 @@ TX_FRAME_AT = 64
 TX_SLOT = TX_FRAME_AT + 2048  # a transmit slot holds the header and the largest pool buffer
 LARGE_TX_SLOT = 68 * 1024  # a header and a 64 KiB aggregate with its headers
 LARGE_TX_SLOTS = 16
+#: transmit descriptors :meth:`VirtioUser.tx_one` takes back itself, one by one (more: the
+#: burst path's vector gather)
+FEW_USED = 4
 HDR_SLOT = 64  # zero-copy: a slot holds only a packet's header (the frame is in a pool buffer)
 NONE = np.uint32(0xFFFFFFFF)  # no pool buffer behind a descriptor
 RECONNECT_SECONDS = 0.5
@@ -204,6 +209,7 @@ class DriverQueue:
         # once here rather than per packet; the back-end only reads transmit slots.
         self.slots[:, self.hdr_off : self.hdr_off + d.NET_HDR_LEN] = 0
         self.free_ids = np.arange(self.size, dtype=np.int64)[::-1].copy()
+        self.free_mv = memoryview(self.free_ids)  # (Python ints: a lone packet's path)
         self.nfree = self.size
         self.lent = np.zeros(self.size, bool)  # zero-copy: descriptors the back-end holds
         self.nlent = 0
@@ -236,6 +242,27 @@ class DriverQueue:
         r.avail_idx[0] = self.avail_idx
         return old
 
+    def publish_one(self, i: int) -> int:
+        """:meth:`publish` for one id as a Python int (a lone packet's path)."""
+        r = self.ring
+        old = self.avail_idx
+        r.avail_mv[2 + (old & self.mask)] = i
+        self.avail_idx = (old + 1) & 0xFFFF
+        r.avail_mv[1] = self.avail_idx
+        return old
+
+    def used_one(self) -> tuple[int, int, int]:
+        """``(entries waiting, first one's id, its length)`` with Python ints, nothing consumed;
+        the id is -1 when none waits, or when it is out of the ring (the burst path refuses it
+        and says why)."""
+        r = self.ring
+        n = (r.used_mv[1] - self.last_used) & 0xFFFF
+        if not n:
+            return 0, -1, 0
+        elem = r.used64_mv[self.last_used & self.mask]
+        i = elem & 0xFFFFFFFF
+        return n, (i if i < self.size else -1), elem >> 32
+
     def _used_count(self, limit: int) -> int:
         n = (int(self.ring.used_idx[0]) - self.last_used) & 0xFFFF
         if n > self.size:
@@ -263,11 +290,11 @@ class DriverQueue:
 
     def kick(self, old: int) -> None:
         """Notify the back-end of what was published since avail index ``old``, if it asked."""
-        r = self.ring
+        used = self.ring.used_mv  # (Python ints: cheaper than two numpy scalar reads)
         if self.event_idx:
-            if not need_event(int(r.avail_event[0]), self.avail_idx, old):
+            if not need_event(used[2 + 4 * (self.mask + 1)], self.avail_idx, old):  # avail_event
                 return
-        elif r.used_flags[0] & d.VRING_USED_F_NO_NOTIFY:
+        elif used[0] & d.VRING_USED_F_NO_NOTIFY:
             return
         with contextlib.suppress(OSError):
             os.eventfd_write(self.kick_fd, 1)
@@ -555,6 +582,88 @@ class VirtioUser:
             self.large_free.extend(slots[used].tolist())
             self.large_of[back] = -1
             self.txq.ring.desc["addr"][back] = self.txq.desc_addr[back]
+
+    # -- one packet: an idle panel's path ------------------------------------------------------
+
+    def rx_one(self, pool: BufferPool) -> int:
+        """A lone packet from the back-end in a pool buffer, with Python ints only: what
+        :meth:`Port.rx_one` answers (the buffer, NOTHING or SOME). Copying driver only; merged
+        buffers, long frames and anything the burst path must refuse are left to it (SOME)."""
+        with self.lock:
+            if not self.running:
+                return NOTHING
+            if self.zc:
+                return SOME
+            q = self.rxq
+            n, i, length = q.used_one()
+            if n != 1 or i < 0:
+                return NOTHING if not n else SOME
+            h = self.hdr_len
+            at = i * q.slot
+            slots = self._slots_mv(q)
+            if h >= 12 and slots[at + 10] | slots[at + 11] << 8 != 1:  # num_buffers
+                return SOME
+            ln = length - h
+            if not ETH_HLEN <= ln <= min(RX_SLOT - h, pool.buf_size):
+                return SOME
+            b = pool.alloc_one()
+            if b < 0:
+                return SOME  # the burst path finds the pool empty too, and leaves the packet
+            o, v = b * pool.buf_size, b * VNET_HDR_LEN
+            pool.data_mv[o : o + ln] = slots[at + h : at + h + ln]
+            if self.read_vnet:
+                pool.vnet_mv[v : v + VNET_HDR_LEN] = slots[at : at + VNET_HDR_LEN]
+            else:
+                pool.vnet_mv[v : v + 2] = b"\0\0"
+            pool.len_mv[b] = ln
+            q.last_used = (q.last_used + 1) & 0xFFFF
+            q.kick(q.publish_one(i))  # the slot goes straight back to the back-end
+            return b
+
+    def tx_one(self, pool: BufferPool, buf: int) -> int:
+        """Send a lone plain packet with Python ints only: 1 (taken, and freed), 0 (not
+        connected, or no descriptor free: the caller drops it), or -1 for :meth:`send` to deal
+        with (metadata, a large buffer, zero-copy, many descriptors to take back first)."""
+        v = buf * VNET_HDR_LEN
+        if pool.vnet_mv[v] or pool.vnet_mv[v + 1] or buf >= pool.large_base:
+            return -1
+        with self.lock:
+            if not self.running:
+                return 0
+            if self.zc or self._ndirty:
+                return -1
+            q = self.txq
+            n, _, _ = q.used_one()
+            if n:
+                if n > FEW_USED or len(self.large_free) < LARGE_TX_SLOTS:
+                    return -1
+                used, free, last = q.ring.used64_mv, q.free_mv, q.last_used
+                ids = [used[(last + j) & q.mask] & 0xFFFFFFFF for j in range(n)]
+                if max(ids) >= q.size:
+                    return -1
+                for j in ids:
+                    free[q.nfree] = j
+                    q.nfree += 1
+                q.last_used = (last + n) & 0xFFFF
+            if not q.nfree:
+                return 0
+            q.nfree -= 1
+            i = q.free_mv[q.nfree]
+            h, ln = self.hdr_len, pool.len_mv[buf]
+            at = i * q.slot + q.hdr_off + h
+            o = buf * pool.buf_size
+            self._slots_mv(q)[at : at + ln] = pool.data_mv[o : o + ln]
+            q.ring.desc_mv[2 * i + 1] = ln + h  # flags and next stay 0
+            q.kick(q.publish_one(i))
+        pool.free_one(buf)
+        return 1
+
+    def _slots_mv(self, q: DriverQueue) -> memoryview:
+        """Queue ``q``'s slots as one flat memoryview (made once per queue)."""
+        mv: memoryview | None = getattr(q, "slots_mv", None)
+        if mv is None:
+            mv = q.slots_mv = memoryview(q.slots.reshape(-1))  # type: ignore[attr-defined]
+        return mv
 
     def rx_burst(self, pool: BufferPool, max_n: int) -> np.ndarray:
         with self.lock:

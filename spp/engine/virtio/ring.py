@@ -109,8 +109,9 @@ class SplitLayout:
         # every burst reads or writes once, where a numpy scalar access costs more.
         #: avail ring as u16: flags, idx, ring[size], used_event
         self.avail_mv = memoryview(mem_flat[avail : avail + 6 + 2 * size]).cast("H")
-        #: used ring's flags and idx (u16), and its elements as u64 (id | len << 32)
-        self.used_mv = memoryview(mem_flat[used : used + 4]).cast("H")
+        #: used ring as u16: flags, idx, elements (4 each), avail_event; its elements as u64
+        #: (id | len << 32)
+        self.used_mv = memoryview(mem_flat[used : used + 6 + 8 * size]).cast("H")
         self.used64_mv = memoryview(mem_flat[used + 4 : used + 4 + 8 * size]).cast("Q")
         #: descriptor table as u64 pairs: addr, len | flags << 32 | next << 48
         self.desc_mv = memoryview(mem_flat[desc : desc + 16 * size]).cast("Q")
