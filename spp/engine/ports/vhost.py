@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import Protocol
 
 import numpy as np
 
+from spp.engine.pool import BufferPool
 from spp.engine.portid import PortId
 from spp.engine.ports.base import (
+    DROPPED,
     NOTHING,
     PENDING,
     RX_DROP,
@@ -35,7 +38,7 @@ from spp.engine.ports.base import (
     PortContext,
     PortError,
 )
-from spp.engine.virtio.backend import DROPPED, VhostDevice, VhostError
+from spp.engine.virtio.backend import VhostDevice, VhostError
 
 DEFAULT_DIR = "/tmp"
 
@@ -98,18 +101,62 @@ def claim(port: Port, bufs: np.ndarray, out: np.ndarray, taken: int) -> int:
     return len(bufs)
 
 
-class VhostPort(Port):
-    needs_polling = False
+class VirtioEnd(Protocol):
+    """What a virtio port's lone-packet path needs of its device (back-end or driver)."""
 
+    def receive_one(self, pool: BufferPool, xstats: np.ndarray) -> int: ...
+
+    def transmit_one(self, pool: BufferPool, buf: int) -> int: ...
+
+
+class VirtioPort(Port):
+    """What ``vhost:N`` and ``virtio_user:N`` share: the lone-packet path over their device
+    (:meth:`Port.rx_one`), which answers SOME without a look at the ring while packets come in
+    runs (rx_burst's last burst held more than one: under load, that look would cost every
+    worker pass more than it could save)."""
+
+    needs_polling = False
+    _busy = False
+
+    def _end(self) -> VirtioEnd | None:
+        """The device, or None once closed."""
+        raise NotImplementedError
+
+    def _saw(self, bufs: np.ndarray) -> np.ndarray:
+        """rx_burst's result, noted (runs or not) on its way out."""
+        self._busy = len(bufs) > 1
+        return bufs
+
+    def rx_one(self) -> int:
+        if self._busy:
+            return SOME
+        end = self._end()
+        if end is None:
+            return NOTHING
+        b = end.receive_one(self.pool, self.xstats)
+        if b == DROPPED:
+            self.ctr[RX_DROP] += 1
+            return NOTHING  # (more may wait: the worker looks again before it sleeps)
+        return b
+
+    def tx_one(self, buf: int) -> int:
+        end = self._end()
+        if end is not None:
+            taken = end.transmit_one(self.pool, buf)
+            if taken >= 0:
+                return taken
+        return super().tx_one(buf)
+
+
+class VhostPort(VirtioPort):
     def __init__(self, uid: PortId, ctx: PortContext) -> None:
         super().__init__(uid, ctx)
         self.path = socket_path(uid, ctx)
         client = ctx.vhost_client or ctx.options.get(f"vhost:{uid.num}:client") == "1"
         self.device: VhostDevice | None = acquire(self.path, client, str(uid))
-        # Whether packets come in runs (rx_burst's last burst held more than one): rx_one then
-        # leaves them to rx_burst without a look at the ring, which under load costs a worker
-        # pass more than it could save.
-        self._busy = False
+
+    def _end(self) -> VhostDevice | None:
+        return self.device
 
     def rx_burst(self, max_n: int) -> np.ndarray:
         device = self.device
@@ -118,28 +165,7 @@ class VhostPort(Port):
         bufs, dropped = device.receive(self.pool, max_n, self.xstats)
         if dropped:
             self.counters[RX_DROP] += dropped
-        self._busy = len(bufs) > 1
-        return bufs
-
-    def rx_one(self) -> int:
-        if self._busy:
-            return SOME
-        device = self.device
-        if device is None:
-            return NOTHING
-        b = device.receive_one(self.pool, self.xstats)
-        if b == DROPPED:
-            self.ctr[RX_DROP] += 1
-            return NOTHING  # (more may wait: the worker looks again before it sleeps)
-        return b
-
-    def tx_one(self, buf: int) -> int:
-        device = self.device
-        if device is not None:
-            taken = device.transmit_one(self.pool, buf)
-            if taken >= 0:
-                return taken
-        return super().tx_one(buf)
+        return self._saw(bufs)
 
     def tx_burst(self, bufs: np.ndarray) -> int:
         device = self.device

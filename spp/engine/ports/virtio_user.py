@@ -21,20 +21,17 @@ import os
 
 import numpy as np
 
-from spp.engine.offload import XS, check_burst, invalid_buf
+from spp.engine.offload import XS, check_burst
 from spp.engine.portid import PortId
 from spp.engine.ports.base import (
-    NOTHING,
     PENDING,
     RX_DROP,
-    SOME,
     TX_DROP,
     WAKES,
-    Port,
     PortContext,
     PortError,
 )
-from spp.engine.ports.vhost import claim
+from spp.engine.ports.vhost import VirtioPort, claim
 from spp.engine.virtio.frontend import VirtioError, VirtioUser
 
 EMPTY = np.empty(0, np.uint32)
@@ -47,9 +44,7 @@ def socket_path(uid: PortId, ctx: PortContext) -> str:
     return os.path.join(ctx.options.get("vhost-dir") or "/tmp", f"sock{uid.num}")
 
 
-class VirtioUserPort(Port):
-    needs_polling = False
-
+class VirtioUserPort(VirtioPort):
     def __init__(self, uid: PortId, ctx: PortContext, event_idx: bool = True, offloads: bool = True) -> None:
         super().__init__(uid, ctx)
         self.path = socket_path(uid, ctx)
@@ -70,29 +65,9 @@ class VirtioUserPort(Port):
             )
         except VirtioError as e:
             raise PortError(f"{uid}: {e}") from None
-        self._busy = False
 
-    def rx_one(self) -> int:
-        if self._busy:
-            return SOME
-        drv = self.driver
-        if drv is None:
-            return NOTHING
-        b = drv.rx_one(self.pool)
-        if b >= 0 and drv.read_vnet and invalid_buf(self.pool, b, self.pool.len_mv[b]):
-            self.pool.free_one(b)
-            self.xstats[XS["rx_bad_vnet"]] += 1
-            self.ctr[RX_DROP] += 1
-            return NOTHING  # (more may wait: the worker looks again before it sleeps)
-        return b
-
-    def tx_one(self, buf: int) -> int:
-        drv = self.driver
-        if drv is not None:
-            taken = drv.tx_one(self.pool, buf)
-            if taken >= 0:
-                return taken
-        return super().tx_one(buf)
+    def _end(self) -> VirtioUser | None:
+        return self.driver
 
     def tx_burst(self, bufs: np.ndarray) -> int:
         drv = self.driver
@@ -112,7 +87,7 @@ class VirtioUserPort(Port):
         if drv.rx_too_long != too_long:
             self.xstats[XS["rx_too_long"]] += drv.rx_too_long - too_long
             self.counters[RX_DROP] += drv.rx_too_long - too_long
-        self._busy = len(bufs) > 1  # (rx_one: see VhostPort)
+        self._saw(bufs)
         if drv.meta_seen and len(bufs):
             n = len(bufs)
             bufs = check_burst(self.pool, bufs, self.xstats, "rx_bad_vnet")

@@ -31,7 +31,7 @@ import numpy as np
 from spp.engine import offload
 from spp.engine.peer import peer_of
 from spp.engine.pool import BufferPool
-from spp.engine.ports.base import NOTHING
+from spp.engine.ports.base import DROPPED, NOTHING
 from spp.engine.virtio import defs as d
 from spp.engine.virtio import unixsock
 from spp.engine.virtio.memory import GuestMemory, MemoryError_, Region
@@ -41,8 +41,6 @@ from spp.engine.virtio.ring import EMPTY, DeviceRing, RingError, ring_bytes
 log = logging.getLogger(__name__)
 
 RX_QUEUE, TX_QUEUE = 0, 1  # the driver's receive queue (we transmit on it) and transmit queue
-#: :meth:`VhostDevice.receive_one`: a lone packet came and was dropped (nonsense metadata)
-DROPPED = -3
 NUM_QUEUES = 2
 RECONNECT_SECONDS = 0.5
 

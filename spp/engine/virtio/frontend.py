@@ -45,7 +45,7 @@ import numpy as np
 from spp.engine import offload
 from spp.engine.linux import ETH_HLEN
 from spp.engine.pool import BufferPool
-from spp.engine.ports.base import NOTHING, SOME
+from spp.engine.ports.base import DROPPED, NOTHING, SOME
 from spp.engine.shm import VNET_HDR_LEN
 from spp.engine.virtio import defs as d
 from spp.engine.virtio import unixsock
@@ -585,10 +585,19 @@ class VirtioUser:
 
     # -- one packet: an idle panel's path ------------------------------------------------------
 
-    def rx_one(self, pool: BufferPool) -> int:
+    def receive_one(self, pool: BufferPool, xstats: np.ndarray) -> int:
         """A lone packet from the back-end in a pool buffer, with Python ints only: what
-        :meth:`Port.rx_one` answers (the buffer, NOTHING or SOME). Copying driver only; merged
-        buffers, long frames and anything the burst path must refuse are left to it (SOME)."""
+        :meth:`Port.rx_one` answers, or DROPPED (its offload metadata made no sense: freed, and
+        counted in ``xstats``). Copying driver only; merged buffers, long frames and anything
+        the burst path must refuse are left to it (SOME)."""
+        b = self._receive_one(pool)
+        if b >= 0 and self.read_vnet and offload.invalid_buf(pool, b, pool.len_mv[b]):
+            pool.free_one(b)
+            xstats[offload.XS["rx_bad_vnet"]] += 1
+            return DROPPED
+        return b
+
+    def _receive_one(self, pool: BufferPool) -> int:
         with self.lock:
             if not self.running:
                 return NOTHING
@@ -620,7 +629,7 @@ class VirtioUser:
             q.kick(q.publish_one(i))  # the slot goes straight back to the back-end
             return b
 
-    def tx_one(self, pool: BufferPool, buf: int) -> int:
+    def transmit_one(self, pool: BufferPool, buf: int) -> int:
         """Send a lone plain packet with Python ints only: 1 (taken, and freed), 0 (not
         connected, or no descriptor free: the caller drops it), or -1 for :meth:`send` to deal
         with (metadata, a large buffer, zero-copy, many descriptors to take back first)."""
