@@ -42,7 +42,7 @@ from pathlib import Path
 from phy_vs_testpmd import Host, TestPmd, run
 
 from spp.instance import tap_ifname
-from spp.integrations.testbed import Testbed
+from spp.integrations.testbed import Secondary, Testbed
 
 A_IP, B_IP = "10.99.0.1", "10.99.0.2"
 DIRECT_A_IP, DIRECT_B_IP = "10.99.1.1", "10.99.1.2"
@@ -184,15 +184,7 @@ def forwarder(side: str, a: Host, b: Host, tmp: Path, hugedir: Path | None, tag:
             time.sleep(0.2)
             yield secondary_pids(bed)
     elif side in ("nfv-vhost", "nfv-vhost-poll"):
-        socks = tmp / f"socks{tag}"
-        socks.mkdir(exist_ok=True)
-        bed = Testbed(ifaces=[a.outer], nb_rings=1, prefix=f"spb{tag}", log_dir=tmp)
-        with bed, _moved_to(b, f"spbvt{tag}", a) as tap:
-            app = {"--vhost-dir": str(socks)}
-            if side.endswith("-poll"):
-                app["--busy-poll-us"] = str(BUSY_POLL_US)
-            nfv = bed.launch_nfv(1, lcores="0,1", app=app)
-            nfv.add("vhost:1")
+        with _vhost_nfv(side, a, b, tmp, tag, f"spbvt{tag}") as (bed, nfv, tap, socks):
             # testpmd's forwarding lcore is CPU 0, the nfv's worker CPU 1 (its lcore after 0)
             argv = [
                 "stdbuf",
@@ -236,15 +228,7 @@ def forwarder(side: str, a: Host, b: Host, tmp: Path, hugedir: Path | None, tag:
                 pmd.wait()
                 log.close()
     elif side in ("nfv-l2fwd", "nfv-l2fwd-poll"):
-        socks = tmp / f"socks{tag}"
-        socks.mkdir(exist_ok=True)
-        bed = Testbed(ifaces=[a.outer], nb_rings=1, prefix=f"spb{tag}", log_dir=tmp)
-        with bed, _moved_to(b, f"spbvl{tag}", a) as tap:
-            app = {"--vhost-dir": str(socks)}
-            if side.endswith("-poll"):
-                app["--busy-poll-us"] = str(BUSY_POLL_US)
-            nfv = bed.launch_nfv(1, lcores="0,1", app=app)
-            nfv.add("vhost:1")
+        with _vhost_nfv(side, a, b, tmp, tag, f"spbvl{tag}") as (bed, nfv, tap, socks):
             argv = [
                 sys.executable,
                 "-m",
@@ -303,6 +287,25 @@ def forwarder(side: str, a: Host, b: Host, tmp: Path, hugedir: Path | None, tag:
             yield secondary_pids(bed)
     else:
         raise ValueError(side)
+
+
+@contextlib.contextmanager
+def _vhost_nfv(
+    side: str, a: Host, b: Host, tmp: Path, tag: str, tap_name: str
+) -> Iterator[tuple[Testbed, Secondary, _MovedIn, Path]]:
+    """A bed whose nfv has ``phy:0`` (A's end) and ``vhost:1`` (socket ``<socks>/sock1``),
+    busy-polling for a ``-poll`` side, and a TAP ``tap_name`` a peer will create, to be moved
+    into B: ``(bed, nfv, tap, socks)``."""
+    socks = tmp / f"socks{tag}"
+    socks.mkdir(exist_ok=True)
+    bed = Testbed(ifaces=[a.outer], nb_rings=1, prefix=f"spb{tag}", log_dir=tmp)
+    with bed, _moved_to(b, tap_name, a) as tap:
+        app = {"--vhost-dir": str(socks)}
+        if side.endswith("-poll"):
+            app["--busy-poll-us"] = str(BUSY_POLL_US)
+        nfv = bed.launch_nfv(1, lcores="0,1", app=app)
+        nfv.add("vhost:1")
+        yield bed, nfv, tap, socks
 
 
 class _MovedIn:

@@ -608,6 +608,10 @@ def test_zero_copy_driver_posts_receive_buffers_once_the_pool_has_them(sock_ctx)
         pool.free(hoard[0])
 
 
+#: lone packets of mixed sizes, the last one 1,514 bytes
+LONE_FRAMES = [*mixed_frames(8, seed=5), bytes(range(256)) * 5 + bytes(234)]
+
+
 def rx_one_within(port: Port, timeout: float = 10) -> int:
     """The first answer of ``port.rx_one()`` that is not NOTHING."""
     end = time.monotonic() + timeout
@@ -625,7 +629,7 @@ def test_lone_packets_cross_vhost_with_python_ints(sock_ctx, zero_copy):
     sock_ctx.options["virtio_user:12:zero_copy"] = zero_copy
     pool = sock_ctx.pool
     with connected_pair(sock_ctx, 12) as (vhost, vuser):
-        frames = [*mixed_frames(8, seed=5), bytes(range(256)) * 5 + bytes(234)]  # 1514 B last
+        frames = LONE_FRAMES
         assert vhost.rx_one() == NOTHING
         for f in frames:
             assert vuser.tx_burst(pool.alloc_frames([f])) == 1
@@ -698,7 +702,7 @@ def test_lone_packets_cross_virtio_user_with_python_ints(sock_ctx, zero_copy):
     idle = NOTHING if copying else SOME  # (zero-copy: always the burst path's)
     pool = sock_ctx.pool
     with connected_pair(sock_ctx, 15) as (vhost, vuser):
-        frames = [*mixed_frames(8, seed=8), bytes(range(256)) * 5 + bytes(234)]  # 1514 B last
+        frames = LONE_FRAMES
         assert vuser.rx_one() == idle
         for f in frames:
             assert vhost.tx_burst(pool.alloc_frames([f])) == 1
