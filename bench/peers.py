@@ -20,7 +20,8 @@ ends (``outer``) stay in the root namespace and are what each forwarder joins:
   dpdk-testpmd's ``net_virtio_user`` relays (io mode, busy-polling) to its ``net_tap``, moved into
   B with B's address: a VM's or container's path through the panel, with a peer that adds a few µs;
 * ``nfv-l2fwd``, ``nfv-l2fwd-poll``: the same as ``nfv-vhost`` with our own peer instead of
-  testpmd: ``spp-l2fwd virtio_user:1 tap:0`` (a container's VNF on the panel), its TAP in B;
+  testpmd: ``spp-l2fwd virtio_user:1 tap:0`` (a container's VNF on the panel), its TAP in B
+  (with ``-poll``, l2fwd busy-polls as the nfv does);
 * ``nfv-rings``: phy -> ring -> nfv -> ring -> phy: nfv 1 moves ``phy:0 -> ring:0``,
   ``ring:1 -> phy:1`` and back (``phy:1 -> ring:2``, ``ring:3 -> phy:0``), nfv 2 moves
   ``ring:0 -> ring:1`` and ``ring:2 -> ring:3``: every packet crosses two processes twice.
@@ -238,6 +239,8 @@ def forwarder(side: str, a: Host, b: Host, tmp: Path, hugedir: Path | None, tag:
                 "--vhost-dir",
                 str(socks),
             ]
+            if side.endswith("-poll"):
+                argv += ["--busy-poll-us", str(BUSY_POLL_US)]
             log = open(tmp / "l2fwd.log", "wb")  # noqa: SIM115 - closed below
             fwd = subprocess.Popen(
                 [*argv, "--tap-name", f"tap:0={tap.name}"], stdout=log, stderr=subprocess.STDOUT

@@ -42,6 +42,7 @@ from spp.engine.ports.base import (
     forward_one,
 )
 from spp.engine.worker import DEFAULT_BURST, Worker
+from spp.processes.base import add_busy_poll_option
 from spp.tools.frames import FieldError, mac_bytes
 from spp.tools.ports import ToolError, ToolPorts, add_port_options, parse_port
 
@@ -185,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--swap", action="store_true", help="swap source and destination MAC")
     p.add_argument("--burst", type=int, default=DEFAULT_BURST, help="max frames per burst")
     p.add_argument("--json", action="store_true", help="print counters as JSON")
+    add_busy_poll_option(p, "the forwarding thread")
     add_port_options(p)
     return p
 
@@ -222,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGUSR1, lambda _s, _f: show())
         signal.signal(signal.SIGTERM, lambda _s, _f: done.set())
         signal.signal(signal.SIGINT, lambda _s, _f: done.set())
-        worker = Worker(ports_h.pool, name="l2fwd", burst=args.burst)
+        worker = Worker(ports_h.pool, name="l2fwd", burst=args.burst, spin=args.busy_poll_us / 1_000_000)
         worker.start()
         worker.publish(steps)
         arrow = "->" if args.oneway else "<->"
