@@ -43,7 +43,6 @@ __all__ = [
 # What :meth:`Port.rx_one` answers when it has no lone packet to hand over.
 NOTHING = -1  # nothing waits: rx_burst would return nothing either
 SOME = -2  # packets wait that rx_burst must take (a run, or one the fast path leaves alone)
-DROPPED = -3  # (virtio ends, to their port) a lone packet came with nonsense metadata: freed
 
 # What a port answers when its worker is about to sleep (:meth:`Port.prepare_sleep`).
 WAKES = 0  # it will make the worker's poll() return when packets arrive

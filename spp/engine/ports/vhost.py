@@ -24,10 +24,10 @@ from typing import Protocol
 
 import numpy as np
 
+from spp.engine.offload import XS, invalid_buf
 from spp.engine.pool import BufferPool
 from spp.engine.portid import PortId
 from spp.engine.ports.base import (
-    DROPPED,
     NOTHING,
     PENDING,
     RX_DROP,
@@ -104,7 +104,7 @@ def claim(port: Port, bufs: np.ndarray, out: np.ndarray, taken: int) -> int:
 class VirtioEnd(Protocol):
     """What a virtio port's lone-packet path needs of its device (back-end or driver)."""
 
-    def receive_one(self, pool: BufferPool, xstats: np.ndarray) -> int: ...
+    def receive_one(self, pool: BufferPool) -> int: ...
 
     def transmit_one(self, pool: BufferPool, buf: int) -> int: ...
 
@@ -133,8 +133,12 @@ class VirtioPort(Port):
         end = self._end()
         if end is None:
             return NOTHING
-        b = end.receive_one(self.pool, self.xstats)
-        if b == DROPPED:
+        pool = self.pool
+        b = end.receive_one(pool)
+        # (a header the device did not read was written as "nothing to do", which is valid)
+        if b >= 0 and invalid_buf(pool, b, pool.len_mv[b]):
+            pool.free_one(b)  # nonsense metadata: dropped and counted, as check_burst does
+            self.xstats[XS["rx_bad_vnet"]] += 1
             self.ctr[RX_DROP] += 1
             return NOTHING  # (more may wait: the worker looks again before it sleeps)
         return b

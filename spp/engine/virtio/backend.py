@@ -31,7 +31,7 @@ import numpy as np
 from spp.engine import offload
 from spp.engine.peer import peer_of
 from spp.engine.pool import BufferPool
-from spp.engine.ports.base import DROPPED, NOTHING
+from spp.engine.ports.base import NOTHING
 from spp.engine.virtio import defs as d
 from spp.engine.virtio import unixsock
 from spp.engine.virtio.memory import GuestMemory, MemoryError_, Region
@@ -140,24 +140,18 @@ class VhostDevice:
             dropped += n - len(bufs)
         return bufs, dropped
 
-    def receive_one(self, pool: BufferPool, xstats: np.ndarray) -> int:
+    def receive_one(self, pool: BufferPool) -> int:
         """A lone packet the driver transmitted, with Python ints only: what
-        :meth:`Port.rx_one` answers, or :data:`DROPPED` (one packet whose offload metadata made
-        no sense: freed, and counted in ``xstats``)."""
+        :meth:`Port.rx_one` answers. Its offload metadata is the port's to check."""
         with self.lock:
             ring = self._rings[TX_QUEUE]
             if ring is None:
                 return NOTHING
             try:
-                b = ring.receive_one(pool)
+                return ring.receive_one(pool)
             except Exception as e:  # whatever the driver wrote, the worker carries on
                 self._ring_failed(TX_QUEUE, str(e))
                 return NOTHING
-        if b >= 0 and ring.read_vnet and offload.invalid_buf(pool, b, pool.len_mv[b]):
-            pool.free_one(b)
-            xstats[offload.XS["rx_bad_vnet"]] += 1
-            return DROPPED
-        return b
 
     def transmit_one(self, pool: BufferPool, buf: int) -> int:
         """Hand a lone plain packet to the driver with Python ints only: 1 (taken), 0 (no guest,

@@ -45,7 +45,7 @@ import numpy as np
 from spp.engine import offload
 from spp.engine.linux import ETH_HLEN
 from spp.engine.pool import BufferPool
-from spp.engine.ports.base import DROPPED, NOTHING, SOME
+from spp.engine.ports.base import NOTHING, SOME
 from spp.engine.shm import VNET_HDR_LEN
 from spp.engine.virtio import defs as d
 from spp.engine.virtio import unixsock
@@ -171,6 +171,7 @@ class DriverQueue:
         self.slot = slot
         self.slots = area.flat[slot_off : slot_off + size * slot].reshape(size, slot)
         self.rows = RowViews(self.slots)
+        self.slots_mv = memoryview(self.slots.reshape(-1))  # (Python ints: a lone packet's path)
         # num_buffers of each slot's header, as one strided uint16 array
         self.num_buffers = np.ndarray((size,), "<u2", buffer=self.slots, offset=10, strides=(slot,))
         # and flags | gso_type << 8, zero for a packet without offload metadata
@@ -585,19 +586,11 @@ class VirtioUser:
 
     # -- one packet: an idle panel's path ------------------------------------------------------
 
-    def receive_one(self, pool: BufferPool, xstats: np.ndarray) -> int:
+    def receive_one(self, pool: BufferPool) -> int:
         """A lone packet from the back-end in a pool buffer, with Python ints only: what
-        :meth:`Port.rx_one` answers, or DROPPED (its offload metadata made no sense: freed, and
-        counted in ``xstats``). Copying driver only; merged buffers, long frames and anything
-        the burst path must refuse are left to it (SOME)."""
-        b = self._receive_one(pool)
-        if b >= 0 and self.read_vnet and offload.invalid_buf(pool, b, pool.len_mv[b]):
-            pool.free_one(b)
-            xstats[offload.XS["rx_bad_vnet"]] += 1
-            return DROPPED
-        return b
-
-    def _receive_one(self, pool: BufferPool) -> int:
+        :meth:`Port.rx_one` answers; its offload metadata is the port's to check. Copying
+        driver only; merged buffers, long frames and anything the burst path must refuse are
+        left to it (SOME)."""
         with self.lock:
             if not self.running:
                 return NOTHING
@@ -609,7 +602,7 @@ class VirtioUser:
                 return NOTHING if not n else SOME
             h = self.hdr_len
             at = i * q.slot
-            slots = self._slots_mv(q)
+            slots = q.slots_mv
             if h >= 12 and slots[at + 10] | slots[at + 11] << 8 != 1:  # num_buffers
                 return SOME
             ln = length - h
@@ -661,18 +654,11 @@ class VirtioUser:
             h, ln = self.hdr_len, pool.len_mv[buf]
             at = i * q.slot + q.hdr_off + h
             o = buf * pool.buf_size
-            self._slots_mv(q)[at : at + ln] = pool.data_mv[o : o + ln]
+            q.slots_mv[at : at + ln] = pool.data_mv[o : o + ln]
             q.ring.desc_mv[2 * i + 1] = ln + h  # flags and next stay 0
             q.kick(q.publish_one(i))
         pool.free_one(buf)
         return 1
-
-    def _slots_mv(self, q: DriverQueue) -> memoryview:
-        """Queue ``q``'s slots as one flat memoryview (made once per queue)."""
-        mv: memoryview | None = getattr(q, "slots_mv", None)
-        if mv is None:
-            mv = q.slots_mv = memoryview(q.slots.reshape(-1))  # type: ignore[attr-defined]
-        return mv
 
     def rx_burst(self, pool: BufferPool, max_n: int) -> np.ndarray:
         with self.lock:
