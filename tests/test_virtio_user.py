@@ -621,6 +621,38 @@ def rx_one_within(port: Port, timeout: float = 10) -> int:
     return got
 
 
+def lone_packets_arrive(sender: Port, receiver: Port, lone: bool = True) -> None:
+    """Each of LONE_FRAMES, sent alone, comes out of ``receiver.rx_one`` (``lone`` false: it
+    is left to rx_burst, SOME, and arrives that way)."""
+    pool = sender.pool
+    for f in LONE_FRAMES:
+        assert sender.tx_burst(pool.alloc_frames([f])) == 1
+        b = rx_one_within(receiver)
+        if lone:
+            assert b >= 0 and pool.read(b) == f
+            pool.free_one(b)
+        else:
+            assert b == SOME
+            assert [g for g, _ in receive(receiver, 1)] == [f]
+
+
+def runs_go_to_rx_burst(sender: Port, receiver: Port, idle: int = NOTHING) -> None:
+    """Three packets at once: ``receiver.rx_one`` leaves the run to rx_burst, and answers SOME
+    without a look until a burst comes back empty (then ``idle``)."""
+    pool = sender.pool
+    assert sender.tx_burst(pool.alloc_frames(LONE_FRAMES[:3])) == 3
+    assert rx_one_within(receiver) == SOME  # a run: the burst path takes it whole
+    assert [f for f, _ in receive(receiver, 3)] == LONE_FRAMES[:3]
+    assert receiver.rx_one() == SOME  # runs came: left to rx_burst until a burst is empty
+    assert len(receiver.rx_burst(64)) == 0
+    assert receiver.rx_one() == idle
+
+
+def no_burst(bufs: np.ndarray) -> int:
+    """A port's tx_burst, replaced where a lone packet must not take it."""
+    raise AssertionError("a lone packet went the burst way")
+
+
 @ZERO_COPY
 def test_lone_packets_cross_vhost_with_python_ints(sock_ctx, zero_copy):
     """An idle panel's path both ways (one descriptor per packet from a copying driver, header
@@ -629,26 +661,12 @@ def test_lone_packets_cross_vhost_with_python_ints(sock_ctx, zero_copy):
     sock_ctx.options["virtio_user:12:zero_copy"] = zero_copy
     pool = sock_ctx.pool
     with connected_pair(sock_ctx, 12) as (vhost, vuser):
-        frames = LONE_FRAMES
         assert vhost.rx_one() == NOTHING
-        for f in frames:
-            assert vuser.tx_burst(pool.alloc_frames([f])) == 1
-            b = rx_one_within(vhost)
-            assert b >= 0 and pool.read(b) == f
-            pool.free_one(b)
+        lone_packets_arrive(vuser, vhost)
         assert vhost.rx_one() == NOTHING
-        assert vuser.tx_burst(pool.alloc_frames(frames[:3])) == 3
-        assert rx_one_within(vhost) == SOME  # a run: the burst path takes it whole
-        assert [f for f, _ in receive(vhost, 3)] == frames[:3]
-        assert vhost.rx_one() == SOME  # runs came: left to rx_burst until a burst is empty
-        assert len(vhost.rx_burst(64)) == 0
-        assert vhost.rx_one() == NOTHING
-
-        def no_burst(bufs: np.ndarray) -> int:
-            raise AssertionError("a lone packet went the burst way")
-
+        runs_go_to_rx_burst(vuser, vhost)
         vhost.tx_burst = no_burst  # type: ignore[method-assign]
-        for f in frames:
+        for f in LONE_FRAMES:
             assert vhost.tx_one(int(pool.alloc_frames([f])[0])) == 1
             assert [g for g, _ in receive(vuser, 1)] == [f]
         del vhost.tx_burst
@@ -702,32 +720,14 @@ def test_lone_packets_cross_virtio_user_with_python_ints(sock_ctx, zero_copy):
     idle = NOTHING if copying else SOME  # (zero-copy: always the burst path's)
     pool = sock_ctx.pool
     with connected_pair(sock_ctx, 15) as (vhost, vuser):
-        frames = LONE_FRAMES
         assert vuser.rx_one() == idle
-        for f in frames:
-            assert vhost.tx_burst(pool.alloc_frames([f])) == 1
-            b = rx_one_within(vuser)
-            if copying:
-                assert b >= 0 and pool.read(b) == f
-                pool.free_one(b)
-            else:
-                assert b == SOME
-                assert [g for g, _ in receive(vuser, 1)] == [f]
+        lone_packets_arrive(vhost, vuser, lone=copying)
         assert vuser.rx_one() == idle
-        assert vhost.tx_burst(pool.alloc_frames(frames[:3])) == 3
-        assert rx_one_within(vuser) == SOME  # a run: the burst path takes it whole
-        assert [f for f, _ in receive(vuser, 3)] == frames[:3]
-        assert vuser.rx_one() == SOME
-        assert len(vuser.rx_burst(64)) == 0
-        assert vuser.rx_one() == idle
-
-        def no_burst(bufs: np.ndarray) -> int:
-            raise AssertionError("a lone packet went the burst way")
-
+        runs_go_to_rx_burst(vhost, vuser, idle)
         if copying:
             vuser.tx_burst = no_burst  # type: ignore[method-assign]
         for k in range(600):  # more than the ring's 256 descriptors: each must come back
-            f = frames[k % len(frames)]
+            f = LONE_FRAMES[k % len(LONE_FRAMES)]
             assert vuser.tx_one(int(pool.alloc_frames([f])[0])) == 1, k
             assert [g for g, _ in receive(vhost, 1)] == [f]
         if copying:
