@@ -241,27 +241,16 @@ def forwarder(side: str, a: Host, b: Host, tmp: Path, hugedir: Path | None, tag:
             ]
             if side.endswith("-poll"):
                 argv += ["--busy-poll-us", str(BUSY_POLL_US)]
-            log = open(tmp / "l2fwd.log", "wb")  # noqa: SIM115 - closed below
-            fwd = subprocess.Popen(
-                [*argv, "--tap-name", f"tap:0={tap.name}"], stdout=log, stderr=subprocess.STDOUT
-            )
-            try:
-                tap.wait_and_move()
-                nfv.patch("phy:0", "vhost:1")
-                nfv.patch("vhost:1", "phy:0")
-                nfv.forward()
-                time.sleep(0.5)
-                if fwd.poll() is not None:
-                    raise RuntimeError(f"spp-l2fwd exited with {fwd.returncode}: see {log.name}")
-                yield [*secondary_pids(bed), fwd.pid]
-            finally:
-                fwd.terminate()
-                try:
-                    fwd.wait(10)
-                except subprocess.TimeoutExpired:
-                    fwd.kill()
-                    fwd.wait()
-                log.close()
+            argv += ["--tap-name", f"tap:0={tap.name}"]
+            fwd = bed._spawn("spp-l2fwd", argv)  # (the bed stops it)
+            tap.wait_and_move()
+            nfv.patch("phy:0", "vhost:1")
+            nfv.patch("vhost:1", "phy:0")
+            nfv.forward()
+            time.sleep(0.5)
+            if fwd.poll() is not None:
+                raise RuntimeError(f"spp-l2fwd exited with {fwd.returncode}: {bed.log('spp-l2fwd')}")
+            yield [*secondary_pids(bed), fwd.pid]
     elif side in ("vf", "vf-poll", "vf-cls", "vf-cls-poll"):
         # spp_vf on one lcore: forward components phy:0 -> phy:1 and back; with "cls", the way
         # to B through a classifier instead (B's MAC -> phy:1)

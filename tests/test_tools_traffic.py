@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from spp.control.ctl.observe import thread_cpu
 from spp.engine.pcapfile import GLOBAL_HEADER
 from spp.engine.pool import BufferPool
 from spp.integrations.testbed import Testbed, wait_for
@@ -382,43 +383,30 @@ def test_a_killed_standalone_pktgen_leaves_no_pool_behind(tmp_path: Path) -> Non
     assert not leftover_private_pools()
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100  # utime + stime, in clock ticks
-
-
 def test_l2fwd_busy_polls_after_a_packet_when_asked_then_sleeps(tmp_path: Path) -> None:
     """``--busy-poll-us`` (as spp-nfv's): after a packet the forwarding thread keeps polling
     for that long, using a core, then sleeps and uses none."""
     with Testbed(nb_rings=2, log_dir=tmp_path) as bed:
-        fwd = subprocess.Popen(
-            [*L2FWD, "ring:0", "ring:1", "--oneway", "--file-prefix", bed.prefix,
-             "--busy-poll-us", "1000000"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        argv = [*L2FWD, "ring:0", "ring:1", "--oneway", "--file-prefix", bed.prefix]
+        fwd = bed._spawn("spp-l2fwd", [*argv, "--busy-poll-us", "1000000"])  # (stopped with the bed)
+        wait_for(lambda: "forwarding ring:0 -> ring:1" in bed.log("spp-l2fwd"), 30, "spp-l2fwd to start")
+
+        def cpu() -> float:  # the forwarding thread's
+            return thread_cpu(fwd.pid)["l2fwd"]
+
+        time.sleep(1.5)  # whatever it did starting up is over: asleep
+        idle = cpu()
+        gen = subprocess.run(
+            [*PKTGEN, "--file-prefix", bed.prefix, "--tx", "ring:0", "--count", "1", "--json"],
+            capture_output=True, text=True, timeout=60,
         )  # fmt: skip
-        try:
-            assert fwd.stderr is not None
-            assert "forwarding ring:0 -> ring:1" in fwd.stderr.readline()
-            time.sleep(1.5)  # whatever it did starting up is over: asleep
-            idle = cpu_seconds(fwd.pid)
-            gen = subprocess.run(
-                [*PKTGEN, "--file-prefix", bed.prefix, "--tx", "ring:0", "--count", "1", "--json"],
-                capture_output=True, text=True, timeout=60,
-            )  # fmt: skip
-            assert gen.returncode == 0, gen.stderr
-            wait_for(lambda: bed.ring_stats(1)["tx"] >= 1, 10, "the packet through l2fwd")
-            spent = cpu_seconds(fwd.pid) - idle
-            time.sleep(0.8)
-            polled = cpu_seconds(fwd.pid) - idle - spent
-            assert polled >= 0.15, f"{polled:.2f} s of CPU in 0.8 s: not polling"
-            time.sleep(1.5)
-            before = cpu_seconds(fwd.pid)
-            time.sleep(1.0)
-            assert cpu_seconds(fwd.pid) - before <= 0.05, "still polling long after the packet"
-        finally:
-            fwd.terminate()
-            try:
-                fwd.wait(30)
-            except subprocess.TimeoutExpired:
-                fwd.kill()
-                fwd.wait()
+        assert gen.returncode == 0, gen.stderr
+        wait_for(lambda: bed.ring_stats(1)["tx"] >= 1, 10, "the packet through l2fwd")
+        spent = cpu() - idle
+        time.sleep(0.8)
+        polled = cpu() - idle - spent
+        assert polled >= 0.15, f"{polled:.2f} s of CPU in 0.8 s: not polling"
+        time.sleep(1.5)
+        before = cpu()
+        time.sleep(1.0)
+        assert cpu() - before <= 0.05, "still polling long after the packet"
