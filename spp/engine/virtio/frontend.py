@@ -70,7 +70,7 @@ TX_FRAME_AT = 64
 TX_SLOT = TX_FRAME_AT + 2048  # a transmit slot holds the header and the largest pool buffer
 LARGE_TX_SLOT = 68 * 1024  # a header and a 64 KiB aggregate with its headers
 LARGE_TX_SLOTS = 16
-#: transmit descriptors :meth:`VirtioUser.tx_one` takes back itself, one by one (more: the
+#: transmit descriptors :meth:`VirtioUser.transmit_one` takes back itself, one by one (more: the
 #: burst path's vector gather)
 FEW_USED = 4
 HDR_SLOT = 64  # zero-copy: a slot holds only a packet's header (the frame is in a pool buffer)
