@@ -100,18 +100,24 @@ class Tmux:
         self.cmd("set-option", "-t", self.session, "remain-on-exit", "on")
 
     def window(self, name: str, argv: list[str], log: Path) -> tuple[str, int]:
-        out = self.cmd(
-            "new-window", "-d", "-P", "-F", "#{window_id} #{pane_pid}", "-t", f"{self.session}:",
-            "-n", name, "-c", str(self.cwd), *argv,
-        ).stdout.split()  # fmt: skip
-        wid, pid = out[0], int(out[1])
-        self.cmd("pipe-pane", "-t", wid, "-o", f"cat >> {shlex.quote(str(log))}", check=False)
-        return wid, pid
+        """A new window running ``argv``, its output appended to ``log``: ``(window id, pid)``.
+
+        The window starts on a placeholder and ``argv`` replaces it once the pane is piped to
+        the log (:meth:`respawn`): piping a pane that already runs ``argv`` loses what it
+        printed first, such as why it failed at start, which left such a failure's log empty."""
+        wid = self.cmd(
+            "new-window", "-d", "-P", "-F", "#{window_id}", "-t", f"{self.session}:",
+            "-n", name, "-c", str(self.cwd), "sleep", "infinity",
+        ).stdout.strip()  # fmt: skip
+        return wid, self.respawn(wid, argv, log)
 
     def respawn(self, wid: str, argv: list[str], log: Path) -> int:
-        self.cmd("respawn-window", "-k", "-t", wid, *argv)
+        """Run ``argv`` in window ``wid`` (what it ran is killed), piped to ``log`` from its first
+        byte (a pane's pipe outlives a respawn); its pid, or 0 when it has already exited."""
         self.cmd("pipe-pane", "-t", wid, "-o", f"cat >> {shlex.quote(str(log))}", check=False)
-        return int(self.cmd("display-message", "-p", "-t", wid, "#{pane_pid}").stdout.strip())
+        self.cmd("respawn-window", "-k", "-t", wid, "-c", str(self.cwd), *argv)
+        pid = self.cmd("display-message", "-p", "-t", wid, "#{pane_pid}", check=False).stdout.strip()
+        return int(pid) if pid.isdigit() else 0  # (none: it has exited already; 0 is never alive)
 
     def kill_window(self, wid: str) -> None:
         self.cmd("kill-window", "-t", wid, check=False)
